@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with only Python 3.11+:  make run  /  make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint install simulator worker api bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole service on the embedded stack (PostgreSQL, Temporal + UI, worker, API, simulator)
+run: $(STAMP)
+	$(BIN)/python -m core.stack
+
+## test: lint, types, and the whole test suite against real PostgreSQL and Temporal
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+simulator: $(STAMP)
+	$(BIN)/python -m simulator
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

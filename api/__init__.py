@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI app, routers, request and response schemas."""

@@ -1,0 +1,88 @@
+"""The FastAPI application: routers under /api/v1, Temporal and the database set up once."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+
+from api.routers import clients, dispatches, health, stats
+from core.db import Database
+from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+A mailing service on Temporal. Keep a directory of **clients** (Russian mobile numbers with an
+operator code, a tag and a time zone) and run **dispatches** to them: each dispatch is a durable
+workflow that starts by itself at `start_at`, sends one message per matching client inside that
+client's local send window, retries while the remote API fails, and sends nothing after `end_at`.
+Statistics count every dispatch's messages by status.
+
+Message statuses: `pending` (waiting for its window), `retrying` (the remote failed, another
+attempt is scheduled), `sent`, `failed` (the remote refused it for good), `expired` (not sent by
+`end_at`), `cancelled` (its dispatch or client was deleted).
+"""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.database = Database(settings)
+    app.state.temporal = await Client.connect(
+        settings.temporal_target, namespace=settings.temporal_namespace
+    )
+    log.info("API ready: Temporal at %s", settings.temporal_target)
+    try:
+        yield
+    finally:
+        await app.state.database.dispose()
+
+
+def _error(status_code: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content={"detail": detail})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Mailing service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for router in (clients.router, dispatches.router, stats.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health.router)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound) -> JSONResponse:
+        return _error(status.HTTP_404_NOT_FOUND, str(error))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, error: Conflict) -> JSONResponse:
+        return _error(status.HTTP_409_CONFLICT, str(error))
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid(request: Request, error: InvalidRequest) -> JSONResponse:
+        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error))
+
+    @app.exception_handler(EngineUnavailable)
+    async def unavailable(request: Request, error: EngineUnavailable) -> JSONResponse:
+        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
+
+    return app
+
+
+def create_configured_app() -> FastAPI:
+    """Entry point for uvicorn (`--factory`): settings and logging from the environment."""
+    settings = get_settings()
+    configure_logging(level=settings.log_level, json_output=settings.log_json)
+    return create_app(settings)

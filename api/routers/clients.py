@@ -1,0 +1,59 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api import services
+from api.deps import IdPath, SessionDep, SettingsDep
+from api.schemas import ClientCreate, ClientPublic, ClientUpdate, OperatorCode, Page
+
+router = APIRouter(prefix="/clients", tags=["clients"])
+
+
+@router.post("", response_model=ClientPublic, status_code=status.HTTP_201_CREATED)
+async def create_client(
+    data: ClientCreate, session: SessionDep, settings: SettingsDep
+) -> ClientPublic:
+    """Add a client; the operator code and time zone are derived from the phone when omitted."""
+    client = await services.create_client(session=session, data=data, settings=settings)
+    return ClientPublic.model_validate(client)
+
+
+@router.get("", response_model=Page[ClientPublic])
+async def list_clients(
+    session: SessionDep,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    operator_code: Annotated[OperatorCode | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Page[ClientPublic]:
+    """List clients by id, optionally only those with a tag and/or an operator code."""
+    clients, total = await services.list_clients(
+        session=session, tag=tag, operator_code=operator_code, limit=limit, offset=offset
+    )
+    return Page(
+        items=[ClientPublic.model_validate(c) for c in clients],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{client_id}", response_model=ClientPublic)
+async def get_client(client_id: IdPath, session: SessionDep) -> ClientPublic:
+    """One client."""
+    return ClientPublic.model_validate(
+        await services.get_client(session=session, client_id=client_id)
+    )
+
+
+@router.patch("/{client_id}", response_model=ClientPublic)
+async def update_client(client_id: IdPath, data: ClientUpdate, session: SessionDep) -> ClientPublic:
+    """Change some of a client's fields."""
+    client = await services.update_client(session=session, client_id=client_id, data=data)
+    return ClientPublic.model_validate(client)
+
+
+@router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_client(client_id: IdPath, session: SessionDep) -> None:
+    """Delete a client; its messages stay in the statistics, unsent ones end cancelled."""
+    await services.delete_client(session=session, client_id=client_id)

@@ -1,0 +1,102 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api import services
+from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
+from api.schemas import (
+    DispatchCreate,
+    DispatchPublic,
+    DispatchStats,
+    DispatchUpdate,
+    MessagePublic,
+    Page,
+    StatusCounts,
+)
+from core.models import DispatchStatus, MessageStatus
+from core.stats import counts_by_dispatch
+
+router = APIRouter(prefix="/dispatches", tags=["dispatches"])
+
+
+@router.post("", response_model=DispatchPublic, status_code=status.HTTP_201_CREATED)
+async def create_dispatch(
+    data: DispatchCreate, session: SessionDep, temporal: TemporalClientDep, settings: SettingsDep
+) -> DispatchPublic:
+    """Create a dispatch and start its workflow: it waits for start_at by itself."""
+    dispatch = await services.create_dispatch(
+        session=session, temporal=temporal, settings=settings, data=data
+    )
+    return services.dispatch_public(dispatch, {})
+
+
+@router.get("", response_model=Page[DispatchPublic])
+async def list_dispatches(
+    session: SessionDep,
+    status: DispatchStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Page[DispatchPublic]:
+    """List dispatches by id with their message counts, optionally of one status."""
+    items, total = await services.list_dispatches(
+        session=session, status=status, limit=limit, offset=offset
+    )
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{dispatch_id}", response_model=DispatchPublic)
+async def get_dispatch(dispatch_id: IdPath, session: SessionDep) -> DispatchPublic:
+    """One dispatch with its messages counted by status."""
+    dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await services.dispatch_with_counts(session=session, dispatch=dispatch)
+
+
+@router.patch("/{dispatch_id}", response_model=DispatchPublic)
+async def update_dispatch(
+    dispatch_id: IdPath, data: DispatchUpdate, session: SessionDep, temporal: TemporalClientDep
+) -> DispatchPublic:
+    """Edit a dispatch that has not started yet (409 once it runs)."""
+    dispatch = await services.update_dispatch(
+        session=session, temporal=temporal, dispatch_id=dispatch_id, data=data
+    )
+    return await services.dispatch_with_counts(session=session, dispatch=dispatch)
+
+
+@router.delete("/{dispatch_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_dispatch(
+    dispatch_id: IdPath, session: SessionDep, temporal: TemporalClientDep
+) -> None:
+    """Cancel a dispatch's workflow and delete it with its messages; nothing more is sent."""
+    await services.delete_dispatch(session=session, temporal=temporal, dispatch_id=dispatch_id)
+
+
+@router.get("/{dispatch_id}/stats", response_model=DispatchStats)
+async def dispatch_stats(dispatch_id: IdPath, session: SessionDep) -> DispatchStats:
+    """One dispatch's messages counted by status."""
+    dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
+    return DispatchStats(
+        dispatch_id=dispatch_id,
+        status=dispatch.status,
+        messages=StatusCounts.of(counts[dispatch_id]),
+    )
+
+
+@router.get("/{dispatch_id}/messages", response_model=Page[MessagePublic])
+async def dispatch_messages(
+    dispatch_id: IdPath,
+    session: SessionDep,
+    status: MessageStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Page[MessagePublic]:
+    """A dispatch's messages by id, optionally of one status."""
+    messages, total = await services.list_messages(
+        session=session, dispatch_id=dispatch_id, status=status, limit=limit, offset=offset
+    )
+    return Page(
+        items=[MessagePublic.model_validate(m) for m in messages],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )

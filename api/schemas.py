@@ -1,0 +1,252 @@
+"""Request and response bodies, apart from the table models."""
+
+from datetime import datetime, time
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from core.models import TAG_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus, MessageStatus
+from core.phones import normalize_phone, validate_timezone
+from core.windows import SendWindow, parse_hhmm
+
+OperatorCode = Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
+Tag = Annotated[str, StringConstraints(max_length=TAG_MAX_LENGTH)]
+FILTER_MAX_ITEMS = 100
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; `total` counts every item that matched."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# Clients
+
+
+def _phone(value: Any) -> str:
+    return normalize_phone(value)
+
+
+class ClientCreate(BaseModel):
+    """A new client. operator_code defaults to digits 2-4 of the phone; timezone to the
+    number's own zone, or the service's default zone."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"phone": "79161234567", "tag": "vip"}})
+
+    phone: str | int = Field(description="11 digits 7XXXXXXXXXX, a Russian mobile number")
+    operator_code: OperatorCode | None = None
+    tag: Tag = ""
+    timezone: str | None = Field(default=None, description="IANA zone, e.g. Asia/Yekaterinburg")
+
+    _normalize_phone = field_validator("phone", mode="before")(_phone)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else validate_timezone(value)
+
+
+class ClientUpdate(BaseModel):
+    """Fields to change; a new phone without an operator_code re-derives the code."""
+
+    phone: str | int | None = None
+    operator_code: OperatorCode | None = None
+    tag: Tag | None = None
+    timezone: str | None = None
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone(cls, value: Any) -> str | None:
+        return None if value is None else normalize_phone(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else validate_timezone(value)
+
+
+class ClientPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    phone: str
+    operator_code: str
+    tag: str
+    timezone: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# Dispatches
+
+
+class DispatchFilter(BaseModel):
+    """Which clients a dispatch targets. A client matches when its operator code is in
+    operator_codes (if given) and its tag is in tags (if given). Both empty would target every
+    client, which must be asked for with `all: true`."""
+
+    operator_codes: list[OperatorCode] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
+    tags: list[Tag] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _explicit_everyone(self) -> "DispatchFilter":
+        targets_everyone = not self.operator_codes and not self.tags
+        if targets_everyone and not self.all:
+            raise ValueError(
+                "filter is empty and would target every client; "
+                "give operator_codes or tags, or set all: true"
+            )
+        if self.all and not targets_everyone:
+            raise ValueError("all: true cannot be combined with operator_codes or tags")
+        return self
+
+
+class WindowSchema(BaseModel):
+    """Local times of day ("HH:MM") in each client's own zone; end before start crosses
+    midnight (22:00-06:00). The end is exclusive."""
+
+    start: str = Field(examples=["09:00"])
+    end: str = Field(examples=["21:00"])
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "WindowSchema":
+        SendWindow(start=parse_hhmm(self.start), end=parse_hhmm(self.end))
+        return self
+
+    def times(self) -> tuple[time, time]:
+        return parse_hhmm(self.start), parse_hhmm(self.end)
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_LENGTH)]
+
+
+def _ends_after_start(start_at: datetime | None, end_at: datetime | None) -> None:
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise ValueError("end_at must be after start_at")
+
+
+class DispatchCreate(BaseModel):
+    """A new dispatch; it starts by itself at start_at, and nothing is sent after end_at."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "start_at": "2026-12-01T09:00:00+03:00",
+                "end_at": "2026-12-02T21:00:00+03:00",
+                "text": "Our shop is open on Sunday",
+                "filter": {"operator_codes": ["916"], "tags": ["vip"]},
+                "window": {"start": "09:00", "end": "21:00"},
+            }
+        }
+    )
+
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    text: Text
+    filter: DispatchFilter
+    window: WindowSchema | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> "DispatchCreate":
+        _ends_after_start(self.start_at, self.end_at)
+        return self
+
+
+class DispatchUpdate(BaseModel):
+    """Fields to change; only a dispatch that has not started yet can be edited.
+    `window: null` removes the window."""
+
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    text: Text | None = None
+    filter: DispatchFilter | None = None
+    window: WindowSchema | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> "DispatchUpdate":
+        _ends_after_start(self.start_at, self.end_at)
+        return self
+
+
+class StatusCounts(BaseModel):
+    """Messages counted by status."""
+
+    pending: int = 0
+    retrying: int = 0
+    sent: int = 0
+    failed: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+    @classmethod
+    def of(cls, counts: dict[str, int]) -> "StatusCounts":
+        return cls(**counts, total=sum(counts.values()))
+
+
+class DispatchPublic(BaseModel):
+    id: int
+    start_at: datetime
+    end_at: datetime
+    text: str
+    filter: DispatchFilter
+    window: WindowSchema | None
+    status: DispatchStatus
+    created_at: datetime
+    updated_at: datetime
+    messages: StatusCounts
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dispatch_id: int
+    client_id: int | None
+    status: MessageStatus
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class DispatchStats(BaseModel):
+    """One dispatch's messages counted by status."""
+
+    dispatch_id: int
+    status: DispatchStatus
+    messages: StatusCounts
+
+
+class OverallStats(BaseModel):
+    """Every dispatch with its message counts, and the totals over all of them."""
+
+    dispatches: list[DispatchStats]
+    totals: StatusCounts
+    dispatch_count: int
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    temporal: str

@@ -1,0 +1,295 @@
+"""Service functions behind the routes: they speak the domain and raise domain errors."""
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.schemas import (
+    ClientCreate,
+    ClientUpdate,
+    DispatchCreate,
+    DispatchFilter,
+    DispatchPublic,
+    DispatchUpdate,
+    StatusCounts,
+    WindowSchema,
+)
+from core.contracts import DispatchChanged, DispatchInput, SendOptions, dispatch_workflow_id
+from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.logging import ids
+from core.models import Client, Dispatch, DispatchStatus, Message, MessageStatus, utcnow
+from core.phones import default_timezone, operator_code
+from core.settings import Settings
+from core.stats import counts_by_dispatch
+from workflows.dispatch import DispatchWorkflow
+
+log = logging.getLogger(__name__)
+
+
+# Clients
+
+
+async def get_client(*, session: AsyncSession, client_id: int) -> Client:
+    client = await session.get(Client, client_id)
+    if client is None:
+        raise NotFound("client", client_id)
+    return client
+
+
+async def _commit_unique_phone(session: AsyncSession, phone: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(f"a client with phone {phone} already exists") from None
+
+
+async def create_client(*, session: AsyncSession, data: ClientCreate, settings: Settings) -> Client:
+    phone = str(data.phone)
+    client = Client(
+        phone=phone,
+        operator_code=data.operator_code or operator_code(phone),
+        tag=data.tag,
+        timezone=data.timezone or default_timezone(phone, fallback=settings.default_timezone),
+    )
+    session.add(client)
+    await _commit_unique_phone(session, phone)
+    log.info("client created", extra=ids(client_id=client.id))
+    return client
+
+
+async def update_client(*, session: AsyncSession, client_id: int, data: ClientUpdate) -> Client:
+    client = await get_client(session=session, client_id=client_id)
+    changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if "phone" in changes and "operator_code" not in changes:
+        changes["operator_code"] = operator_code(changes["phone"])
+    for field, value in changes.items():
+        setattr(client, field, value)
+    client.updated_at = utcnow()
+    await _commit_unique_phone(session, client.phone)
+    log.info("client updated: %s", sorted(changes), extra=ids(client_id=client_id))
+    return client
+
+
+async def delete_client(*, session: AsyncSession, client_id: int) -> None:
+    client = await get_client(session=session, client_id=client_id)
+    await session.delete(client)
+    await session.commit()
+    log.info("client deleted", extra=ids(client_id=client_id))
+
+
+async def list_clients(
+    *, session: AsyncSession, tag: str | None, operator_code: str | None, limit: int, offset: int
+) -> tuple[list[Client], int]:
+    conditions: list[Any] = []
+    if tag is not None:
+        conditions.append(col(Client.tag) == tag)
+    if operator_code is not None:
+        conditions.append(col(Client.operator_code) == operator_code)
+    total = (
+        await session.execute(sa.select(sa.func.count()).select_from(Client).where(*conditions))
+    ).scalar_one()
+    rows = await session.execute(
+        select(Client).where(*conditions).order_by(col(Client.id)).limit(limit).offset(offset)
+    )
+    return list(rows.scalars().all()), total
+
+
+# Dispatches
+
+
+def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPublic:
+    window = None
+    if dispatch.window_start is not None and dispatch.window_end is not None:
+        window = WindowSchema(
+            start=dispatch.window_start.strftime("%H:%M"), end=dispatch.window_end.strftime("%H:%M")
+        )
+    assert dispatch.id is not None
+    return DispatchPublic(
+        id=dispatch.id,
+        start_at=dispatch.start_at,
+        end_at=dispatch.end_at,
+        text=dispatch.text,
+        filter=DispatchFilter(
+            operator_codes=dispatch.operator_codes, tags=dispatch.tags, all=dispatch.target_all
+        ),
+        window=window,
+        status=dispatch.status,
+        created_at=dispatch.created_at,
+        updated_at=dispatch.updated_at,
+        messages=StatusCounts.of(counts),
+    )
+
+
+async def get_dispatch(*, session: AsyncSession, dispatch_id: int) -> Dispatch:
+    dispatch = await session.get(Dispatch, dispatch_id)
+    if dispatch is None:
+        raise NotFound("dispatch", dispatch_id)
+    return dispatch
+
+
+async def dispatch_with_counts(*, session: AsyncSession, dispatch: Dispatch) -> DispatchPublic:
+    assert dispatch.id is not None
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch.id])
+    return dispatch_public(dispatch, counts[dispatch.id])
+
+
+def _apply_filter_and_window(
+    dispatch: Dispatch, dispatch_filter: DispatchFilter | None, window: WindowSchema | None
+) -> None:
+    if dispatch_filter is not None:
+        dispatch.operator_codes = list(dispatch_filter.operator_codes)
+        dispatch.tags = list(dispatch_filter.tags)
+        dispatch.target_all = dispatch_filter.all
+    if window is not None:
+        dispatch.window_start, dispatch.window_end = window.times()
+
+
+def send_options(settings: Settings) -> SendOptions:
+    return SendOptions(
+        task_queue=settings.temporal_send_task_queue,
+        attempt_timeout_seconds=settings.send_timeout_seconds + 5,
+        retry_initial_seconds=settings.send_retry_initial_seconds,
+        retry_max_seconds=settings.send_retry_max_seconds,
+        page_size=settings.audience_page_size,
+    )
+
+
+async def create_dispatch(
+    *, session: AsyncSession, temporal: TemporalClient, settings: Settings, data: DispatchCreate
+) -> Dispatch:
+    """Stores the dispatch, then starts its workflow; without Temporal nothing is kept."""
+    dispatch = Dispatch(start_at=data.start_at, end_at=data.end_at, text=data.text)
+    _apply_filter_and_window(dispatch, data.filter, data.window)
+    session.add(dispatch)
+    await session.commit()
+    assert dispatch.id is not None
+    try:
+        await temporal.start_workflow(
+            DispatchWorkflow.run,
+            DispatchInput(dispatch_id=dispatch.id, send=send_options(settings)),
+            id=dispatch_workflow_id(dispatch.id),
+            task_queue=settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except RPCError as error:
+        log.error("workflow did not start: %s", error, extra=ids(dispatch_id=dispatch.id))
+        await session.delete(dispatch)
+        await session.commit()
+        raise EngineUnavailable("the workflow service is unavailable; try again") from error
+    log.info("dispatch created", extra=ids(dispatch_id=dispatch.id))
+    return dispatch
+
+
+async def update_dispatch(
+    *, session: AsyncSession, temporal: TemporalClient, dispatch_id: int, data: DispatchUpdate
+) -> Dispatch:
+    # The row lock orders this edit against the workflow moving the dispatch to running.
+    dispatch = await session.get(Dispatch, dispatch_id, with_for_update=True)
+    if dispatch is None:
+        raise NotFound("dispatch", dispatch_id)
+    if dispatch.status != DispatchStatus.SCHEDULED:
+        await session.rollback()
+        raise Conflict(
+            f"dispatch {dispatch_id} is {dispatch.status}; only a scheduled one can be edited"
+        )
+    changes = data.model_dump(exclude_unset=True)
+    start_at = data.start_at or dispatch.start_at
+    end_at = data.end_at or dispatch.end_at
+    if end_at <= start_at:
+        await session.rollback()
+        raise InvalidRequest("end_at must be after start_at")
+    dispatch.start_at, dispatch.end_at = start_at, end_at
+    if data.text is not None:
+        dispatch.text = data.text
+    _apply_filter_and_window(dispatch, data.filter, data.window)
+    if "window" in changes and data.window is None:
+        dispatch.window_start = dispatch.window_end = None
+    dispatch.updated_at = utcnow()
+    await session.commit()
+    log.info("dispatch updated: %s", sorted(changes), extra=ids(dispatch_id=dispatch_id))
+    try:
+        await temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id)).signal(
+            DispatchWorkflow.dispatch_changed, DispatchChanged(reason="edited")
+        )
+    except RPCError as error:
+        # The workflow re-reads the row when its timer fires; only an earlier start is late.
+        log.warning("edit not signalled: %s", error, extra=ids(dispatch_id=dispatch_id))
+    return dispatch
+
+
+async def delete_dispatch(
+    *, session: AsyncSession, temporal: TemporalClient, dispatch_id: int
+) -> None:
+    """Cancels the workflow and deletes the dispatch with its messages; deliveries that are
+    still waiting find their message gone and send nothing."""
+    dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
+    handle: WorkflowHandle[Any, Any] = temporal.get_workflow_handle(
+        dispatch_workflow_id(dispatch_id)
+    )
+    try:
+        await handle.cancel()
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise EngineUnavailable("the workflow service is unavailable; try again") from error
+    await session.execute(
+        sa.update(Message)
+        .where(col(Message.dispatch_id) == dispatch_id)
+        .values(status=MessageStatus.CANCELLED)
+    )
+    await session.delete(dispatch)
+    await session.commit()
+    log.info("dispatch deleted", extra=ids(dispatch_id=dispatch_id))
+
+
+async def list_dispatches(
+    *, session: AsyncSession, status: DispatchStatus | None, limit: int, offset: int
+) -> tuple[list[DispatchPublic], int]:
+    conditions = [] if status is None else [col(Dispatch.status) == status]
+    total = (
+        await session.execute(sa.select(sa.func.count()).select_from(Dispatch).where(*conditions))
+    ).scalar_one()
+    rows = (
+        (
+            await session.execute(
+                select(Dispatch)
+                .where(*conditions)
+                .order_by(col(Dispatch.id))
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in rows if d.id])
+    return [dispatch_public(d, counts[d.id]) for d in rows if d.id is not None], total
+
+
+async def list_messages(
+    *,
+    session: AsyncSession,
+    dispatch_id: int,
+    status: MessageStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Message], int]:
+    await get_dispatch(session=session, dispatch_id=dispatch_id)
+    conditions: list[Any] = [col(Message.dispatch_id) == dispatch_id]
+    if status is not None:
+        conditions.append(col(Message.status) == status)
+    total = (
+        await session.execute(sa.select(sa.func.count()).select_from(Message).where(*conditions))
+    ).scalar_one()
+    rows = await session.execute(
+        select(Message).where(*conditions).order_by(col(Message.id)).limit(limit).offset(offset)
+    )
+    return list(rows.scalars().all()), total

@@ -1,0 +1,1 @@
+"""Shared domain code: settings, database, models, Temporal contracts, phones and send windows."""

@@ -1,0 +1,22 @@
+"""Domain errors; the API turns them into HTTP answers, service code never does."""
+
+
+class DomainError(Exception):
+    """Base of the errors service functions raise."""
+
+
+class NotFound(DomainError):
+    def __init__(self, entity: str, entity_id: int) -> None:
+        super().__init__(f"{entity} {entity_id} not found")
+
+
+class Conflict(DomainError):
+    """The request is well-formed but clashes with the current state."""
+
+
+class EngineUnavailable(DomainError):
+    """Temporal could not be reached; nothing was changed."""
+
+
+class InvalidRequest(DomainError):
+    """The request contradicts the stored state (e.g. an end before the stored start)."""

@@ -1,0 +1,150 @@
+"""Table models: clients, dispatches and their messages."""
+
+from datetime import UTC, datetime, time
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PHONE_LENGTH = 11
+TAG_MAX_LENGTH = 64
+TEXT_MAX_LENGTH = 1000
+TIMEZONE_MAX_LENGTH = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(*, nullable: bool = False, onupdate: bool = False) -> sa.Column:  # type: ignore[type-arg]
+    return sa.Column(
+        sa.DateTime(timezone=True),
+        nullable=nullable,
+        server_default=None if nullable else sa.func.now(),
+        onupdate=utcnow if onupdate else None,
+    )
+
+
+class DispatchStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+OPEN_MESSAGE_STATUSES = (MessageStatus.PENDING, MessageStatus.RETRYING)
+
+
+def _status_check(enum: type[StrEnum]) -> str:
+    return "status IN (" + ", ".join(f"'{member.value}'" for member in enum) + ")"
+
+
+class Client(SQLModel, table=True):
+    """A mobile subscriber who may receive dispatches."""
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    phone: str = Field(sa_column=sa.Column(sa.String(PHONE_LENGTH), nullable=False, unique=True))
+    operator_code: str = Field(sa_column=sa.Column(sa.String(3), nullable=False, index=True))
+    tag: str = Field(
+        default="", sa_column=sa.Column(sa.String(TAG_MAX_LENGTH), nullable=False, index=True)
+    )
+    timezone: str = Field(sa_column=sa.Column(sa.String(TIMEZONE_MAX_LENGTH), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
+
+
+class Dispatch(SQLModel, table=True):
+    """A mailing: one text sent to every matching client between start_at and end_at."""
+
+    __table_args__ = (
+        sa.CheckConstraint("end_at > start_at", name="ends_after_start"),
+        sa.CheckConstraint(_status_check(DispatchStatus), name="status"),
+        sa.CheckConstraint(
+            "(window_start IS NULL) = (window_end IS NULL)", name="window_both_or_none"
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    start_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    end_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
+    text: str = Field(sa_column=sa.Column(sa.String(TEXT_MAX_LENGTH), nullable=False))
+    # Filter: a client matches when its code is in operator_codes (if non-empty) and its tag is
+    # in tags (if non-empty). Both empty targets everyone, which must be asked for (target_all).
+    operator_codes: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(postgresql.ARRAY(sa.String(3)), nullable=False, server_default="{}"),
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(
+            postgresql.ARRAY(sa.String(TAG_MAX_LENGTH)), nullable=False, server_default="{}"
+        ),
+    )
+    target_all: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    # Send window in each client's local time; end before start crosses midnight.
+    window_start: time | None = Field(default=None, sa_column=sa.Column(sa.Time, nullable=True))
+    window_end: time | None = Field(default=None, sa_column=sa.Column(sa.Time, nullable=True))
+    status: DispatchStatus = Field(
+        default=DispatchStatus.SCHEDULED,
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="scheduled"),
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
+
+
+class Message(SQLModel, table=True):
+    """One send of a dispatch to one client; its id is the msgId sent to the remote."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("dispatch_id", "client_id", name="uq_message_dispatch_client"),
+        sa.CheckConstraint(_status_check(MessageStatus), name="status"),
+        sa.Index("ix_message_dispatch_status", "dispatch_id", "status"),
+        # Deleting a client nulls its messages' client_id.
+        sa.Index("ix_message_client_id", "client_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    dispatch_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("dispatch.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    # A deleted client keeps its message history; its unsent messages end cancelled.
+    client_id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("client.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
+    status: MessageStatus = Field(
+        default=MessageStatus.PENDING,
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="pending"),
+    )
+    attempts: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(500)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    sent_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))

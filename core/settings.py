@@ -1,0 +1,76 @@
+"""One place where configuration is read: environment variables (or a .env file)."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PLACEHOLDER_TOKEN = "simulator-token"
+
+
+class Settings(BaseSettings):
+    """Service settings; every field is an environment variable of the same name, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Unset: the embedded PostgreSQL under DATA_DIR (started by `make run` and the tests).
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1)
+
+    # Unset: the embedded Temporal dev server started by `make run`.
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "mailing"
+    # Sends run on a task queue of their own so that the server can cap their rate.
+    temporal_send_task_queue: str = "mailing-send"
+
+    # Base of the external API, e.g. https://probe.fbrq.cloud/v1. Unset: the built-in simulator.
+    send_api_url: str | None = None
+    send_api_token: str = PLACEHOLDER_TOKEN
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Concurrency per worker and a global rate across all workers (messages per second).
+    send_concurrency: int = Field(default=100, ge=1)
+    send_rate_per_second: float | None = Field(default=None, gt=0)
+    send_retry_initial_seconds: float = Field(default=1.0, gt=0)
+    send_retry_max_seconds: float = Field(default=300.0, gt=0)
+
+    # Clients in a dispatch are selected and started in pages of this many.
+    audience_page_size: int = Field(default=500, ge=1, le=5000)
+    # Without a zone from the number, a client gets this one.
+    default_timezone: str = "Europe/Moscow"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 8090
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+
+    data_dir: Path = PROJECT_ROOT / ".data"
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> "Settings":
+        if self.environment == "production" and self.send_api_token == PLACEHOLDER_TOKEN:
+            raise ValueError("SEND_API_TOKEN must be set to the real token in production")
+        return self
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def send_base_url(self) -> str:
+        url = self.send_api_url or f"http://{self.simulator_host}:{self.simulator_port}/v1"
+        return url.rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

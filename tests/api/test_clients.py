@@ -1,0 +1,99 @@
+import httpx
+
+from core.db import Database
+
+CLIENTS = "/api/v1/clients"
+
+
+async def test_create_derives_operator_code_and_zone(api: httpx.AsyncClient) -> None:
+    response = await api.post(CLIENTS, json={"phone": 79161234567, "tag": "vip"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["phone"] == "79161234567"
+    assert body["operator_code"] == "916"
+    # A mobile number spans many zones in phonenumbers: the configured default applies.
+    assert body["timezone"] == "Europe/Moscow"
+    assert body["tag"] == "vip"
+
+
+async def test_explicit_operator_code_and_zone_are_kept(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        CLIENTS,
+        json={"phone": "+7 (903) 123-45-67", "operator_code": "999", "timezone": "Asia/Tokyo"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["phone"] == "79031234567"
+    assert response.json()["operator_code"] == "999"
+    assert response.json()["timezone"] == "Asia/Tokyo"
+
+
+async def test_bad_input_is_422_naming_the_field(api: httpx.AsyncClient, db: Database) -> None:
+    cases = [
+        ({"phone": "12345"}, "phone"),
+        ({"phone": "74951234567"}, "phone"),  # a Moscow landline
+        ({"phone": True}, "phone"),
+        ({"phone": "79161234567", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"phone": "79161234567", "operator_code": "91"}, "operator_code"),
+        ({"phone": "79161234567", "tag": "x" * 65}, "tag"),
+        ({}, "phone"),
+    ]
+    for payload, field in cases:
+        response = await api.post(CLIENTS, json=payload)
+        assert response.status_code == 422, (payload, response.text)
+        assert field in {str(part) for e in response.json()["detail"] for part in e["loc"]}
+    listed = await api.get(CLIENTS)
+    assert listed.json()["total"] == 0
+
+
+async def test_duplicate_phone_is_409(api: httpx.AsyncClient) -> None:
+    assert (await api.post(CLIENTS, json={"phone": "79161234567"})).status_code == 201
+    response = await api.post(CLIENTS, json={"phone": "79161234567"})
+    assert response.status_code == 409
+    assert "79161234567" in response.json()["detail"]
+
+
+async def test_get_update_delete(api: httpx.AsyncClient) -> None:
+    created = (await api.post(CLIENTS, json={"phone": "79161234567"})).json()
+    url = f"{CLIENTS}/{created['id']}"
+    assert (await api.get(url)).json() == created
+
+    updated = await api.patch(url, json={"phone": "79261234567", "tag": "new"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["operator_code"] == "926"
+    assert updated.json()["tag"] == "new"
+
+    kept = await api.patch(url, json={"operator_code": "111"})
+    assert kept.json()["operator_code"] == "111"
+    assert kept.json()["phone"] == "79261234567"
+
+    assert (await api.delete(url)).status_code == 204
+    assert (await api.get(url)).status_code == 404
+    assert (await api.delete(url)).status_code == 404
+    assert (await api.patch(url, json={"tag": "x"})).status_code == 404
+
+
+async def test_unknown_and_absurd_ids(api: httpx.AsyncClient, db: Database) -> None:
+    assert (await api.get(f"{CLIENTS}/12345")).status_code == 404
+    assert (await api.get(f"{CLIENTS}/{2**70}")).status_code == 422
+    assert (await api.get(f"{CLIENTS}/0")).status_code == 422
+    assert (await api.get(f"{CLIENTS}/abc")).status_code == 422
+
+
+async def test_list_filters_and_pages(api: httpx.AsyncClient) -> None:
+    phones = ["79161234501", "79161234502", "79031234503", "79031234504", "79261234505"]
+    for index, phone in enumerate(phones):
+        tag = "vip" if index % 2 == 0 else "regular"
+        assert (await api.post(CLIENTS, json={"phone": phone, "tag": tag})).status_code == 201
+
+    vip = (await api.get(CLIENTS, params={"tag": "vip"})).json()
+    assert [c["phone"] for c in vip["items"]] == [phones[0], phones[2], phones[4]]
+
+    beeline = (await api.get(CLIENTS, params={"operator_code": "903", "tag": "vip"})).json()
+    assert [c["phone"] for c in beeline["items"]] == [phones[2]]
+
+    page = (await api.get(CLIENTS, params={"limit": 2, "offset": 2})).json()
+    assert page["total"] == 5
+    assert [c["phone"] for c in page["items"]] == phones[2:4]
+
+    assert (await api.get(CLIENTS, params={"limit": 0})).status_code == 422
+    assert (await api.get(CLIENTS, params={"operator_code": "9"})).status_code == 422

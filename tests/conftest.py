@@ -1,0 +1,150 @@
+"""Session-wide real things: PostgreSQL (migrated), the simulator over TCP, Temporal servers.
+
+Each test that touches the database gets clean tables; each workflow test its own task queues.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.db import Database, migrate
+from core.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
+from core.settings import Settings
+from simulator.app import SimulatorState
+from simulator.app import create_app as create_simulator
+from tests.support import Queues, new_queues, settings_for
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.ensure_database("mailing_test")
+    migrate(server.url("mailing_test"))
+    yield server
+    server.stop()
+
+
+@dataclass
+class RunningSimulator:
+    state: SimulatorState
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@pytest.fixture(scope="session")
+async def simulator_server() -> AsyncIterator[RunningSimulator]:
+    app = create_simulator(token=TOKEN)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield RunningSimulator(state=app.state.simulator, port=port)
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+def simulator(simulator_server: RunningSimulator) -> RunningSimulator:
+    """The simulator, healthy and with zeroed counters."""
+    from simulator.app import SimulatorConfig
+
+    simulator_server.state.set_config(SimulatorConfig())
+    simulator_server.state.reset_counters()
+    return simulator_server
+
+
+@pytest.fixture(scope="session")
+def settings(postgres: EmbeddedPostgres, simulator_server: RunningSimulator) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=postgres.url("mailing_test"),
+        send_api_url=simulator_server.base_url,
+        send_api_token=TOKEN,
+        send_timeout_seconds=2.0,
+        send_retry_initial_seconds=1.0,
+        send_retry_max_seconds=60.0,
+        audience_page_size=50,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(settings)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def db(database: Database) -> AsyncIterator[Database]:
+    """The database, emptied after the test."""
+    yield database
+    async with database.session() as session:
+        await session.execute(
+            sa.text("TRUNCATE message, dispatch, client RESTART IDENTITY CASCADE")
+        )
+        await session.commit()
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=bin_path("temporal-test-server")
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=bin_path("temporal"),
+        dev_server_extra_args=dynamic_config_flags(),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def queues() -> Queues:
+    """Task queues of this test alone."""
+    return new_queues()
+
+
+@pytest.fixture
+async def api_app(
+    settings: Settings, time_env: WorkflowEnvironment, queues: Queues, db: Database
+) -> AsyncIterator[FastAPI]:
+    """The API app with its lifespan entered, against the time-skipping server."""
+    app = create_app(settings_for(settings, time_env.client, queues))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent

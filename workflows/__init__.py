@@ -1,0 +1,1 @@
+"""Pure orchestration: the dispatch workflow and the per-client delivery workflow."""

@@ -1,0 +1,200 @@
+"""The dispatch workflow: waits for start_at, fans out one delivery per client, awaits them."""
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.dispatch import DispatchActivities
+    from core.contracts import (
+        AudiencePage,
+        AudiencePageInput,
+        CountOpenInput,
+        DeliveryFinished,
+        DeliveryInput,
+        DispatchChanged,
+        DispatchInput,
+        DispatchPlan,
+        DispatchProgress,
+        DispatchResult,
+        LoadDispatchInput,
+        Recipient,
+        SetDispatchStatusInput,
+        delivery_workflow_id,
+    )
+    from core.models import DispatchStatus
+    from workflows.delivery import DeliveryWorkflow
+
+DB_TIMEOUT = timedelta(seconds=30)
+# Deliveries signal when they finish; this is only the backstop for a lost wake-up.
+COMPLETION_RECHECK = timedelta(minutes=10)
+# Finished signals that arrive together are counted with one query.
+COMPLETION_DEBOUNCE = timedelta(seconds=1)
+
+
+@workflow.defn
+class DispatchWorkflow:
+    """One per dispatch (id `dispatch-<id>`). The audience never enters its state or history:
+    pages of clients are selected by an activity, and the run continues as new every
+    `children_per_run` children, carrying only a cursor."""
+
+    def __init__(self) -> None:
+        self._changed = False
+        self._finished = 0
+        self._phase = "loading"
+        self._started = 0
+        self._cursor = 0
+
+    @workflow.signal
+    def dispatch_changed(self, input: DispatchChanged) -> None:
+        self._changed = True
+
+    @workflow.signal
+    def delivery_finished(self, input: DeliveryFinished) -> None:
+        self._finished += 1
+
+    @workflow.query
+    def progress(self) -> DispatchProgress:
+        return DispatchProgress(
+            phase=self._phase, started=self._started, after_client_id=self._cursor
+        )
+
+    @workflow.run
+    async def run(self, input: DispatchInput) -> DispatchResult:
+        self._started, self._cursor = input.started, input.after_client_id
+        log_ids = {"dispatch_id": input.dispatch_id}
+        plan = await self._load(input)
+        if not plan.found:
+            return DispatchResult(input.dispatch_id, "deleted", self._started)
+        if not input.audience_done:
+            plan = await self._wait_for_start(input, plan)
+            if not plan.found:
+                return DispatchResult(input.dispatch_id, "deleted", self._started)
+            await self._set_status(input, DispatchStatus.RUNNING, [DispatchStatus.SCHEDULED])
+            # An edit may have landed between the last read and the move to running, which
+            # closes edits: read once more.
+            plan = await self._load(input)
+            workflow.logger.info("dispatch started", extra=log_ids)
+            await self._start_deliveries(input, plan)
+        self._phase = "awaiting deliveries"
+        total = await self._await_deliveries(input)
+        await self._set_status(input, DispatchStatus.COMPLETED, [DispatchStatus.RUNNING])
+        workflow.logger.info("dispatch completed with %d messages", total, extra=log_ids)
+        return DispatchResult(input.dispatch_id, DispatchStatus.COMPLETED, total)
+
+    async def _load(self, input: DispatchInput) -> DispatchPlan:
+        return await workflow.execute_activity_method(
+            DispatchActivities.load_dispatch,
+            LoadDispatchInput(input.dispatch_id),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+
+    async def _set_status(
+        self, input: DispatchInput, status: DispatchStatus, from_statuses: list[DispatchStatus]
+    ) -> None:
+        await workflow.execute_activity_method(
+            DispatchActivities.set_dispatch_status,
+            SetDispatchStatusInput(input.dispatch_id, status, [str(s) for s in from_statuses]),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+
+    async def _wait_for_start(self, input: DispatchInput, plan: DispatchPlan) -> DispatchPlan:
+        """Sleeps durably until start_at; an edit wakes it to read the new start_at."""
+        self._phase = "waiting for start"
+        while plan.found and plan.start_at > workflow.now():
+            self._changed = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._changed, timeout=plan.start_at - workflow.now()
+                )
+            except TimeoutError:
+                pass
+            plan = await self._load(input)
+        return plan
+
+    async def _start_deliveries(self, input: DispatchInput, plan: DispatchPlan) -> None:
+        self._phase = "starting deliveries"
+        started_this_run = 0
+        while True:
+            page: AudiencePage = await workflow.execute_activity_method(
+                DispatchActivities.next_audience_page,
+                AudiencePageInput(input.dispatch_id, self._cursor, input.send.page_size),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            await asyncio.gather(*(self._start_one(input, plan, r) for r in page.recipients))
+            self._started += len(page.recipients)
+            started_this_run += len(page.recipients)
+            self._cursor = page.last_client_id
+            if page.done:
+                return
+            if (
+                started_this_run >= input.send.children_per_run
+                or workflow.info().is_continue_as_new_suggested()
+            ):
+                workflow.continue_as_new(
+                    DispatchInput(
+                        dispatch_id=input.dispatch_id,
+                        send=input.send,
+                        after_client_id=self._cursor,
+                        started=self._started,
+                    )
+                )
+
+    async def _start_one(self, input: DispatchInput, plan: DispatchPlan, r: Recipient) -> None:
+        try:
+            await workflow.start_child_workflow(
+                DeliveryWorkflow.run,
+                DeliveryInput(
+                    dispatch_id=input.dispatch_id,
+                    client_id=r.client_id,
+                    message_id=r.message_id,
+                    timezone=r.timezone,
+                    start_at=plan.start_at,
+                    end_at=plan.end_at,
+                    window=plan.window,
+                    send=input.send,
+                ),
+                id=delivery_workflow_id(input.dispatch_id, r.client_id),
+                # Deliveries outlive the run that started them (continue-as-new).
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                # A delivery that ran once never runs again, whatever restarts above it.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info(
+                "delivery already started",
+                extra={"dispatch_id": input.dispatch_id, "message_id": r.message_id},
+            )
+
+    async def _await_deliveries(self, input: DispatchInput) -> int:
+        """Until every message is final; deliveries' signals wake it, the count decides."""
+        while True:
+            counts = await workflow.execute_activity_method(
+                DispatchActivities.count_open_messages,
+                CountOpenInput(input.dispatch_id),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            if counts.open == 0:
+                return counts.total
+            if workflow.info().is_continue_as_new_suggested():
+                workflow.continue_as_new(
+                    DispatchInput(
+                        dispatch_id=input.dispatch_id,
+                        send=input.send,
+                        after_client_id=self._cursor,
+                        started=self._started,
+                        audience_done=True,
+                    )
+                )
+            self._finished = 0
+            try:
+                await workflow.wait_condition(
+                    lambda: self._finished > 0, timeout=COMPLETION_RECHECK
+                )
+                await workflow.sleep(COMPLETION_DEBOUNCE)
+            except TimeoutError:
+                pass
