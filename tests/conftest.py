@@ -97,9 +97,7 @@ async def db(database: Database) -> AsyncIterator[Database]:
     """The database, emptied after the test."""
     yield database
     async with database.session() as session:
-        await session.execute(
-            sa.text("TRUNCATE message, dispatch, client RESTART IDENTITY CASCADE")
-        )
+        await session.execute(sa.text("TRUNCATE message, dispatch, client CASCADE"))
         await session.commit()
 
 

@@ -1,0 +1,138 @@
+"""The dispatch and delivery workflows on the time-skipping server, with real PostgreSQL and
+the simulator over HTTP: hours of waiting pass in seconds."""
+
+from datetime import UTC, datetime, time, timedelta
+
+import sqlalchemy as sa
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from api.services import send_options
+from core.contracts import DispatchInput, DispatchResult, dispatch_workflow_id
+from core.db import Database
+from core.models import Message
+from core.settings import Settings
+from simulator.app import SimulatorConfig
+from tests.conftest import RunningSimulator
+from tests.factories import make_client, make_dispatch
+from tests.support import Queues, settings_for, start_workers
+from workflows.dispatch import DispatchWorkflow
+
+
+async def statuses(db: Database, dispatch_id: int) -> dict[int | None, str]:
+    async with db.session() as session:
+        rows = await session.execute(
+            sa.select(Message.client_id, Message.status).where(Message.dispatch_id == dispatch_id)
+        )
+        return {client_id: status for client_id, status in rows}
+
+
+async def start_dispatch(
+    env: WorkflowEnvironment, settings: Settings, dispatch_id: int
+) -> WorkflowHandle[DispatchWorkflow, DispatchResult]:
+    return await env.client.start_workflow(
+        DispatchWorkflow.run,
+        DispatchInput(dispatch_id=dispatch_id, send=send_options(settings)),
+        id=dispatch_workflow_id(dispatch_id),
+        task_queue=settings.temporal_task_queue,
+    )
+
+
+async def test_window_ten_hours_away_completes_in_seconds(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    queues: Queues,
+    db: Database,
+    simulator: RunningSimulator,
+) -> None:
+    now = await time_env.get_current_time()
+    moscow = await make_client(db, timezone="Europe/Moscow")
+    # The window opens 10 hours from now in each client's own zone.
+    opens = (now + timedelta(hours=10)).astimezone(UTC)
+    window = (time(opens.hour, 0), time((opens.hour + 2) % 24, 0))
+    tokyo = await make_client(db, timezone="Asia/Tokyo")
+    dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(days=2), window=window)
+    assert dispatch.id is not None
+    s = settings_for(settings, time_env.client, queues)
+    workers = await start_workers(s, time_env.client, db)
+    try:
+        started = datetime.now(UTC)
+        handle = await start_dispatch(time_env, s, dispatch.id)
+        result = await handle.result()
+        elapsed = datetime.now(UTC) - started
+    finally:
+        await workers.stop()
+    assert result.status == "completed"
+    assert result.messages == 2
+    assert await statuses(db, dispatch.id) == {moscow.id: "sent", tokyo.id: "sent"}
+    stats = simulator.state.stats()
+    assert stats["unique_accepted"] == 2
+    assert stats["duplicates"] == 0
+    assert elapsed < timedelta(seconds=60)
+    assert await time_env.get_current_time() - now >= timedelta(hours=9)
+
+
+async def test_future_start_and_filter(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    queues: Queues,
+    db: Database,
+    simulator: RunningSimulator,
+) -> None:
+    now = await time_env.get_current_time()
+    vip = await make_client(db, tag="vip", phone="79161234567")
+    await make_client(db, tag="regular")
+    other_operator = await make_client(db, tag="vip", phone="79031234567")
+    dispatch = await make_dispatch(
+        db,
+        start_at=now + timedelta(days=3),
+        end_at=now + timedelta(days=4),
+        tags=["vip"],
+        operator_codes=["916"],
+    )
+    assert dispatch.id is not None
+    s = settings_for(settings, time_env.client, queues)
+    workers = await start_workers(s, time_env.client, db)
+    try:
+        result = await (await start_dispatch(time_env, s, dispatch.id)).result()
+    finally:
+        await workers.stop()
+    assert result.messages == 1
+    assert await statuses(db, dispatch.id) == {vip.id: "sent"}
+    assert other_operator.id not in await statuses(db, dispatch.id)
+    assert await time_env.get_current_time() >= now + timedelta(days=3)
+
+
+async def test_outage_is_ridden_out(
+    time_env: WorkflowEnvironment,
+    settings: Settings,
+    queues: Queues,
+    db: Database,
+    simulator: RunningSimulator,
+) -> None:
+    now = await time_env.get_current_time()
+    client = await make_client(db)
+    dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(days=1))
+    assert dispatch.id is not None
+    simulator.state.set_config(SimulatorConfig(outage=True))
+    s = settings_for(settings, time_env.client, queues)
+    workers = await start_workers(s, time_env.client, db)
+    try:
+        handle = await start_dispatch(time_env, s, dispatch.id)
+        # Let a few attempts fail, then bring the remote back.
+        while simulator.state.stats()["received"] < 3:
+            await time_env.sleep(timedelta(seconds=30))
+        async with db.session() as session:
+            message = (
+                await session.execute(sa.select(Message).where(Message.client_id == client.id))
+            ).scalar_one()
+        assert message.status == "retrying"
+        assert message.attempts >= 3
+        assert message.last_error and "503" in message.last_error
+        simulator.state.set_config(SimulatorConfig())
+        result = await handle.result()
+    finally:
+        await workers.stop()
+    assert result.status == "completed"
+    assert await statuses(db, dispatch.id) == {client.id: "sent"}
+    assert simulator.state.stats()["unique_accepted"] == 1
