@@ -196,11 +196,9 @@ async def update_dispatch(
     dispatch = await session.get(Dispatch, dispatch_id, with_for_update=True)
     if dispatch is None:
         raise NotFound("dispatch", dispatch_id)
-    if dispatch.status != DispatchStatus.SCHEDULED:
+    if (current := dispatch.status) != DispatchStatus.SCHEDULED:
         await session.rollback()
-        raise Conflict(
-            f"dispatch {dispatch_id} is {dispatch.status}; only a scheduled one can be edited"
-        )
+        raise Conflict(f"dispatch {dispatch_id} is {current}; only a scheduled one can be edited")
     changes = data.model_dump(exclude_unset=True)
     start_at = data.start_at or dispatch.start_at
     end_at = data.end_at or dispatch.end_at

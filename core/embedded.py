@@ -36,13 +36,11 @@ class EmbeddedPostgres:
     """A PostgreSQL server living in `pgdata`, listening on a unix socket there."""
 
     def __init__(self, pgdata: Path, *, stop_on_exit: bool = True) -> None:
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.pgdata = pgdata
-        self.server: Any = pgserver.get_server(
-            pgdata, cleanup_mode="stop" if stop_on_exit else None
-        )
+        self.server: Any = get_server(pgdata, cleanup_mode="stop" if stop_on_exit else None)
 
     @property
     def socket_dir(self) -> Path:

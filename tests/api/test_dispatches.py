@@ -1,0 +1,161 @@
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from core.contracts import dispatch_workflow_id
+from core.db import Database
+from tests.factories import make_client
+
+DISPATCHES = "/api/v1/dispatches"
+
+
+def payload(**changes: Any) -> dict[str, Any]:
+    start = datetime.now(UTC) + timedelta(days=1)
+    body: dict[str, Any] = {
+        "start_at": start.isoformat(),
+        "end_at": (start + timedelta(days=1)).isoformat(),
+        "text": "Sale on Sunday",
+        "filter": {"operator_codes": ["916"], "tags": ["vip"]},
+        "window": {"start": "09:00", "end": "21:00"},
+    }
+    body.update(changes)
+    return body
+
+
+async def test_create_starts_its_workflow(api: httpx.AsyncClient, api_app: FastAPI) -> None:
+    response = await api.post(DISPATCHES, json=payload())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "scheduled"
+    assert body["filter"] == {"operator_codes": ["916"], "tags": ["vip"], "all": False}
+    assert body["window"] == {"start": "09:00", "end": "21:00"}
+    assert body["messages"]["total"] == 0
+    temporal: Client = api_app.state.temporal
+    description = await temporal.get_workflow_handle(dispatch_workflow_id(body["id"])).describe()
+    assert description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def test_bad_dispatches_are_422_naming_the_problem(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    now = datetime.now(UTC)
+    cases = [
+        (payload(filter={}), "filter"),
+        (payload(filter={"operator_codes": [], "tags": []}), "filter"),
+        (payload(filter={"all": True, "tags": ["vip"]}), "filter"),
+        (payload(filter={"operator_codes": ["91"]}), "operator_codes"),
+        (payload(end_at=(now - timedelta(days=1)).isoformat()), "end_at"),
+        (payload(start_at="2026-12-01T10:00:00"), "start_at"),  # no zone
+        (payload(text=""), "text"),
+        (payload(text="x" * 1001), "text"),
+        (payload(window={"start": "9:00", "end": "21:00"}), "start"),
+        (payload(window={"start": "10:00", "end": "10:00"}), "window"),
+        (payload(window={"start": "25:00", "end": "10:00"}), "start"),
+    ]
+    for body, problem in cases:
+        response = await api.post(DISPATCHES, json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert problem in response.text, (problem, response.text)
+    assert (await api.get(DISPATCHES)).json()["total"] == 0
+
+
+async def test_everyone_must_be_asked_for(api: httpx.AsyncClient) -> None:
+    response = await api.post(DISPATCHES, json=payload(filter={"all": True}, window=None))
+    assert response.status_code == 201, response.text
+    assert response.json()["filter"]["all"] is True
+    assert response.json()["window"] is None
+
+
+async def test_edit_reschedules_and_delete_cancels(
+    api: httpx.AsyncClient, api_app: FastAPI
+) -> None:
+    created = (await api.post(DISPATCHES, json=payload())).json()
+    url = f"{DISPATCHES}/{created['id']}"
+    later = datetime.now(UTC) + timedelta(days=5)
+    edited = await api.patch(
+        url,
+        json={
+            "start_at": later.isoformat(),
+            "end_at": (later + timedelta(hours=3)).isoformat(),
+            "text": "New text",
+            "window": None,
+        },
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["text"] == "New text"
+    assert edited.json()["window"] is None
+    assert datetime.fromisoformat(edited.json()["start_at"]) == later
+
+    bad = await api.patch(url, json={"end_at": datetime.now(UTC).isoformat()})
+    assert bad.status_code == 422
+    assert "end_at" in bad.text
+
+    assert (await api.delete(url)).status_code == 204
+    assert (await api.get(url)).status_code == 404
+    # No worker runs here: the cancellation is requested, and the workflow will act on it.
+    temporal: Client = api_app.state.temporal
+    handle = temporal.get_workflow_handle(dispatch_workflow_id(created["id"]))
+    events = [event.event_type async for event in handle.fetch_history_events()]
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED in events
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED in events  # the edit
+
+
+async def test_stats_and_messages(api: httpx.AsyncClient, db: Database) -> None:
+    first = (await api.post(DISPATCHES, json=payload())).json()
+    second = (await api.post(DISPATCHES, json=payload(text="Another"))).json()
+    clients = [await make_client(db) for _ in range(3)]
+    async with db.session() as session:
+        from core.models import Message
+
+        session.add_all(
+            [
+                Message(dispatch_id=first["id"], client_id=clients[0].id, status="sent"),
+                Message(dispatch_id=first["id"], client_id=clients[1].id, status="retrying"),
+                Message(dispatch_id=second["id"], client_id=clients[2].id, status="sent"),
+            ]
+        )
+        await session.commit()
+
+    overall = (await api.get("/api/v1/stats")).json()
+    assert overall["dispatch_count"] == 2
+    assert overall["totals"]["sent"] == 2
+    assert overall["totals"]["retrying"] == 1
+    assert overall["totals"]["total"] == 3
+    by_id = {d["dispatch_id"]: d["messages"] for d in overall["dispatches"]}
+    assert by_id[first["id"]]["sent"] == 1 and by_id[first["id"]]["retrying"] == 1
+    assert by_id[second["id"]]["total"] == 1
+
+    one = (await api.get(f"{DISPATCHES}/{first['id']}/stats")).json()
+    assert one["messages"]["total"] == 2
+    detail = (await api.get(f"{DISPATCHES}/{first['id']}")).json()
+    assert detail["messages"]["sent"] == 1
+
+    messages = (await api.get(f"{DISPATCHES}/{first['id']}/messages")).json()
+    assert messages["total"] == 2
+    retrying = await api.get(f"{DISPATCHES}/{first['id']}/messages", params={"status": "retrying"})
+    assert [m["client_id"] for m in retrying.json()["items"]] == [clients[1].id]
+    assert (await api.get(f"{DISPATCHES}/{first['id']}/messages?status=lost")).status_code == 422
+    assert (await api.get(f"{DISPATCHES}/999999/messages")).status_code == 404
+    assert (await api.get(f"{DISPATCHES}/999999/stats")).status_code == 404
+
+    listed = (await api.get(DISPATCHES, params={"status": "scheduled"})).json()
+    assert listed["total"] == 2
+    assert listed["items"][0]["messages"]["total"] == 2
+
+
+async def test_started_dispatch_cannot_be_edited(api: httpx.AsyncClient, db: Database) -> None:
+    created = (await api.post(DISPATCHES, json=payload())).json()
+    async with db.session() as session:
+        from core.models import Dispatch
+
+        dispatch = await session.get(Dispatch, created["id"])
+        assert dispatch is not None
+        dispatch.status = "running"  # type: ignore[assignment]
+        await session.commit()
+    response = await api.patch(f"{DISPATCHES}/{created['id']}", json={"text": "late"})
+    assert response.status_code == 409
+    assert "running" in response.json()["detail"]

@@ -1,0 +1,93 @@
+"""The whole path on the dev server: REST API -> PostgreSQL -> dispatch workflow -> one delivery
+per client -> send activity -> simulator over HTTP -> statuses -> statistics."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.contracts import delivery_workflow_id, dispatch_workflow_id
+from core.db import Database
+from core.settings import Settings
+from tests.conftest import RunningSimulator
+from tests.support import Queues, settings_for, start_workers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    s = settings_for(settings, dev_env.client, queues)
+    workers = await start_workers(s, dev_env.client, db)
+    app = create_app(s)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+                yield api
+    finally:
+        await workers.stop()
+
+
+async def test_dispatch_reaches_every_client(
+    stack: httpx.AsyncClient, dev_env: WorkflowEnvironment, simulator: RunningSimulator
+) -> None:
+    api = stack
+    phones = ["79161234567", "79031234567", "79261234567"]
+    client_ids = []
+    for phone in phones:
+        response = await api.post("/api/v1/clients", json={"phone": phone, "tag": "demo"})
+        assert response.status_code == 201, response.text
+        client_ids.append(response.json()["id"])
+    now = datetime.now(UTC)
+    response = await api.post(
+        "/api/v1/dispatches",
+        json={
+            "start_at": now.isoformat(),
+            "end_at": (now + timedelta(hours=1)).isoformat(),
+            "text": "Hello from the end-to-end test",
+            "filter": {"tags": ["demo"]},
+        },
+    )
+    assert response.status_code == 201, response.text
+    dispatch_id = response.json()["id"]
+
+    async with asyncio.timeout(60):
+        while True:
+            stats = (await api.get(f"/api/v1/dispatches/{dispatch_id}")).json()
+            if stats["status"] == "completed":
+                break
+            await asyncio.sleep(0.2)
+    assert stats["messages"]["sent"] == 3
+    assert stats["messages"]["total"] == 3
+
+    overall = (await api.get("/api/v1/stats")).json()
+    assert overall["totals"]["sent"] >= 3
+
+    received = simulator.state.stats()
+    assert received["unique_accepted"] == 3
+    assert received["duplicates"] == 0
+    for phone in phones:
+        assert any(
+            record and record["phone"] == int(phone) and record["text"].startswith("Hello")
+            for record in (
+                simulator.state.message(m["id"])
+                for m in (await api.get(f"/api/v1/dispatches/{dispatch_id}/messages")).json()[
+                    "items"
+                ]
+            )
+        )
+
+    temporal = dev_env.client
+    parent = await temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id)).describe()
+    assert parent.status == WorkflowExecutionStatus.COMPLETED
+    for client_id in client_ids:
+        child = temporal.get_workflow_handle(delivery_workflow_id(dispatch_id, client_id))
+        assert (await child.describe()).status == WorkflowExecutionStatus.COMPLETED
