@@ -128,10 +128,14 @@ def queues() -> Queues:
 
 @pytest.fixture
 async def api_app(
-    settings: Settings, time_env: WorkflowEnvironment, queues: Queues, db: Database
+    settings: Settings, dev_env: WorkflowEnvironment, queues: Queues, db: Database
 ) -> AsyncIterator[FastAPI]:
-    """The API app with its lifespan entered, against the time-skipping server."""
-    app = create_app(settings_for(settings, time_env.client, queues))
+    """The API app with its lifespan entered, against the dev server and no worker.
+
+    Not the time-skipping server: workflow tasks waiting there for a worker would stop time
+    from skipping for the workflow tests that share it.
+    """
+    app = create_app(settings_for(settings, dev_env.client, queues))
     async with app.router.lifespan_context(app):
         yield app
 
