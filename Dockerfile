@@ -1,0 +1,15 @@
+# One image for the API, the worker and the simulator (docker-compose picks the command).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY core core
+COPY api api
+COPY workflows workflows
+COPY activities activities
+COPY simulator simulator
+COPY migrations migrations
+COPY alembic.ini worker.py ./
+COPY temporal-config temporal-config
+RUN pip install --no-cache-dir .
+EXPOSE 8000
+CMD ["uvicorn", "api.main:create_configured_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
