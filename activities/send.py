@@ -2,7 +2,7 @@
 
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -156,9 +156,7 @@ class SendActivities:
             return SendResult(message_id, "outside_window", next_open_at=opens)
 
         try:
-            await self._post(
-                message_id=message_id, phone=row.phone, text=row.text, now=now, end_at=row.end_at
-            )
+            await self._post(message_id=message_id, phone=row.phone, text=row.text)
         except RemoteError as error:
             reason = str(error)[:ERROR_MAX_LENGTH]
             if error.permanent:
@@ -172,13 +170,13 @@ class SendActivities:
                 reason, type=REMOTE_UNAVAILABLE, next_retry_delay=delay
             ) from None
         # Sent wins over any final status set meanwhile: the remote has the message.
-        await self._record(message_id, status=MessageStatus.SENT, sent_at=utcnow(), last_error=None)
+        await self._record(
+            message_id, status=MessageStatus.SENT, sent_at=activity_now(), last_error=None
+        )
         log.info("message sent", extra=log_ids)
         return SendResult(message_id=message_id, status=MessageStatus.SENT)
 
-    async def _post(
-        self, *, message_id: int, phone: str, text: str, now: datetime, end_at: datetime
-    ) -> None:
+    async def _post(self, *, message_id: int, phone: str, text: str) -> None:
         try:
             response = await self.http.post(
                 f"{self.base_url}/send/{message_id}",
