@@ -2,6 +2,7 @@
 the simulator over HTTP: hours of waiting pass in seconds."""
 
 from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from temporalio.client import WorkflowHandle
@@ -12,6 +13,7 @@ from core.contracts import DispatchInput, DispatchResult, dispatch_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings
+from core.windows import SendWindow, is_open, next_send_instant
 from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.factories import make_client, make_dispatch
@@ -25,6 +27,14 @@ async def statuses(db: Database, dispatch_id: int) -> dict[int | None, str]:
             sa.select(Message.client_id, Message.status).where(Message.dispatch_id == dispatch_id)
         )
         return {client_id: status for client_id, status in rows}
+
+
+async def sent_times(db: Database, dispatch_id: int) -> dict[int | None, datetime]:
+    async with db.session() as session:
+        rows = await session.execute(
+            sa.select(Message.client_id, Message.sent_at).where(Message.dispatch_id == dispatch_id)
+        )
+        return {client_id: sent_at for client_id, sent_at in rows if sent_at is not None}
 
 
 async def start_dispatch(
@@ -47,10 +57,11 @@ async def test_window_ten_hours_away_completes_in_seconds(
 ) -> None:
     now = await time_env.get_current_time()
     moscow = await make_client(db, timezone="Europe/Moscow")
-    # The window opens 10 hours from now in each client's own zone.
-    opens = (now + timedelta(hours=10)).astimezone(UTC)
-    window = (time(opens.hour, 0), time((opens.hour + 2) % 24, 0))
     tokyo = await make_client(db, timezone="Asia/Tokyo")
+    # A two-hour window that opens at a full hour 9-10 hours from now in Moscow; Tokyo is six
+    # hours ahead, so the same local window opens there six hours earlier.
+    opens_in_moscow = (now + timedelta(hours=10)).astimezone(ZoneInfo("Europe/Moscow"))
+    window = (time(opens_in_moscow.hour, 0), time((opens_in_moscow.hour + 2) % 24, 0))
     dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(days=2), window=window)
     assert dispatch.id is not None
     s = settings_for(settings, time_env.client, queues)
@@ -68,8 +79,22 @@ async def test_window_ten_hours_away_completes_in_seconds(
     stats = simulator.state.stats()
     assert stats["unique_accepted"] == 2
     assert stats["duplicates"] == 0
+    send_window = SendWindow(start=window[0], end=window[1])
+    sent = await sent_times(db, dispatch.id)
+    for client in (moscow, tokyo):
+        expected = next_send_instant(
+            now=now,
+            start_at=now,
+            end_at=now + timedelta(days=2),
+            window=send_window,
+            timezone=client.timezone,
+        )
+        assert expected is not None
+        assert expected <= sent[client.id] < expected + timedelta(minutes=1)
+        assert is_open(at=sent[client.id], window=send_window, timezone=client.timezone)
+    assert sent[moscow.id] - sent[tokyo.id] > timedelta(hours=5, minutes=59)
+    assert sent[moscow.id] - now >= timedelta(hours=9)
     assert elapsed < timedelta(seconds=60)
-    assert await time_env.get_current_time() - now >= timedelta(hours=9)
 
 
 async def test_future_start_and_filter(
