@@ -1,0 +1,66 @@
+"""Database activities of the workflows are idempotent on the ids their callers pass."""
+
+import sqlalchemy as sa
+from temporalio.testing import ActivityEnvironment
+
+from activities.dispatch import DispatchActivities
+from core.contracts import AudiencePageInput, CountOpenInput, FinishMessageInput
+from core.db import Database
+from core.models import Message
+from tests.factories import make_client, make_dispatch
+
+
+async def test_audience_pages_are_idempotent(db: Database) -> None:
+    clients = [await make_client(db, tag="vip" if i % 3 else "other") for i in range(10)]
+    vip_ids = [c.id for c in clients if c.tag == "vip"]
+    dispatch = await make_dispatch(db, tags=["vip"])
+    assert dispatch.id is not None
+    env = ActivityEnvironment()
+    acts = DispatchActivities(sessions=db.sessions)
+
+    first = await env.run(acts.next_audience_page, AudiencePageInput(dispatch.id, 0, 4))
+    # The same page again, as after a retry of the activity or a replay after a crash.
+    again = await env.run(acts.next_audience_page, AudiencePageInput(dispatch.id, 0, 4))
+    assert first == again
+    assert [r.client_id for r in first.recipients] == vip_ids[:4]
+    assert not first.done
+
+    second = await env.run(
+        acts.next_audience_page, AudiencePageInput(dispatch.id, first.last_client_id, 4)
+    )
+    assert [r.client_id for r in second.recipients] == vip_ids[4:]
+    assert second.done
+
+    async with db.session() as session:
+        count = (
+            await session.execute(
+                sa.select(sa.func.count()).where(Message.dispatch_id == dispatch.id)
+            )
+        ).scalar_one()
+    assert count == len(vip_ids)
+
+    # A final message is not handed out again.
+    message_id = first.recipients[0].message_id
+    await env.run(acts.finish_message, FinishMessageInput(message_id, "expired", "test"))
+    third = await env.run(acts.next_audience_page, AudiencePageInput(dispatch.id, 0, 4))
+    assert message_id not in {r.message_id for r in third.recipients}
+    counts = await env.run(acts.count_open_messages, CountOpenInput(dispatch.id))
+    assert (counts.open, counts.total) == (len(vip_ids) - 1, len(vip_ids))
+
+
+async def test_finish_never_overwrites_a_final_status(db: Database) -> None:
+    client = await make_client(db)
+    dispatch = await make_dispatch(db)
+    message = Message(dispatch_id=dispatch.id, client_id=client.id, status="sent")
+    async with db.session() as session:
+        session.add(message)
+        await session.commit()
+    assert message.id is not None
+    acts = DispatchActivities(sessions=db.sessions)
+    result = await ActivityEnvironment().run(
+        acts.finish_message, FinishMessageInput(message.id, "expired", "late")
+    )
+    assert not result.changed
+    async with db.session() as session:
+        stored = await session.get(Message, message.id)
+        assert stored is not None and stored.status == "sent"

@@ -1,0 +1,502 @@
+"""Crash guarantees on real processes: kill -9 the worker, the Temporal server or PostgreSQL in
+the middle of a dispatch, start it again, and every message still ends sent, each one accepted
+by the remote, a second time only if its request was in flight at the crash (same msgId).
+
+Each test has its own PostgreSQL (pgserver), its own `temporal server start-dev` over a SQLite
+file and the worker as a subprocess, so that killing any of them touches nothing else of the
+session; only the in-process simulator is shared (its counters are reset per test).
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+
+from api.services import send_options
+from core.contracts import DispatchInput, DispatchResult, dispatch_workflow_id
+from core.db import Database, migrate
+from core.embedded import EmbeddedPostgres, free_port, temporal_dev_server_command, wait_for_port
+from core.models import Message, MessageStatus
+from core.settings import PROJECT_ROOT, Settings
+from simulator.app import SimulatorConfig
+from tests.conftest import TOKEN, RunningSimulator
+from tests.factories import make_client, make_dispatch
+from tests.support import new_queues
+from workflows.dispatch import DispatchWorkflow
+
+pytestmark = pytest.mark.slow
+
+log = logging.getLogger(__name__)
+
+CLIENTS = 150
+# Sends in flight per worker: the most a kill of the worker can leave half-done.
+SEND_CONCURRENCY = 5
+# Small pages and runs, so that the crashes also meet continue-as-new of the dispatch.
+PAGE_SIZE = 20
+CHILDREN_PER_RUN = 40
+# With 5 sends of 50 ms at a time, 150 messages take a few seconds: kills land mid-way.
+LATENCY_MS = 50
+KILL_AFTER_ACCEPTED = 30
+# After a kill, the requests already on the wire still get their answers within this.
+IN_FLIGHT_GRACE = 1.0
+# How long the Temporal server or PostgreSQL stays down.
+OUTAGE_SECONDS = 2.0
+DISPATCH_TIMEOUT = 120.0
+DATABASE = "mailing_crash"
+
+
+class CrashablePostgres:
+    """The dedicated PostgreSQL: kill -9 of its postmaster, and a start over the same data."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.server = EmbeddedPostgres(pgdata)
+
+    def url(self, database: str) -> str:
+        return self.server.url(database)
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster; returns once it and its backends are gone."""
+        postmaster = psutil.Process(self.server.pid)
+        family = [postmaster, *postmaster.children()]
+        postmaster.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in family):
+            time.sleep(0.05)
+        # The postmaster is a child of init: until init reaps it, it is a zombie that both
+        # pgserver (psutil's is_running) and postgres (kill(pid, 0)) take for a live server
+        # owning postmaster.pid. Wait for the reaping; without a reaper, drop the stale file.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and psutil.pid_exists(postmaster.pid):
+            time.sleep(0.05)
+        if psutil.pid_exists(postmaster.pid):
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Starts PostgreSQL again over the same data directory (crash recovery included)."""
+        from pgserver.postgres_server import PostgresServer
+
+        socket_dir = self.server.socket_dir
+        # pgserver keeps one handle per data directory, holding the dead postmaster's info:
+        # get_server would hand that back and start nothing. Forget it to get a fresh start.
+        PostgresServer._instances.pop(self.server.server.pgdata, None)
+        self.server = EmbeddedPostgres(self.pgdata)
+        # The URL the worker holds must still reach the server.
+        assert self.server.socket_dir == socket_dir
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+class TemporalServer:
+    """`temporal server start-dev` over a SQLite file on fixed ports, so that it can be killed
+    and started again as the same server at the same address."""
+
+    def __init__(self, db_file: Path, log_file: Path) -> None:
+        self.port = free_port()
+        self.log_file = log_file
+        self.command = [
+            *temporal_dev_server_command(db_file=db_file, port=self.port, ui_port=free_port()),
+            "--headless",
+            # Random by default: fixed, so that a restart binds what the first start bound.
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port("127.0.0.1", self.port, timeout=60, process=self.process)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
+class WorkerProcess:
+    """`python worker.py` with the given environment, its output in a log file."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        with log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "worker.py"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL if it is still there after a while."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _kill_leftovers(marker: str) -> None:
+    """Kills any process whose command line names this test's directory (a postgres started
+    by a restart that failed half-way, say): nothing outlives the test."""
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid == os.getpid():
+            continue
+        if any(marker in part for part in process.info["cmdline"] or []):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+
+@dataclass
+class Rig:
+    tmp: Path
+    postgres: CrashablePostgres
+    temporal: TemporalServer
+    client: Client
+    settings: Settings
+    db: Database
+    simulator: RunningSimulator
+    workers: list[WorkerProcess] = dataclasses.field(default_factory=list)
+
+    def worker_env(self) -> dict[str, str]:
+        # Nothing of the caller's environment may configure the worker but what is set here.
+        fields = {name.upper() for name in Settings.model_fields}
+        env = {key: value for key, value in os.environ.items() if key not in fields}
+        s = self.settings
+        env |= {
+            "ENVIRONMENT": s.environment,
+            "DATABASE_URL": str(s.database_url),
+            "TEMPORAL_ADDRESS": str(s.temporal_address),
+            "TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
+            "TEMPORAL_SEND_TASK_QUEUE": s.temporal_send_task_queue,
+            "SEND_API_URL": str(s.send_api_url),
+            "SEND_API_TOKEN": s.send_api_token,
+            "SEND_CONCURRENCY": str(s.send_concurrency),
+            "SEND_TIMEOUT_SECONDS": str(s.send_timeout_seconds),
+            "SEND_RETRY_INITIAL_SECONDS": str(s.send_retry_initial_seconds),
+            "SEND_RETRY_MAX_SECONDS": str(s.send_retry_max_seconds),
+            "AUDIENCE_PAGE_SIZE": str(s.audience_page_size),
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+        return env
+
+    def start_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(self.worker_env(), self.tmp / f"worker-{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        """The tails of every log, for a failure's message."""
+        parts = [f"--- {w.log_file.name}\n{w.log()[-3000:]}" for w in self.workers]
+        temporal = self.temporal.log_file.read_text(errors="replace")[-2000:]
+        return "\n".join([*parts, f"--- temporal\n{temporal}"])
+
+
+async def connect_when_ready(address: str) -> Client:
+    """A client of the server once its namespace answers (the port opens earlier)."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                client = await Client.connect(address)
+                await client.workflow_service.describe_namespace(
+                    DescribeNamespaceRequest(namespace="default")
+                )
+                return client
+            except (RuntimeError, RPCError):
+                await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Rig]:
+    # Blocking starts run in threads: the simulator serves from this event loop.
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.callback(_kill_leftovers, str(tmp_path))
+        cleanup.callback(simulator.state.set_config, SimulatorConfig())
+        (tmp_path / "pg").mkdir()
+        postgres = await asyncio.to_thread(CrashablePostgres, tmp_path / "pg" / "data")
+        cleanup.push_async_callback(asyncio.to_thread, postgres.stop)
+        await asyncio.to_thread(postgres.server.ensure_database, DATABASE)
+        await asyncio.to_thread(migrate, postgres.url(DATABASE))
+
+        temporal = TemporalServer(tmp_path / "temporal.db", tmp_path / "temporal.log")
+        cleanup.push_async_callback(asyncio.to_thread, temporal.stop)
+        await asyncio.to_thread(temporal.start)
+        client = await connect_when_ready(temporal.address)
+
+        queues = new_queues()
+        settings = Settings(
+            environment="test",
+            database_url=postgres.url(DATABASE),
+            temporal_address=temporal.address,
+            temporal_task_queue=queues.main,
+            temporal_send_task_queue=queues.send,
+            send_api_url=simulator.base_url,
+            send_api_token=TOKEN,
+            send_concurrency=SEND_CONCURRENCY,
+            # The attempt's start-to-close is this + 5 s: a send lost with its worker is
+            # retried after about 7 s.
+            send_timeout_seconds=2.0,
+            send_retry_initial_seconds=0.5,
+            send_retry_max_seconds=2.0,
+            audience_page_size=PAGE_SIZE,
+            _env_file=None,
+        )
+        db = Database(settings)
+        cleanup.push_async_callback(db.dispose)
+        simulator.state.set_config(SimulatorConfig(latency_ms=LATENCY_MS))
+
+        rig = Rig(tmp_path, postgres, temporal, client, settings, db, simulator)
+        cleanup.push_async_callback(asyncio.to_thread, rig.stop_workers)
+        yield rig
+
+
+@dataclass
+class DispatchRun:
+    dispatch_id: int
+    phones: dict[int, str]  # client id -> phone
+    handle: WorkflowHandle[DispatchWorkflow, DispatchResult]
+
+
+async def begin_dispatch(rig: Rig) -> DispatchRun:
+    """CLIENTS clients, a dispatch to all of them starting now, and its workflow started."""
+    phones: dict[int, str] = {}
+    for _ in range(CLIENTS):
+        client = await make_client(rig.db)
+        assert client.id is not None
+        phones[client.id] = client.phone
+    dispatch = await make_dispatch(rig.db, text="Crash test")
+    assert dispatch.id is not None
+    send = dataclasses.replace(send_options(rig.settings), children_per_run=CHILDREN_PER_RUN)
+    handle = await rig.client.start_workflow(
+        DispatchWorkflow.run,
+        DispatchInput(dispatch_id=dispatch.id, send=send),
+        id=dispatch_workflow_id(dispatch.id),
+        task_queue=rig.settings.temporal_task_queue,
+    )
+    return DispatchRun(dispatch.id, phones, handle)
+
+
+async def wait_for_accepted(rig: Rig, count: int) -> None:
+    """Until the remote has accepted `count` sends: the moment to crash something."""
+    try:
+        async with asyncio.timeout(60):
+            while rig.simulator.state.accepted < count:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"{count} sends never came\n{rig.logs()}") from None
+
+
+async def wait_for_result(rig: Rig, run: DispatchRun) -> DispatchResult:
+    """The dispatch's result, asking again across the outages of the server."""
+    try:
+        async with asyncio.timeout(DISPATCH_TIMEOUT):
+            while True:
+                try:
+                    return await run.handle.result()
+                except RPCError:
+                    await asyncio.sleep(0.5)
+    except TimeoutError:
+        statuses = await status_counts(rig.db, run.dispatch_id)
+        raise AssertionError(
+            f"dispatch not done in {DISPATCH_TIMEOUT}s: messages {statuses}, "
+            f"remote {rig.simulator.state.stats()}\n{rig.logs()}"
+        ) from None
+
+
+async def status_counts(db: Database, dispatch_id: int) -> dict[str, int]:
+    async with db.session() as session:
+        rows = await session.execute(
+            sa.select(col(Message.status), sa.func.count())
+            .where(col(Message.dispatch_id) == dispatch_id)
+            .group_by(col(Message.status))
+        )
+        return {status: count for status, count in rows}
+
+
+async def sent_ids(db: Database, dispatch_id: int) -> set[int]:
+    """Messages the database has as sent: no later attempt sends them again."""
+    async with db.session() as session:
+        rows = await session.execute(
+            sa.select(col(Message.id)).where(
+                col(Message.dispatch_id) == dispatch_id, col(Message.status) == MessageStatus.SENT
+            )
+        )
+        return {message_id for message_id in rows.scalars() if message_id is not None}
+
+
+def accepted_ids(simulator: RunningSimulator) -> set[int]:
+    return {msg_id for msg_id, record in simulator.state.messages.items() if record[1] > 0}
+
+
+def duplicated_ids(simulator: RunningSimulator) -> set[int]:
+    return {msg_id for msg_id, record in simulator.state.messages.items() if record[1] > 1}
+
+
+async def assert_each_message_sent(rig: Rig, run: DispatchRun, result: DispatchResult) -> None:
+    """Every client's message is sent, and the remote accepted each, under its own id."""
+    assert result.status == "completed"
+    assert result.messages == CLIENTS
+    async with rig.db.session() as session:
+        rows = (
+            await session.execute(
+                sa.select(col(Message.id), col(Message.client_id), col(Message.status)).where(
+                    col(Message.dispatch_id) == run.dispatch_id
+                )
+            )
+        ).all()
+    assert len(rows) == CLIENTS
+    assert {row.client_id for row in rows} == set(run.phones)
+    assert {row.status for row in rows} == {MessageStatus.SENT}
+
+    state = rig.simulator.state
+    stats = state.stats()
+    assert stats["unique_accepted"] == CLIENTS, stats
+    assert stats["by_outcome"] == {"ok": stats["accepted"]}, stats
+    # Nothing reached the remote but our messages, each to its own client's phone.
+    assert set(state.messages) == {row.id for row in rows}
+    for row in rows:
+        record = state.message(row.id)
+        assert record is not None
+        assert record["phone"] == int(run.phones[row.client_id])
+        assert 1 <= record["accepted"] <= 2, record
+    assert stats["duplicates"] == len(duplicated_ids(rig.simulator))
+
+
+def note(rig: Rig, event: str) -> None:
+    """One line of the crash's timeline (shown with --log-cli-level=INFO)."""
+    log.info("%s: remote %s", event, rig.simulator.state.stats())
+
+
+async def test_worker_killed_mid_dispatch_resends_only_what_was_in_flight(rig: Rig) -> None:
+    worker = rig.start_worker()
+    run = await begin_dispatch(rig)
+    await wait_for_accepted(rig, KILL_AFTER_ACCEPTED)
+    await asyncio.to_thread(worker.kill)
+    note(rig, "worker killed")
+    # The dead worker's requests still get their answers; then nothing changes until the
+    # restart: what the remote accepted and the database does not have as sent was in flight.
+    await asyncio.sleep(IN_FLIGHT_GRACE)
+    assert rig.simulator.state.stats()["unique_accepted"] < CLIENTS, "the kill came too late"
+    in_flight = accepted_ids(rig.simulator) - await sent_ids(rig.db, run.dispatch_id)
+    assert len(in_flight) <= SEND_CONCURRENCY
+
+    rig.start_worker()
+    note(rig, f"worker started again; {len(in_flight)} sends were in flight")
+    result = await wait_for_result(rig, run)
+    note(rig, "dispatch completed")
+
+    await assert_each_message_sent(rig, run, result)
+    # Exactly those are sent again, under the same msgId; nothing else twice.
+    assert duplicated_ids(rig.simulator) == in_flight
+
+
+async def test_temporal_server_killed_mid_dispatch(rig: Rig) -> None:
+    worker = rig.start_worker()
+    run = await begin_dispatch(rig)
+    await wait_for_accepted(rig, KILL_AFTER_ACCEPTED)
+    sent_before = await sent_ids(rig.db, run.dispatch_id)
+    await asyncio.to_thread(rig.temporal.kill)
+    note(rig, "temporal killed")
+    await asyncio.sleep(OUTAGE_SECONDS)
+    assert rig.simulator.state.stats()["unique_accepted"] < CLIENTS, "the kill came too late"
+    # A send can be repeated only if the remote had it and the database did not say sent.
+    suspects = accepted_ids(rig.simulator) - sent_before
+    await asyncio.to_thread(rig.temporal.start)
+    note(rig, "temporal started again")
+
+    result = await wait_for_result(rig, run)
+    note(rig, "dispatch completed")
+
+    await assert_each_message_sent(rig, run, result)
+    assert worker.alive, "the worker should have reconnected by itself"
+    assert len(rig.workers) == 1
+    duplicated = duplicated_ids(rig.simulator)
+    assert duplicated <= suspects
+    assert len(duplicated) <= SEND_CONCURRENCY
+
+
+async def test_postgres_killed_mid_dispatch(rig: Rig) -> None:
+    worker = rig.start_worker()
+    run = await begin_dispatch(rig)
+    await wait_for_accepted(rig, KILL_AFTER_ACCEPTED)
+    sent_before = await sent_ids(rig.db, run.dispatch_id)
+    await asyncio.to_thread(rig.postgres.kill)
+    note(rig, "postgres killed")
+    # Activities fail meanwhile: sends cannot read their message, so nothing new goes out.
+    await asyncio.sleep(OUTAGE_SECONDS)
+    assert rig.simulator.state.stats()["unique_accepted"] < CLIENTS, "the kill came too late"
+    suspects = accepted_ids(rig.simulator) - sent_before
+    await asyncio.to_thread(rig.postgres.restart)
+    note(rig, "postgres started again")
+
+    result = await wait_for_result(rig, run)
+    note(rig, "dispatch completed")
+
+    await assert_each_message_sent(rig, run, result)
+    assert worker.alive
+    assert "Completing activity as failed" in worker.log(), "no activity saw the outage"
+    duplicated = duplicated_ids(rig.simulator)
+    assert duplicated <= suspects
+    assert len(duplicated) <= SEND_CONCURRENCY
