@@ -19,7 +19,7 @@ from api.main import create_app
 from core.db import Database, migrate
 from core.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
 from core.settings import Settings
-from simulator.app import SimulatorState
+from simulator.app import SimulatorConfig, SimulatorState
 from simulator.app import create_app as create_simulator
 from tests.support import Queues, new_queues, settings_for
 
@@ -61,12 +61,15 @@ async def simulator_server() -> AsyncIterator[RunningSimulator]:
 
 
 @pytest.fixture
-def simulator(simulator_server: RunningSimulator) -> RunningSimulator:
+async def simulator(simulator_server: RunningSimulator) -> RunningSimulator:
     """The simulator, healthy and with zeroed counters."""
-    from simulator.app import SimulatorConfig
-
-    simulator_server.state.set_config(SimulatorConfig())
-    simulator_server.state.reset_counters()
+    state = simulator_server.state
+    state.set_config(SimulatorConfig())
+    # A request an earlier test left hanging would be counted in this test's figures.
+    async with asyncio.timeout(30):
+        while state.stats()["in_flight"]:
+            await asyncio.sleep(0.05)
+    state.reset_counters()
     return simulator_server
 
 

@@ -1,14 +1,19 @@
 """Helpers the tests share: settings aimed at one server, workers run inside a test."""
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass
 
 import httpx
-from temporalio.client import Client
+import sqlalchemy as sa
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from core.contracts import delivery_workflow_id
 from core.db import Database
+from core.models import Message
 from core.settings import Settings
 from worker import build_workers, create_http_client
 
@@ -41,18 +46,49 @@ def settings_for(settings: Settings, client: Client, queues: Queues, **changes: 
 
 
 class RunningWorkers:
-    def __init__(self, workers: list[Worker], http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, workers: list[Worker], http: httpx.AsyncClient, client: Client, database: Database
+    ) -> None:
         self.workers = workers
         self.http = http
+        self.client = client
+        self.database = database
         self.tasks = [asyncio.create_task(w.run()) for w in workers]
 
+    async def drain(self) -> None:
+        """Waits for the deliveries of every message in the database to close.
+
+        A dispatch completes once its messages are final, which can be a moment before its
+        last delivery workflow closes. A delivery left open without a worker would stop the
+        shared time-skipping server from skipping time for every later test.
+        """
+        async with self.database.session() as session:
+            pairs = (
+                await session.execute(
+                    sa.select(Message.dispatch_id, Message.client_id).where(
+                        Message.client_id.is_not(None)  # type: ignore[union-attr]
+                    )
+                )
+            ).all()
+
+        async def closed(dispatch_id: int, client_id: int) -> None:
+            handle = self.client.get_workflow_handle(delivery_workflow_id(dispatch_id, client_id))
+            with contextlib.suppress(WorkflowFailureError, RPCError):
+                await handle.result()
+
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(closed(d, c) for d, c in pairs))
+
     async def stop(self) -> None:
-        await asyncio.gather(*(w.shutdown() for w in self.workers))
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.http.aclose()
+        try:
+            await self.drain()
+        finally:
+            await asyncio.gather(*(w.shutdown() for w in self.workers))
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await self.http.aclose()
 
 
 async def start_workers(settings: Settings, client: Client, database: Database) -> RunningWorkers:
     http = create_http_client(settings)
     workers = build_workers(client=client, settings=settings, sessions=database.sessions, http=http)
-    return RunningWorkers(list(workers), http)
+    return RunningWorkers(list(workers), http, client, database)

@@ -173,6 +173,9 @@ class DispatchWorkflow:
     async def _await_deliveries(self, input: DispatchInput) -> int:
         """Until every message is final; deliveries' signals wake it, the count decides."""
         while True:
+            # Reset before counting, not after: a signal that arrives while the count runs
+            # (from a message the count may have missed) must still wake the next wait.
+            self._finished = 0
             counts = await workflow.execute_activity_method(
                 DispatchActivities.count_open_messages,
                 CountOpenInput(input.dispatch_id),
@@ -190,7 +193,6 @@ class DispatchWorkflow:
                         audience_done=True,
                     )
                 )
-            self._finished = 0
             try:
                 await workflow.wait_condition(
                     lambda: self._finished > 0, timeout=COMPLETION_RECHECK

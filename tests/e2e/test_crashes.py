@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
 from api.services import send_options
@@ -359,9 +361,17 @@ async def wait_for_result(rig: Rig, run: DispatchRun) -> DispatchResult:
                     await asyncio.sleep(0.5)
     except TimeoutError:
         statuses = await status_counts(rig.db, run.dispatch_id)
+        # The latest run's phase tells a stuck audience from deliveries never awaited to the end.
+        latest = rig.client.get_workflow_handle(dispatch_workflow_id(run.dispatch_id))
+        try:
+            progress: object = await latest.query(
+                DispatchWorkflow.progress, rpc_timeout=timedelta(seconds=5)
+            )
+        except TemporalError as error:
+            progress = error
         raise AssertionError(
             f"dispatch not done in {DISPATCH_TIMEOUT}s: messages {statuses}, "
-            f"remote {rig.simulator.state.stats()}\n{rig.logs()}"
+            f"workflow {progress}, remote {rig.simulator.state.stats()}\n{rig.logs()}"
         ) from None
 
 
