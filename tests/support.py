@@ -71,13 +71,15 @@ class RunningWorkers:
                 )
             ).all()
 
-        async def closed(dispatch_id: int, client_id: int) -> None:
-            handle = self.client.get_workflow_handle(delivery_workflow_id(dispatch_id, client_id))
-            with contextlib.suppress(WorkflowFailureError, RPCError):
-                await handle.result()
-
+        # One at a time: on the time-skipping server every result() unlocks and relocks the
+        # clock, and concurrent unlocks leave it locked for good.
         async with asyncio.timeout(30):
-            await asyncio.gather(*(closed(d, c) for d, c in pairs))
+            for dispatch_id, client_id in pairs:
+                handle = self.client.get_workflow_handle(
+                    delivery_workflow_id(dispatch_id, client_id)
+                )
+                with contextlib.suppress(WorkflowFailureError, RPCError):
+                    await handle.result()
 
     async def stop(self) -> None:
         try:
