@@ -45,8 +45,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.database.dispose()
 
 
-def _error(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"detail": detail})
+# Domain errors as HTTP answers; service code never raises HTTP errors itself.
+ERROR_STATUS: dict[type[Exception], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    EngineUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,22 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, error: NotFound) -> JSONResponse:
-        return _error(status.HTTP_404_NOT_FOUND, str(error))
+    async def domain_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(status_code=ERROR_STATUS[type(error)], content={"detail": str(error)})
 
-    @app.exception_handler(Conflict)
-    async def conflict(request: Request, error: Conflict) -> JSONResponse:
-        return _error(status.HTTP_409_CONFLICT, str(error))
-
-    @app.exception_handler(InvalidRequest)
-    async def invalid(request: Request, error: InvalidRequest) -> JSONResponse:
-        return _error(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error))
-
-    @app.exception_handler(EngineUnavailable)
-    async def unavailable(request: Request, error: EngineUnavailable) -> JSONResponse:
-        return _error(status.HTTP_503_SERVICE_UNAVAILABLE, str(error))
-
+    for error_type in ERROR_STATUS:
+        app.add_exception_handler(error_type, domain_error)
     return app
 
 

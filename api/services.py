@@ -1,7 +1,7 @@
 """Service functions behind the routes: they speak the domain and raise domain errors."""
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,21 @@ from core.stats import counts_by_dispatch
 from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", Client, Dispatch, Message)
+
+
+async def fetch_page(
+    *, session: AsyncSession, model: type[M], conditions: list[Any], limit: int, offset: int
+) -> tuple[list[M], int]:
+    """Rows of `model` matching all conditions, by id, and how many match in all."""
+    total = (
+        await session.execute(sa.select(sa.func.count()).select_from(model).where(*conditions))
+    ).scalar_one()
+    rows = await session.execute(
+        select(model).where(*conditions).order_by(col(model.id)).limit(limit).offset(offset)
+    )
+    return list(rows.scalars().all()), total
 
 
 # Clients
@@ -94,13 +109,9 @@ async def list_clients(
         conditions.append(col(Client.tag) == tag)
     if operator_code is not None:
         conditions.append(col(Client.operator_code) == operator_code)
-    total = (
-        await session.execute(sa.select(sa.func.count()).select_from(Client).where(*conditions))
-    ).scalar_one()
-    rows = await session.execute(
-        select(Client).where(*conditions).order_by(col(Client.id)).limit(limit).offset(offset)
+    return await fetch_page(
+        session=session, model=Client, conditions=conditions, limit=limit, offset=offset
     )
-    return list(rows.scalars().all()), total
 
 
 # Dispatches
@@ -251,22 +262,9 @@ async def delete_dispatch(
 async def list_dispatches(
     *, session: AsyncSession, status: DispatchStatus | None, limit: int, offset: int
 ) -> tuple[list[DispatchPublic], int]:
-    conditions = [] if status is None else [col(Dispatch.status) == status]
-    total = (
-        await session.execute(sa.select(sa.func.count()).select_from(Dispatch).where(*conditions))
-    ).scalar_one()
-    rows = (
-        (
-            await session.execute(
-                select(Dispatch)
-                .where(*conditions)
-                .order_by(col(Dispatch.id))
-                .limit(limit)
-                .offset(offset)
-            )
-        )
-        .scalars()
-        .all()
+    conditions: list[Any] = [] if status is None else [col(Dispatch.status) == status]
+    rows, total = await fetch_page(
+        session=session, model=Dispatch, conditions=conditions, limit=limit, offset=offset
     )
     counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in rows if d.id])
     return [dispatch_public(d, counts[d.id]) for d in rows if d.id is not None], total
@@ -284,10 +282,6 @@ async def list_messages(
     conditions: list[Any] = [col(Message.dispatch_id) == dispatch_id]
     if status is not None:
         conditions.append(col(Message.status) == status)
-    total = (
-        await session.execute(sa.select(sa.func.count()).select_from(Message).where(*conditions))
-    ).scalar_one()
-    rows = await session.execute(
-        select(Message).where(*conditions).order_by(col(Message.id)).limit(limit).offset(offset)
+    return await fetch_page(
+        session=session, model=Message, conditions=conditions, limit=limit, offset=offset
     )
-    return list(rows.scalars().all()), total

@@ -135,14 +135,17 @@ class DispatchWorkflow:
                 started_this_run >= input.send.children_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ):
-                workflow.continue_as_new(
-                    DispatchInput(
-                        dispatch_id=input.dispatch_id,
-                        send=input.send,
-                        after_client_id=self._cursor,
-                        started=self._started,
-                    )
-                )
+                workflow.continue_as_new(self._next_run(input, audience_done=False))
+
+    def _next_run(self, input: DispatchInput, *, audience_done: bool) -> DispatchInput:
+        """The input of the run that continues this one: the cursor, never the audience."""
+        return DispatchInput(
+            dispatch_id=input.dispatch_id,
+            send=input.send,
+            after_client_id=self._cursor,
+            started=self._started,
+            audience_done=audience_done,
+        )
 
     async def _start_one(self, input: DispatchInput, plan: DispatchPlan, r: Recipient) -> None:
         try:
@@ -184,15 +187,7 @@ class DispatchWorkflow:
             if counts.open == 0:
                 return counts.total
             if workflow.info().is_continue_as_new_suggested():
-                workflow.continue_as_new(
-                    DispatchInput(
-                        dispatch_id=input.dispatch_id,
-                        send=input.send,
-                        after_client_id=self._cursor,
-                        started=self._started,
-                        audience_done=True,
-                    )
-                )
+                workflow.continue_as_new(self._next_run(input, audience_done=True))
             try:
                 await workflow.wait_condition(
                     lambda: self._finished > 0, timeout=COMPLETION_RECHECK
