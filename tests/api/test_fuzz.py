@@ -1,0 +1,78 @@
+"""Schemathesis drives every operation of the OpenAPI schema with generated input, valid and
+not: no answer may be a 5xx. The API runs as its own uvicorn process against the test
+database and the dev server, as in production."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation.case import Case
+from temporalio.testing import WorkflowEnvironment
+
+from core.embedded import free_port, wait_for_port
+from core.settings import PROJECT_ROOT, Settings
+from tests.support import new_queues, target_of
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def api_url(settings: Settings, dev_env: WorkflowEnvironment) -> Iterator[str]:
+    port = free_port()
+    queues = new_queues()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": str(settings.database_url),
+        "TEMPORAL_ADDRESS": target_of(dev_env.client),
+        "TEMPORAL_TASK_QUEUE": queues.main,
+        "TEMPORAL_SEND_TASK_QUEUE": queues.send,
+        "LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:create_configured_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60, process=server)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_no_input_gets_a_server_error(api_url: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 12
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=40,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        def exercise(case: Case) -> None:
+            case.call_and_validate(base_url=api_url, checks=[not_a_server_error])
+
+        exercise()
