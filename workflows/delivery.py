@@ -76,7 +76,9 @@ class DeliveryWorkflow:
     async def _send(self, input: DeliveryInput) -> SendResult:
         remaining = input.end_at - workflow.now()
         if remaining <= timedelta(0):
-            return SendResult(input.message_id, MessageStatus.EXPIRED)
+            # A timer can fire late (no worker for a while): the message must still end final.
+            status = await self._finish(input, MessageStatus.EXPIRED, "end time passed")
+            return SendResult(input.message_id, status)
         options = input.send
         try:
             return await workflow.execute_activity_method(
