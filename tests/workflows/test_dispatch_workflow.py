@@ -129,12 +129,13 @@ async def test_future_start_and_filter(
 
 
 async def test_outage_is_ridden_out(
-    time_env: WorkflowEnvironment,
+    clock_env: WorkflowEnvironment,
     settings: Settings,
     queues: Queues,
     db: Database,
     simulator: RunningSimulator,
 ) -> None:
+    time_env = clock_env
     now = await time_env.get_current_time()
     client = await make_client(db)
     dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(days=1))
