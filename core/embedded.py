@@ -107,6 +107,23 @@ def temporal_dev_server_command(
     return command
 
 
+def api_server_command(*, host: str, port: int) -> list[str]:
+    """The API under uvicorn, configured from the environment."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.main:create_configured_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

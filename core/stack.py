@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from core.db import EMBEDDED_DATABASE, migrate
 from core.embedded import (
     EmbeddedPostgres,
+    api_server_command,
     port_is_free,
     temporal_dev_server_command,
     wait_for_port,
@@ -134,19 +135,7 @@ class Stack:
         self.spawn("worker", [sys.executable, "worker.py"], env)
         api = self.spawn(
             "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:create_configured_app",
-                "--factory",
-                "--host",
-                settings.api_host,
-                "--port",
-                str(settings.api_port),
-                "--log-level",
-                "warning",
-            ],
+            api_server_command(host=settings.api_host, port=settings.api_port),
             env,
         )
         wait_for_port(settings.api_host, settings.api_port, timeout=60, process=api)

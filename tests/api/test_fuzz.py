@@ -4,7 +4,6 @@ database and the dev server, as in production."""
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from schemathesis.generation.case import Case
 from temporalio.testing import WorkflowEnvironment
 
 from core.db import Database
-from core.embedded import free_port, wait_for_port
+from core.embedded import api_server_command, free_port, wait_for_port
 from core.settings import PROJECT_ROOT, Settings
 from tests.support import new_queues, target_of
 
@@ -36,19 +35,7 @@ def api_url(settings: Settings, dev_env: WorkflowEnvironment) -> Iterator[str]:
         "LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.main:create_configured_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        api_server_command(host="127.0.0.1", port=port),
         cwd=PROJECT_ROOT,
         env=env,
     )
