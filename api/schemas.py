@@ -1,6 +1,6 @@
 """Request and response bodies, apart from the table models."""
 
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
@@ -17,8 +17,10 @@ from core.models import TAG_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus, Message
 from core.phones import normalize_phone, validate_timezone
 from core.windows import SendWindow, parse_hhmm
 
+# PostgreSQL text cannot hold NUL characters: refused here, not failed on at insert.
+NO_NUL = r"^[^\x00]*$"
 OperatorCode = Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
-Tag = Annotated[str, StringConstraints(max_length=TAG_MAX_LENGTH)]
+Tag = Annotated[str, StringConstraints(max_length=TAG_MAX_LENGTH, pattern=NO_NUL)]
 FILTER_MAX_ITEMS = 100
 
 T = TypeVar("T")
@@ -137,7 +139,7 @@ class WindowSchema(BaseModel):
         return parse_hhmm(self.start), parse_hhmm(self.end)
 
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_LENGTH)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=NO_NUL)]
 
 
 def _ends_after_start(start_at: datetime | None, end_at: datetime | None) -> None:
@@ -169,6 +171,8 @@ class DispatchCreate(BaseModel):
     @model_validator(mode="after")
     def _order(self) -> "DispatchCreate":
         _ends_after_start(self.start_at, self.end_at)
+        if self.end_at <= datetime.now(UTC):
+            raise ValueError("end_at is in the past: nothing could be sent")
         return self
 
 

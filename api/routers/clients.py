@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, status
 
 from api import services
 from api.deps import IdPath, SessionDep, SettingsDep
-from api.schemas import ClientCreate, ClientPublic, ClientUpdate, OperatorCode, Page
+from api.schemas import ClientCreate, ClientPublic, ClientUpdate, OperatorCode, Page, Tag
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 
@@ -21,7 +21,7 @@ async def create_client(
 @router.get("", response_model=Page[ClientPublic])
 async def list_clients(
     session: SessionDep,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[Tag | None, Query()] = None,
     operator_code: Annotated[OperatorCode | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,

@@ -52,6 +52,12 @@ async def test_bad_dispatches_are_422_naming_the_problem(
         (payload(start_at="2026-12-01T10:00:00"), "start_at"),  # no zone
         (payload(text=""), "text"),
         (payload(text="x" * 1001), "text"),
+        (payload(text="a\u0000"), "text"),
+        (payload(filter={"tags": ["\u0000O"]}), "tags"),  # found by schemathesis
+        (
+            payload(start_at="0102-09-21T19:27:52Z", end_at="1284-10-17T08:03:59Z"),
+            "end_at is in the past",
+        ),
         (payload(window={"start": "9:00", "end": "21:00"}), "start"),
         (payload(window={"start": "10:00", "end": "10:00"}), "window"),
         (payload(window={"start": "25:00", "end": "10:00"}), "start"),
