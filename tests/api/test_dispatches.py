@@ -5,10 +5,15 @@ import httpx
 from fastapi import FastAPI
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 
+from api.main import create_app
 from core.contracts import dispatch_workflow_id
 from core.db import Database
+from core.embedded import bin_path
+from core.settings import Settings
 from tests.factories import make_client
+from tests.support import Queues, settings_for
 
 DISPATCHES = "/api/v1/dispatches"
 
@@ -165,3 +170,23 @@ async def test_started_dispatch_cannot_be_edited(api: httpx.AsyncClient, db: Dat
     response = await api.patch(f"{DISPATCHES}/{created['id']}", json={"text": "late"})
     assert response.status_code == 409
     assert "running" in response.json()["detail"]
+
+
+async def test_without_temporal_nothing_is_kept(
+    settings: Settings, queues: Queues, db: Database
+) -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=bin_path("temporal-test-server")
+    )
+    app = create_app(settings_for(settings, env.client, queues))
+    async with app.router.lifespan_context(app):
+        await env.shutdown()  # Temporal goes away after the API started
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            response = await api.post(DISPATCHES, json=payload())
+            assert response.status_code == 503, response.text
+            assert "unavailable" in response.json()["detail"]
+            assert (await api.get(DISPATCHES)).json()["total"] == 0
+            health = await api.get("/healthz")
+            assert health.status_code == 503
+            assert health.json()["database"] == "ok"
