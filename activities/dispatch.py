@@ -42,6 +42,23 @@ def audience_filter(dispatch: Any) -> sa.ColumnElement[bool]:
     return sa.and_(sa.true(), *conditions)
 
 
+async def finish_open_message(
+    sessions: SessionFactory, *, message_id: int, status: str, error: str | None
+) -> bool:
+    """Moves a pending or retrying message to a final status; whether it did."""
+    async with sessions() as session:
+        result = await session.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id, message_t.c.status.in_(OPEN_MESSAGE_STATUSES))
+            .values(status=status, last_error=sa.func.coalesce(error, message_t.c.last_error))
+        )
+        await session.commit()
+    changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    if changed:
+        log.info("message is %s: %s", status, error, extra=ids(message_id=message_id))
+    return changed
+
+
 class DispatchActivities:
     """Reads and writes of dispatches and messages on behalf of the workflows."""
 
@@ -78,7 +95,7 @@ class DispatchActivities:
         statement = (
             sa.update(dispatch_t)
             .where(dispatch_t.c.id == input.dispatch_id)
-            .values(status=input.status, updated_at=utcnow())
+            .values(status=input.status)
         )
         if input.from_statuses:
             statement = statement.where(dispatch_t.c.status.in_(input.from_statuses))
@@ -169,21 +186,7 @@ class DispatchActivities:
     @activity.defn
     async def finish_message(self, input: FinishMessageInput) -> FinishMessageResult:
         """Moves an open message to a final status; a final one stays as it is."""
-        async with self.sessions() as session:
-            result = await session.execute(
-                sa.update(message_t)
-                .where(
-                    message_t.c.id == input.message_id,
-                    message_t.c.status.in_(OPEN_MESSAGE_STATUSES),
-                )
-                .values(
-                    status=input.status,
-                    last_error=sa.func.coalesce(input.error, message_t.c.last_error),
-                    updated_at=utcnow(),
-                )
-            )
-            await session.commit()
-        changed = bool(result.rowcount)  # type: ignore[attr-defined]
-        if changed:
-            log.info("message is %s", input.status, extra=ids(message_id=input.message_id))
+        changed = await finish_open_message(
+            self.sessions, message_id=input.message_id, status=input.status, error=input.error
+        )
         return FinishMessageResult(changed=changed)

@@ -11,11 +11,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.clock import activity_now
-from activities.dispatch import client_t, dispatch_t, message_t
+from activities.dispatch import client_t, dispatch_t, finish_open_message, message_t
 from core.contracts import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendInput, SendResult
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import OPEN_MESSAGE_STATUSES, DispatchStatus, MessageStatus, utcnow
+from core.models import OPEN_MESSAGE_STATUSES, DispatchStatus, MessageStatus
 from core.windows import SendWindow, is_open, next_send_instant
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ class SendActivities:
             return (await session.execute(statement)).one_or_none()
 
     async def _record(self, message_id: int, **values: Any) -> None:
-        values.setdefault("updated_at", utcnow())
         async with self.sessions() as session:
             await session.execute(
                 sa.update(message_t)
@@ -107,14 +106,7 @@ class SendActivities:
             await session.commit()
 
     async def _finish(self, message_id: int, status: MessageStatus, error: str) -> SendResult:
-        async with self.sessions() as session:
-            await session.execute(
-                sa.update(message_t)
-                .where(message_t.c.id == message_id, message_t.c.status.in_(OPEN_MESSAGE_STATUSES))
-                .values(status=status, last_error=error, updated_at=utcnow())
-            )
-            await session.commit()
-        log.info("message is %s: %s", status, error, extra=ids(message_id=message_id))
+        await finish_open_message(self.sessions, message_id=message_id, status=status, error=error)
         return SendResult(message_id=message_id, status=status)
 
     @activity.defn

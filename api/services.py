@@ -25,7 +25,7 @@ from api.schemas import (
 from core.contracts import DispatchChanged, DispatchInput, SendOptions, dispatch_workflow_id
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import ids
-from core.models import Client, Dispatch, DispatchStatus, Message, MessageStatus, utcnow
+from core.models import Client, Dispatch, DispatchStatus, Message, MessageStatus
 from core.phones import default_timezone, operator_code
 from core.settings import Settings
 from core.stats import counts_by_dispatch
@@ -88,7 +88,6 @@ async def update_client(*, session: AsyncSession, client_id: int, data: ClientUp
         changes["operator_code"] = operator_code(changes["phone"])
     for field, value in changes.items():
         setattr(client, field, value)
-    client.updated_at = utcnow()
     await _commit_unique_phone(session, client.phone)
     log.info("client updated: %s", sorted(changes), extra=ids(client_id=client_id))
     return client
@@ -222,7 +221,6 @@ async def update_dispatch(
     _apply_filter_and_window(dispatch, data.filter, data.window)
     if "window" in changes and data.window is None:
         dispatch.window_start = dispatch.window_end = None
-    dispatch.updated_at = utcnow()
     await session.commit()
     log.info("dispatch updated: %s", sorted(changes), extra=ids(dispatch_id=dispatch_id))
     try:

@@ -1,7 +1,5 @@
 """The async database engine and sessions (asyncpg), built once per process from settings."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import (
@@ -47,11 +45,6 @@ class Database:
     def __init__(self, settings: Settings | None = None) -> None:
         self.engine = create_engine(settings or get_settings())
         self.sessions = create_session_factory(self.engine)
-
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
-            yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -26,6 +26,7 @@ def utcnow() -> datetime:
 
 
 def _timestamp(*, nullable: bool = False, onupdate: bool = False) -> sa.Column:  # type: ignore[type-arg]
+    """A timestamptz column; `onupdate` ones are refreshed by every UPDATE, ORM or Core."""
     return sa.Column(
         sa.DateTime(timezone=True),
         nullable=nullable,

@@ -99,7 +99,7 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
 async def db(database: Database) -> AsyncIterator[Database]:
     """The database, emptied after the test."""
     yield database
-    async with database.session() as session:
+    async with database.sessions() as session:
         await session.execute(sa.text("TRUNCATE message, dispatch, client CASCADE"))
         await session.commit()
 

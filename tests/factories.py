@@ -19,7 +19,7 @@ async def make_client(db: Database, **fields: object) -> Client:
     client = Client(
         phone=phone, operator_code=str(values.pop("operator_code", phone[1:4])), **values
     )
-    async with db.session() as session:
+    async with db.sessions() as session:
         session.add(client)
         await session.commit()
     return client
@@ -46,7 +46,7 @@ async def make_dispatch(
         window_start=window[0] if window else None,
         window_end=window[1] if window else None,
     )
-    async with db.session() as session:
+    async with db.sessions() as session:
         session.add(dispatch)
         await session.commit()
     return dispatch

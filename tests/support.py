@@ -62,7 +62,7 @@ class RunningWorkers:
         last delivery workflow closes. A delivery left open without a worker would stop the
         shared time-skipping server from skipping time for every later test.
         """
-        async with self.database.session() as session:
+        async with self.database.sessions() as session:
             pairs = (
                 await session.execute(
                     sa.select(Message.dispatch_id, Message.client_id).where(

@@ -31,7 +31,7 @@ async def test_audience_pages_are_idempotent(db: Database) -> None:
     assert [r.client_id for r in second.recipients] == vip_ids[4:]
     assert second.done
 
-    async with db.session() as session:
+    async with db.sessions() as session:
         count = (
             await session.execute(
                 sa.select(sa.func.count()).where(Message.dispatch_id == dispatch.id)
@@ -52,7 +52,7 @@ async def test_finish_never_overwrites_a_final_status(db: Database) -> None:
     client = await make_client(db)
     dispatch = await make_dispatch(db)
     message = Message(dispatch_id=dispatch.id, client_id=client.id, status="sent")
-    async with db.session() as session:
+    async with db.sessions() as session:
         session.add(message)
         await session.commit()
     assert message.id is not None
@@ -61,6 +61,6 @@ async def test_finish_never_overwrites_a_final_status(db: Database) -> None:
         acts.finish_message, FinishMessageInput(message.id, "expired", "late")
     )
     assert not result.changed
-    async with db.session() as session:
+    async with db.sessions() as session:
         stored = await session.get(Message, message.id)
         assert stored is not None and stored.status == "sent"

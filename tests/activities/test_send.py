@@ -47,14 +47,14 @@ async def new_message(
         window=window,
     )
     message = Message(dispatch_id=dispatch.id, client_id=client.id)
-    async with db.session() as session:
+    async with db.sessions() as session:
         session.add(message)
         await session.commit()
     return message
 
 
 async def reload(db: Database, message: Message) -> Message:
-    async with db.session() as session:
+    async with db.sessions() as session:
         found = await session.get(Message, message.id)
         assert found is not None
         return found
@@ -210,7 +210,7 @@ async def test_deleted_client_or_dispatch_sends_nothing(
     db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
 ) -> None:
     orphan = await new_message(db)
-    async with db.session() as session:
+    async with db.sessions() as session:
         await session.execute(
             sa.text("DELETE FROM client WHERE id = :id"), {"id": orphan.client_id}
         )
@@ -220,7 +220,7 @@ async def test_deleted_client_or_dispatch_sends_nothing(
     assert (await reload(db, orphan)).status == "cancelled"
 
     gone = await new_message(db)
-    async with db.session() as session:
+    async with db.sessions() as session:
         await session.execute(
             sa.text("DELETE FROM dispatch WHERE id = :id"), {"id": gone.dispatch_id}
         )

@@ -62,6 +62,7 @@ async def test_get_update_delete(api: httpx.AsyncClient) -> None:
     assert updated.status_code == 200, updated.text
     assert updated.json()["operator_code"] == "926"
     assert updated.json()["tag"] == "new"
+    assert updated.json()["updated_at"] > created["updated_at"]
 
     kept = await api.patch(url, json={"operator_code": "111"})
     assert kept.json()["operator_code"] == "111"

@@ -119,7 +119,7 @@ async def test_stats_and_messages(api: httpx.AsyncClient, db: Database) -> None:
     first = (await api.post(DISPATCHES, json=payload())).json()
     second = (await api.post(DISPATCHES, json=payload(text="Another"))).json()
     clients = [await make_client(db) for _ in range(3)]
-    async with db.session() as session:
+    async with db.sessions() as session:
         from core.models import Message
 
         session.add_all(
@@ -160,7 +160,7 @@ async def test_stats_and_messages(api: httpx.AsyncClient, db: Database) -> None:
 
 async def test_started_dispatch_cannot_be_edited(api: httpx.AsyncClient, db: Database) -> None:
     created = (await api.post(DISPATCHES, json=payload())).json()
-    async with db.session() as session:
+    async with db.sessions() as session:
         from core.models import Dispatch
 
         dispatch = await session.get(Dispatch, created["id"])

@@ -376,7 +376,7 @@ async def wait_for_result(rig: Rig, run: DispatchRun) -> DispatchResult:
 
 
 async def status_counts(db: Database, dispatch_id: int) -> dict[str, int]:
-    async with db.session() as session:
+    async with db.sessions() as session:
         rows = await session.execute(
             sa.select(col(Message.status), sa.func.count())
             .where(col(Message.dispatch_id) == dispatch_id)
@@ -387,7 +387,7 @@ async def status_counts(db: Database, dispatch_id: int) -> dict[str, int]:
 
 async def sent_ids(db: Database, dispatch_id: int) -> set[int]:
     """Messages the database has as sent: no later attempt sends them again."""
-    async with db.session() as session:
+    async with db.sessions() as session:
         rows = await session.execute(
             sa.select(col(Message.id)).where(
                 col(Message.dispatch_id) == dispatch_id, col(Message.status) == MessageStatus.SENT
@@ -408,7 +408,7 @@ async def assert_each_message_sent(rig: Rig, run: DispatchRun, result: DispatchR
     """Every client's message is sent, and the remote accepted each, under its own id."""
     assert result.status == "completed"
     assert result.messages == CLIENTS
-    async with rig.db.session() as session:
+    async with rig.db.sessions() as session:
         rows = (
             await session.execute(
                 sa.select(col(Message.id), col(Message.client_id), col(Message.status)).where(

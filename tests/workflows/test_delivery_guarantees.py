@@ -49,7 +49,7 @@ async def start(
 
 
 async def messages(db: Database, dispatch_id: int) -> list[Message]:
-    async with db.session() as session:
+    async with db.sessions() as session:
         rows = await session.execute(
             sa.select(Message).where(Message.dispatch_id == dispatch_id).order_by(Message.id)
         )

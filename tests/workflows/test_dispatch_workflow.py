@@ -22,7 +22,7 @@ from workflows.dispatch import DispatchWorkflow
 
 
 async def statuses(db: Database, dispatch_id: int) -> dict[int | None, str]:
-    async with db.session() as session:
+    async with db.sessions() as session:
         rows = await session.execute(
             sa.select(Message.client_id, Message.status).where(Message.dispatch_id == dispatch_id)
         )
@@ -30,7 +30,7 @@ async def statuses(db: Database, dispatch_id: int) -> dict[int | None, str]:
 
 
 async def sent_times(db: Database, dispatch_id: int) -> dict[int | None, datetime]:
-    async with db.session() as session:
+    async with db.sessions() as session:
         rows = await session.execute(
             sa.select(Message.client_id, Message.sent_at).where(Message.dispatch_id == dispatch_id)
         )
@@ -148,7 +148,7 @@ async def test_outage_is_ridden_out(
         # Let a few attempts fail, then bring the remote back.
         while simulator.state.stats()["received"] < 3:
             await time_env.sleep(timedelta(seconds=30))
-        async with db.session() as session:
+        async with db.sessions() as session:
             message = (
                 await session.execute(sa.select(Message).where(Message.client_id == client.id))
             ).scalar_one()
