@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from core.db import EMBEDDED_DATABASE, migrate
 from core.embedded import (
@@ -76,15 +76,23 @@ class Stack:
         self.postgres: EmbeddedPostgres | None = None
         self.logs = settings.data_dir / "logs"
 
-    def spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        # Service logs go to the terminal; the Temporal server's to a file.
-        out: Any = None
-        if name == "temporal":
-            out = (self.logs / "temporal.log").open("ab")
-        process = subprocess.Popen(
-            command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True
-        )
+    def spawn(
+        self, name: str, command: list[str], env: dict[str, str], *, log_file: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Starts a process in a session of its own; its output goes to the terminal, or to
+        `log_file` under DATA_DIR/logs."""
+        out = None
+        if log_file is not None:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            out = (self.logs / log_file).open("ab")
+        try:
+            process = subprocess.Popen(
+                command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=out, start_new_session=True
+            )
+        finally:
+            # The child holds its own copy of the file.
+            if out is not None:
+                out.close()
         self.processes.append((name, process))
         log.info("started %s (pid %d)", name, process.pid)
         return process
@@ -110,6 +118,7 @@ class Stack:
                     namespace=settings.temporal_namespace,
                 ),
                 env,
+                log_file="temporal.log",
             )
             wait_for_port("127.0.0.1", settings.temporal_port, timeout=60, process=temporal)
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{settings.temporal_port}"
