@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -88,6 +89,18 @@ class RunningWorkers:
             await asyncio.gather(*(w.shutdown() for w in self.workers))
             await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    settings: Settings, client: Client, database: Database
+) -> AsyncIterator[RunningWorkers]:
+    """Workers for the test's queues, drained and stopped when the block ends."""
+    workers = await start_workers(settings, client, database)
+    try:
+        yield workers
+    finally:
+        await workers.stop()
 
 
 async def start_workers(settings: Settings, client: Client, database: Database) -> RunningWorkers:

@@ -15,7 +15,7 @@ from core.contracts import delivery_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.settings import Settings
 from tests.conftest import RunningSimulator
-from tests.support import Queues, settings_for, start_workers
+from tests.support import Queues, running_workers, settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,11 @@ async def stack(
     dev_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
 ) -> AsyncIterator[httpx.AsyncClient]:
     s = settings_for(settings, dev_env.client, queues)
-    workers = await start_workers(s, dev_env.client, db)
     app = create_app(s)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
-                yield api
-    finally:
-        await workers.stop()
+    async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            yield api
 
 
 async def test_dispatch_reaches_every_client(

@@ -20,7 +20,7 @@ from core.settings import Settings
 from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.factories import make_client, make_dispatch
-from tests.support import Queues, RunningWorkers, settings_for, start_workers
+from tests.support import Queues, RunningWorkers, running_workers, settings_for
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
 
@@ -30,11 +30,8 @@ async def rig(
     time_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
 ) -> AsyncIterator[tuple[Settings, RunningWorkers]]:
     s = settings_for(settings, time_env.client, queues)
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db) as workers:
         yield s, workers
-    finally:
-        await workers.stop()
 
 
 async def start(
@@ -119,11 +116,8 @@ async def test_outage_past_end_time_expires_and_stops_sending(
     dispatch = await make_dispatch(db, start_at=now, end_at=end_at)
     assert dispatch.id is not None
     simulator.state.set_config(SimulatorConfig(outage=True))
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db):
         result = await (await start(time_env, s, dispatch.id)).result()
-    finally:
-        await workers.stop()
     assert result.status == "completed"
     [message] = await messages(db, dispatch.id)
     assert message.status == "expired"
@@ -158,8 +152,7 @@ async def test_retry_that_leaves_the_window_waits_for_the_next_opening(
     )
     assert dispatch.id is not None
     simulator.state.set_config(SimulatorConfig(outage=True))
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db):
         handle = await start(time_env, s, dispatch.id)
         while await time_env.get_current_time() < closes + timedelta(hours=2):
             await time_env.sleep(timedelta(minutes=20))
@@ -170,8 +163,6 @@ async def test_retry_that_leaves_the_window_waits_for_the_next_opening(
         await time_env.sleep(timedelta(hours=10))
         assert simulator.state.stats()["accepted"] == 0
         result = await handle.result()
-    finally:
-        await workers.stop()
     assert result.status == "completed"
     [message] = await messages(db, dispatch.id)
     assert message.status == "sent"
@@ -192,11 +183,8 @@ async def test_continue_as_new_starts_each_delivery_once(
     # seen to stop time from skipping for later tests (a quirk of the test server).
     time_env = clock_env
     s = settings_for(settings, time_env.client, queues)
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db):
         await _continue_as_new_once(time_env, s, db, simulator)
-    finally:
-        await workers.stop()
 
 
 async def _continue_as_new_once(

@@ -17,7 +17,7 @@ from core.windows import SendWindow, is_open, next_send_instant
 from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.factories import make_client, make_dispatch
-from tests.support import Queues, settings_for, start_workers
+from tests.support import Queues, running_workers, settings_for
 from workflows.dispatch import DispatchWorkflow
 
 
@@ -65,14 +65,11 @@ async def test_window_ten_hours_away_completes_in_seconds(
     dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(days=2), window=window)
     assert dispatch.id is not None
     s = settings_for(settings, time_env.client, queues)
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db):
         started = datetime.now(UTC)
         handle = await start_dispatch(time_env, s, dispatch.id)
         result = await handle.result()
         elapsed = datetime.now(UTC) - started
-    finally:
-        await workers.stop()
     assert result.status == "completed"
     assert result.messages == 2
     assert await statuses(db, dispatch.id) == {moscow.id: "sent", tokyo.id: "sent"}
@@ -117,11 +114,8 @@ async def test_future_start_and_filter(
     )
     assert dispatch.id is not None
     s = settings_for(settings, time_env.client, queues)
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db):
         result = await (await start_dispatch(time_env, s, dispatch.id)).result()
-    finally:
-        await workers.stop()
     assert result.messages == 1
     assert await statuses(db, dispatch.id) == {vip.id: "sent"}
     assert other_operator.id not in await statuses(db, dispatch.id)
@@ -142,8 +136,7 @@ async def test_outage_is_ridden_out(
     assert dispatch.id is not None
     simulator.state.set_config(SimulatorConfig(outage=True))
     s = settings_for(settings, time_env.client, queues)
-    workers = await start_workers(s, time_env.client, db)
-    try:
+    async with running_workers(s, time_env.client, db):
         handle = await start_dispatch(time_env, s, dispatch.id)
         # Let a few attempts fail, then bring the remote back.
         while simulator.state.stats()["received"] < 3:
@@ -157,8 +150,6 @@ async def test_outage_is_ridden_out(
         assert message.last_error and "503" in message.last_error
         simulator.state.set_config(SimulatorConfig())
         result = await handle.result()
-    finally:
-        await workers.stop()
     assert result.status == "completed"
     assert await statuses(db, dispatch.id) == {client.id: "sent"}
     assert simulator.state.stats()["unique_accepted"] == 1
