@@ -22,13 +22,13 @@ def get_temporal(request: Request) -> Client:
     return client
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalClientDep = Annotated[Client, Depends(get_temporal)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 # Ids are bigint in the database: anything larger is a 422, not a driver error.
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]

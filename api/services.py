@@ -18,7 +18,9 @@ from api.schemas import (
     DispatchCreate,
     DispatchFilter,
     DispatchPublic,
+    DispatchStats,
     DispatchUpdate,
+    OverallStats,
     StatusCounts,
     WindowSchema,
 )
@@ -28,7 +30,7 @@ from core.logging import ids
 from core.models import Client, Dispatch, DispatchStatus, Message, MessageStatus
 from core.phones import default_timezone, operator_code
 from core.settings import Settings
-from core.stats import counts_by_dispatch
+from core.stats import counts_by_dispatch, total_counts
 from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
@@ -282,4 +284,42 @@ async def list_messages(
         conditions.append(col(Message.status) == status)
     return await fetch_page(
         session=session, model=Message, conditions=conditions, limit=limit, offset=offset
+    )
+
+
+# Statistics
+
+
+async def dispatch_stats(*, session: AsyncSession, dispatch_id: int) -> DispatchStats:
+    """One dispatch's messages counted by status."""
+    dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
+    return DispatchStats(
+        dispatch_id=dispatch_id,
+        status=dispatch.status,
+        messages=StatusCounts.of(counts[dispatch_id]),
+    )
+
+
+async def overall_stats(*, session: AsyncSession, limit: int, offset: int) -> OverallStats:
+    """A page of dispatches by id with their counts, and totals over every message."""
+    dispatches = (
+        await session.execute(
+            select(Dispatch.id, Dispatch.status)
+            .order_by(col(Dispatch.id))
+            .limit(limit)
+            .offset(offset)
+        )
+    ).all()
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in dispatches])
+    dispatch_count = (
+        await session.execute(sa.select(sa.func.count()).select_from(Dispatch))
+    ).scalar_one()
+    return OverallStats(
+        dispatches=[
+            DispatchStats(dispatch_id=d.id, status=d.status, messages=StatusCounts.of(counts[d.id]))
+            for d in dispatches
+        ],
+        totals=StatusCounts.of(await total_counts(session=session)),
+        dispatch_count=dispatch_count,
     )

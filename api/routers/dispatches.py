@@ -11,10 +11,8 @@ from api.schemas import (
     DispatchUpdate,
     MessagePublic,
     Page,
-    StatusCounts,
 )
 from core.models import DispatchStatus, MessageStatus
-from core.stats import counts_by_dispatch
 
 router = APIRouter(prefix="/dispatches", tags=["dispatches"])
 
@@ -73,13 +71,7 @@ async def delete_dispatch(
 @router.get("/{dispatch_id}/stats", response_model=DispatchStats)
 async def dispatch_stats(dispatch_id: IdPath, session: SessionDep) -> DispatchStats:
     """One dispatch's messages counted by status."""
-    dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
-    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
-    return DispatchStats(
-        dispatch_id=dispatch_id,
-        status=dispatch.status,
-        messages=StatusCounts.of(counts[dispatch_id]),
-    )
+    return await services.dispatch_stats(session=session, dispatch_id=dispatch_id)
 
 
 @router.get("/{dispatch_id}/messages", response_model=Page[MessagePublic])
