@@ -1,20 +1,28 @@
-"""Database activities of the dispatch and delivery workflows; each is idempotent on its ids."""
+"""Database activities of the dispatch, cohort and delivery workflows; each is idempotent on its
+ids, so a retried or replayed call changes nothing twice."""
 
 import logging
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
+from activities.records import finish_open_message
 from core.contracts import (
+    COHORT_ALL,
     AudiencePage,
     AudiencePageInput,
     CountOpenInput,
     CountOpenResult,
     DispatchPlan,
+    FinishCohortInput,
+    FinishCohortResult,
     FinishMessageInput,
     FinishMessageResult,
+    LayOutInput,
+    LayOutResult,
     LoadDispatchInput,
     Recipient,
     SetDispatchStatusInput,
@@ -23,13 +31,17 @@ from core.contracts import (
 )
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import OPEN_MESSAGE_STATUSES, Client, Dispatch, Message, utcnow
+from core.models import (
+    OPEN_MESSAGE_STATUSES,
+    MessageStatus,
+    client_t,
+    dispatch_t,
+    message_t,
+    utcnow,
+)
+from core.windows import stored_window
 
 log = logging.getLogger(__name__)
-
-client_t: sa.Table = Client.__table__  # type: ignore[attr-defined]
-dispatch_t: sa.Table = Dispatch.__table__  # type: ignore[attr-defined]
-message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
 
 
 def audience_filter(dispatch: Any) -> sa.ColumnElement[bool]:
@@ -40,23 +52,6 @@ def audience_filter(dispatch: Any) -> sa.ColumnElement[bool]:
     if dispatch.tags:
         conditions.append(client_t.c.tag.in_(list(dispatch.tags)))
     return sa.and_(sa.true(), *conditions)
-
-
-async def finish_open_message(
-    sessions: SessionFactory, *, message_id: int, status: str, error: str | None
-) -> bool:
-    """Moves a pending or retrying message to a final status; whether it did."""
-    async with sessions() as session:
-        result = await session.execute(
-            sa.update(message_t)
-            .where(message_t.c.id == message_id, message_t.c.status.in_(OPEN_MESSAGE_STATUSES))
-            .values(status=status, last_error=sa.func.coalesce(error, message_t.c.last_error))
-        )
-        await session.commit()
-    changed = bool(result.rowcount)  # type: ignore[attr-defined]
-    if changed:
-        log.info("message is %s: %s", status, error, extra=ids(message_id=message_id))
-    return changed
 
 
 class DispatchActivities:
@@ -78,15 +73,13 @@ class DispatchActivities:
             log.warning("dispatch not found", extra=ids(dispatch_id=input.dispatch_id))
             now = utcnow()
             return DispatchPlan(input.dispatch_id, "deleted", now, now, None, found=False)
-        window = None
-        if row.window_start is not None and row.window_end is not None:
-            window = Window(row.window_start.strftime("%H:%M"), row.window_end.strftime("%H:%M"))
         return DispatchPlan(
             dispatch_id=row.id,
             status=row.status,
             start_at=row.start_at,
             end_at=row.end_at,
-            window=window,
+            window=Window.of(stored_window(row.window_start, row.window_end)),
+            delivery=row.delivery,
         )
 
     @activity.defn
@@ -109,17 +102,29 @@ class DispatchActivities:
 
     @activity.defn
     async def next_audience_page(self, input: AudiencePageInput) -> AudiencePage:
-        """The next page of matching clients, each with its message row (created if missing)."""
+        """The first shape's page: the next matching clients, each with its message."""
+        page = await self.lay_out_audience(
+            LayOutInput(input.dispatch_id, input.after_client_id, input.limit, per_client=True)
+        )
+        return AudiencePage(
+            recipients=page.recipients, last_client_id=page.last_client_id, done=page.done
+        )
+
+    @activity.defn
+    async def lay_out_audience(self, input: LayOutInput) -> LayOutResult:
+        """Creates the messages of the next page of matching clients, each in its cohort (the
+        client's zone when the dispatch has a window, else one cohort for all), and says which
+        cohorts the page holds. Per-client shape: no cohort, and the recipients come back."""
         async with self.sessions() as session:
             dispatch = (
                 await session.execute(
-                    sa.select(dispatch_t.c.operator_codes, dispatch_t.c.tags).where(
-                        dispatch_t.c.id == input.dispatch_id
-                    )
+                    sa.select(
+                        dispatch_t.c.operator_codes, dispatch_t.c.tags, dispatch_t.c.window_start
+                    ).where(dispatch_t.c.id == input.dispatch_id)
                 )
             ).one_or_none()
             if dispatch is None:
-                return AudiencePage(recipients=[], last_client_id=input.after_client_id, done=True)
+                return LayOutResult([], last_client_id=input.after_client_id, done=True, laid_out=0)
             clients = (
                 await session.execute(
                     sa.select(client_t.c.id, client_t.c.timezone)
@@ -129,45 +134,68 @@ class DispatchActivities:
                 )
             ).all()
             if not clients:
-                return AudiencePage(recipients=[], last_client_id=input.after_client_id, done=True)
+                return LayOutResult([], last_client_id=input.after_client_id, done=True, laid_out=0)
             client_ids = [client.id for client in clients]
+            cohorts: list[str | None]
+            if input.per_client:
+                cohorts = [None] * len(clients)
+            elif dispatch.window_start is None:
+                cohorts = [COHORT_ALL] * len(clients)
+            else:
+                cohorts = [client.timezone for client in clients]
             # A retried activity finds its rows already there: one message per (dispatch, client).
             await session.execute(
                 insert(message_t)
                 .from_select(
-                    ["dispatch_id", "client_id"],
+                    ["dispatch_id", "client_id", "cohort"],
                     sa.select(
                         sa.literal(input.dispatch_id, sa.BigInteger),
                         sa.func.unnest(sa.cast(client_ids, sa.ARRAY(sa.BigInteger))),
+                        sa.func.unnest(sa.cast(cohorts, sa.ARRAY(sa.String))),
                     ),
                 )
                 .on_conflict_do_nothing(constraint="uq_message_dispatch_client")
             )
-            messages = (
-                await session.execute(
-                    sa.select(message_t.c.id, message_t.c.client_id).where(
-                        message_t.c.dispatch_id == input.dispatch_id,
-                        message_t.c.client_id.in_(client_ids),
-                        message_t.c.status.in_(OPEN_MESSAGE_STATUSES),
-                    )
+            recipients: list[Recipient] = []
+            if input.per_client:
+                recipients = await _open_recipients(
+                    session, input.dispatch_id, {c.id: c.timezone for c in clients}
                 )
-            ).all()
             await session.commit()
-        zones = {client.id: client.timezone for client in clients}
-        recipients = [
-            Recipient(client_id=m.client_id, message_id=m.id, timezone=zones[m.client_id])
-            for m in sorted(messages, key=lambda m: m.client_id)
-        ]
-        log.info(
-            "audience page of %d clients",
-            len(recipients),
-            extra=ids(dispatch_id=input.dispatch_id),
-        )
-        return AudiencePage(
-            recipients=recipients,
+        log.info("laid out %d clients", len(clients), extra=ids(dispatch_id=input.dispatch_id))
+        return LayOutResult(
+            cohorts=sorted({c for c in cohorts if c is not None}),
             last_client_id=client_ids[-1],
             done=len(clients) < input.limit,
+            laid_out=len(clients),
+            recipients=recipients,
         )
+
+    @activity.defn
+    async def finish_cohort(self, input: FinishCohortInput) -> FinishCohortResult:
+        """Moves every pending message still in the cohort to a final status (its end time
+        came before its window opened again)."""
+        async with self.sessions() as session:
+            result = await session.execute(
+                sa.update(message_t)
+                .where(
+                    message_t.c.dispatch_id == input.dispatch_id,
+                    message_t.c.cohort == input.cohort,
+                    message_t.c.status == MessageStatus.PENDING,
+                )
+                .values(status=input.status, last_error=input.error)
+            )
+            await session.commit()
+        changed = int(result.rowcount)  # type: ignore[attr-defined]
+        log.info(
+            "cohort %s: %d messages %s: %s",
+            input.cohort,
+            changed,
+            input.status,
+            input.error,
+            extra=ids(dispatch_id=input.dispatch_id),
+        )
+        return FinishCohortResult(changed=changed)
 
     @activity.defn
     async def count_open_messages(self, input: CountOpenInput) -> CountOpenResult:
@@ -190,3 +218,22 @@ class DispatchActivities:
             self.sessions, message_id=input.message_id, status=input.status, error=input.error
         )
         return FinishMessageResult(changed=changed)
+
+
+async def _open_recipients(
+    session: AsyncSession, dispatch_id: int, zones: dict[int, str]
+) -> list[Recipient]:
+    """The page's clients whose message is still open, with their message ids."""
+    messages = (
+        await session.execute(
+            sa.select(message_t.c.id, message_t.c.client_id).where(
+                message_t.c.dispatch_id == dispatch_id,
+                message_t.c.client_id.in_(list(zones)),
+                message_t.c.status.in_(OPEN_MESSAGE_STATUSES),
+            )
+        )
+    ).all()
+    return [
+        Recipient(client_id=m.client_id, message_id=m.id, timezone=zones[m.client_id])
+        for m in sorted(messages, key=lambda m: m.client_id)
+    ]

@@ -1,182 +1,411 @@
-"""The send activity: one attempt to deliver one message to the external API."""
+"""Sends to the external API: one message per attempt (per-client deliveries), or a cohort's
+next batch of messages at once.
 
-import json
+Both judge every message by the same rules (core.rules) at the moment of sending, from what the
+database says then, share one HTTP client and one concurrency limit per worker process, and
+take a token from the global rate cap before each request.
+"""
+
+import asyncio
 import logging
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.clock import activity_now
-from activities.dispatch import client_t, dispatch_t, finish_open_message, message_t
-from core.contracts import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendInput, SendResult
+from activities.ratelimit import SendRateLimiter
+from activities.records import (
+    Outcome,
+    error_text,
+    finish_open_message,
+    record_attempt,
+    record_outcomes,
+)
+from activities.remote import RemoteClient, RemoteError
+from core.contracts import (
+    COHORT_ALL,
+    REMOTE_REJECTED,
+    REMOTE_UNAVAILABLE,
+    Handoff,
+    SendBatchInput,
+    SendBatchResult,
+    SendInput,
+    SendOutcome,
+    SendResult,
+)
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import OPEN_MESSAGE_STATUSES, DispatchStatus, MessageStatus
-from core.windows import SendWindow, is_open, next_send_instant
+from core.models import MessageStatus, client_t, dispatch_t, message_t
+from core.rules import FINAL_STATUS_OF, Action, Decision, MessageState, decide
+from core.windows import SendWindow, stored_window
 
 log = logging.getLogger(__name__)
 
-# A paused dispatch is looked at again after this long.
-PAUSE_RECHECK = timedelta(minutes=1)
-ERROR_MAX_LENGTH = 500
+# A batch loads its messages this many at a time, right before sending them, so that what it
+# judges (client deleted, dispatch paused) is at most this many sends old.
+LOAD_CHUNK = 50
+# A batch reports progress to Temporal this often; a silent one is taken for dead.
+HEARTBEAT_SECONDS = 1.0
+
+_MESSAGE_COLUMNS = (
+    message_t.c.id,
+    message_t.c.status,
+    message_t.c.dispatch_id,
+    message_t.c.client_id,
+    client_t.c.phone,
+    client_t.c.timezone,
+    dispatch_t.c.text,
+    dispatch_t.c.status.label("dispatch_status"),
+    dispatch_t.c.start_at,
+    dispatch_t.c.end_at,
+    dispatch_t.c.window_start,
+    dispatch_t.c.window_end,
+)
 
 
-class RemoteError(Exception):
-    """The remote did not accept the message; `permanent` ones are never retried."""
-
-    def __init__(self, reason: str, *, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(reason)
-        self.permanent = permanent
-        self.retry_after = retry_after
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+def _message_query() -> sa.Select[Any]:
+    return (
+        sa.select(*_MESSAGE_COLUMNS)
+        .select_from(message_t)
+        .join(dispatch_t, dispatch_t.c.id == message_t.c.dispatch_id)
+        .outerjoin(client_t, client_t.c.id == message_t.c.client_id)
+    )
 
 
-def check_answer(response: httpx.Response) -> None:
-    """Raises RemoteError unless the answer is HTTP 200 with JSON code 0."""
-    status = response.status_code
-    if status == 429:
-        raise RemoteError("HTTP 429 throttled", retry_after=_retry_after(response))
-    if status == 408 or status >= 500:
-        raise RemoteError(f"HTTP {status}")
-    if 400 <= status < 500:
-        raise RemoteError(f"HTTP {status}: {response.text[:200]}", permanent=True)
-    if status != 200:
-        raise RemoteError(f"unexpected HTTP {status}")
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RemoteError(f"garbage answer: {response.text[:100]!r}") from None
-    if not isinstance(body, dict) or body.get("code") != 0:
-        raise RemoteError(f"answer code is not 0: {str(body)[:100]}")
+class _Windows:
+    """SendWindow of each stored (start, end) pair, built once per batch."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[time | None, time | None], SendWindow | None] = {}
+
+    def of(self, row: Any) -> SendWindow | None:
+        key = (row.window_start, row.window_end)
+        if key not in self._known:
+            self._known[key] = stored_window(*key)
+        return self._known[key]
+
+
+def message_state(row: Any, windows: _Windows) -> MessageState:
+    return MessageState(
+        status=row.status,
+        client_exists=row.client_id is not None,
+        timezone=row.timezone,
+        dispatch_status=row.dispatch_status,
+        start_at=row.start_at,
+        end_at=row.end_at,
+        window=windows.of(row),
+    )
 
 
 class SendActivities:
-    """Sends through one shared HTTP client; the message row decides whether to send at all."""
+    """Sends through one shared remote client; the message rows decide whether to send at all."""
 
     def __init__(
-        self, *, sessions: SessionFactory, http: httpx.AsyncClient, base_url: str, token: str
+        self,
+        *,
+        sessions: SessionFactory,
+        remote: RemoteClient,
+        limiter: SendRateLimiter,
+        concurrency: int,
     ) -> None:
         self.sessions = sessions
-        self.http = http
-        self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.remote = remote
+        self.limiter = limiter
+        # Requests in flight from this worker process, across every batch and attempt.
+        self.slots = asyncio.Semaphore(concurrency)
 
-    async def _load(self, message_id: int) -> Any:
-        statement = (
-            sa.select(
-                message_t.c.id,
-                message_t.c.status,
-                message_t.c.dispatch_id,
-                message_t.c.client_id,
-                client_t.c.phone,
-                client_t.c.timezone,
-                dispatch_t.c.text,
-                dispatch_t.c.status.label("dispatch_status"),
-                dispatch_t.c.start_at,
-                dispatch_t.c.end_at,
-                dispatch_t.c.window_start,
-                dispatch_t.c.window_end,
-            )
-            .select_from(message_t)
-            .join(dispatch_t, dispatch_t.c.id == message_t.c.dispatch_id)
-            .outerjoin(client_t, client_t.c.id == message_t.c.client_id)
-            .where(message_t.c.id == message_id)
-        )
-        async with self.sessions() as session:
-            return (await session.execute(statement)).one_or_none()
-
-    async def _record(self, message_id: int, **values: Any) -> None:
-        async with self.sessions() as session:
-            await session.execute(
-                sa.update(message_t)
-                .where(message_t.c.id == message_id)
-                .values(attempts=message_t.c.attempts + 1, **values)
-            )
-            await session.commit()
-
-    async def _finish(self, message_id: int, status: MessageStatus, error: str) -> SendResult:
-        await finish_open_message(self.sessions, message_id=message_id, status=status, error=error)
-        return SendResult(message_id=message_id, status=status)
+    # One message: an attempt of a per-client delivery.
 
     @activity.defn
     async def send_message(self, input: SendInput) -> SendResult:
         """Checks the message, its dispatch, the deadline and the window now, then sends once."""
         message_id = input.message_id
-        row = await self._load(message_id)
+        async with self.sessions() as session:
+            row = (
+                await session.execute(_message_query().where(message_t.c.id == message_id))
+            ).one_or_none()
         if row is None:
             log.info("message no longer exists", extra=ids(message_id=message_id))
             return SendResult(message_id=message_id, status=MessageStatus.CANCELLED)
         log_ids = ids(message_id=message_id, dispatch_id=row.dispatch_id, client_id=row.client_id)
-        if row.status not in OPEN_MESSAGE_STATUSES:
-            return SendResult(message_id=message_id, status=row.status)
-        if row.client_id is None:
-            return await self._finish(message_id, MessageStatus.CANCELLED, "client deleted")
-        if row.dispatch_status == DispatchStatus.CANCELLED:
-            return await self._finish(message_id, MessageStatus.CANCELLED, "dispatch cancelled")
-
-        now = activity_now()
-        if now >= row.end_at:
-            return await self._finish(message_id, MessageStatus.EXPIRED, "end time passed")
-        if row.dispatch_status == DispatchStatus.PAUSED:
-            return SendResult(message_id, "paused", next_open_at=now + PAUSE_RECHECK)
-        window = None
-        if row.window_start is not None and row.window_end is not None:
-            window = SendWindow(start=row.window_start, end=row.window_end)
-        if now < row.start_at or not is_open(at=now, window=window, timezone=row.timezone):
-            opens = next_send_instant(
-                now=now,
-                start_at=row.start_at,
-                end_at=row.end_at,
-                window=window,
-                timezone=row.timezone,
+        async with self.slots:
+            await self.limiter.acquire()
+            decision = decide(message_state(row, _Windows()), now=activity_now())
+            if decision.action != Action.SEND:
+                return await self._not_sent(row, decision)
+            error = await self._post(row)
+        if error is None:
+            await record_attempt(
+                self.sessions,
+                message_id=message_id,
+                status=MessageStatus.SENT,
+                sent_at=activity_now(),
             )
-            if opens is None:
-                return await self._finish(
-                    message_id, MessageStatus.EXPIRED, "window does not open before end time"
-                )
-            return SendResult(message_id, "outside_window", next_open_at=opens)
-
-        try:
-            await self._post(message_id=message_id, phone=row.phone, text=row.text)
-        except RemoteError as error:
-            reason = str(error)[:ERROR_MAX_LENGTH]
-            if error.permanent:
-                await self._record(message_id, status=MessageStatus.FAILED, last_error=reason)
-                log.warning("remote rejected message: %s", reason, extra=log_ids)
-                raise ApplicationError(reason, type=REMOTE_REJECTED, non_retryable=True) from None
-            await self._record(message_id, status=MessageStatus.RETRYING, last_error=reason)
-            log.warning("send failed, will retry: %s", reason, extra=log_ids)
-            delay = None if error.retry_after is None else timedelta(seconds=error.retry_after)
-            raise ApplicationError(
-                reason, type=REMOTE_UNAVAILABLE, next_retry_delay=delay
-            ) from None
-        # Sent wins over any final status set meanwhile: the remote has the message.
-        await self._record(
-            message_id, status=MessageStatus.SENT, sent_at=activity_now(), last_error=None
+            log.info("message sent", extra=log_ids)
+            return SendResult(message_id=message_id, status=MessageStatus.SENT)
+        reason = error_text(error)
+        if error.permanent:
+            await record_attempt(
+                self.sessions, message_id=message_id, status=MessageStatus.FAILED, error=reason
+            )
+            log.warning("remote rejected message: %s", reason, extra=log_ids)
+            raise ApplicationError(reason, type=REMOTE_REJECTED, non_retryable=True)
+        await record_attempt(
+            self.sessions, message_id=message_id, status=MessageStatus.RETRYING, error=reason
         )
-        log.info("message sent", extra=log_ids)
-        return SendResult(message_id=message_id, status=MessageStatus.SENT)
+        log.warning("send failed, will retry: %s", reason, extra=log_ids)
+        delay = None if error.retry_after is None else timedelta(seconds=error.retry_after)
+        raise ApplicationError(reason, type=REMOTE_UNAVAILABLE, next_retry_delay=delay)
 
-    async def _post(self, *, message_id: int, phone: str, text: str) -> None:
+    async def _not_sent(self, row: Any, decision: Decision) -> SendResult:
+        if decision.action == Action.SKIP:
+            return SendResult(message_id=row.id, status=row.status)
+        if decision.action == Action.WAIT:
+            return SendResult(row.id, decision.reason, next_open_at=decision.not_before)
+        status = FINAL_STATUS_OF[decision.action]
+        await finish_open_message(
+            self.sessions,
+            message_id=row.id,
+            status=status,
+            error=decision.reason,
+            dispatch_id=row.dispatch_id,
+        )
+        return SendResult(message_id=row.id, status=status)
+
+    async def _post(self, row: Any) -> RemoteError | None:
+        """One request to the remote; the error it ended in, if any."""
         try:
-            response = await self.http.post(
-                f"{self.base_url}/send/{message_id}",
-                json={"id": message_id, "phone": int(phone), "text": text},
-                headers={"Authorization": f"Bearer {self.token}"},
+            await self.remote.send(message_id=row.id, phone=row.phone, text=row.text)
+        except RemoteError as error:
+            return error
+        return None
+
+    # A batch: the next pending messages of a cohort.
+
+    @activity.defn
+    async def send_batch(self, input: SendBatchInput) -> SendBatchResult:
+        """Sends the cohort's next pending messages concurrently, judging each at its moment.
+
+        Outcomes are written in bulk as they come (one write at a time, gathering whatever
+        finished meanwhile), so a batch retried after a crash finds every recorded message no
+        longer pending and sends again only those whose request was in flight. A message whose
+        send failed transiently leaves the cohort for a delivery workflow of its own.
+        """
+        batch = _Batch(self, input)
+        async with self.sessions() as session:
+            message_ids = list(
+                (
+                    await session.execute(
+                        sa.select(message_t.c.id)
+                        .where(
+                            message_t.c.dispatch_id == input.dispatch_id,
+                            message_t.c.cohort == input.cohort,
+                            message_t.c.status == MessageStatus.PENDING,
+                            message_t.c.id > input.after_message_id,
+                        )
+                        .order_by(message_t.c.id)
+                        .limit(input.limit)
+                    )
+                ).scalars()
             )
-        except httpx.TimeoutException:
-            raise RemoteError("timed out") from None
-        except httpx.TransportError as error:
-            raise RemoteError(f"transport error: {type(error).__name__}: {error}") from None
-        check_answer(response)
+        if not message_ids:
+            return SendBatchResult(last_message_id=input.after_message_id, exhausted=True)
+        heartbeat = asyncio.create_task(batch.heartbeat_forever())
+        try:
+            for chunk in _chunks(message_ids, LOAD_CHUNK):
+                if not await batch.run_chunk(chunk):
+                    break
+            await batch.finish()
+        finally:
+            heartbeat.cancel()
+            await batch.abandon()
+        result = batch.result(message_ids)
+        log.info(
+            "batch of cohort %s: %d sent, %d final, %d handed off%s",
+            input.cohort,
+            result.sent,
+            result.finished,
+            len(result.handoffs),
+            f", stopped: {result.stopped}" if result.stopped else "",
+            extra=ids(dispatch_id=input.dispatch_id),
+        )
+        return result
+
+
+def _chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass
+class _Batch:
+    """The state of one send_batch attempt: requests in flight, outcomes not yet written."""
+
+    owner: SendActivities
+    input: SendBatchInput
+    windows: _Windows = field(default_factory=_Windows)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    unwritten: list[tuple[Outcome, asyncio.Future[None]]] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
+    sent: int = 0
+    finished: int = 0
+    handoffs: list[Handoff] = field(default_factory=list)
+    consecutive_failures: int = 0
+    stopped: str | None = None
+    not_before: datetime | None = None
+
+    def stop(self, reason: str, not_before: datetime | None = None) -> None:
+        if self.stopped is None:
+            self.stopped, self.not_before = reason, not_before
+
+    async def run_chunk(self, chunk: Sequence[int]) -> bool:
+        """Judges and sends one chunk; False once the batch has stopped."""
+        owner = self.owner
+        async with owner.sessions() as session:
+            rows = {
+                row.id: row
+                for row in await session.execute(
+                    _message_query().where(message_t.c.id.in_(list(chunk)))
+                )
+            }
+        for message_id in chunk:
+            row = rows.get(message_id)
+            if row is None:
+                # Deleted with its dispatch since the batch began.
+                self.stop(SendOutcome.DELETED)
+            if self.stopped:
+                return False
+            await owner.slots.acquire()
+            try:
+                await owner.limiter.acquire()
+                if self.stopped:  # while this waited for a slot
+                    owner.slots.release()
+                    return False
+                decision = decide(message_state(row, self.windows), now=activity_now())
+                if decision.action == Action.SEND:
+                    task = asyncio.create_task(self._send(row))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                    continue  # the task releases the slot
+                self._judged(row, decision)
+            except BaseException:
+                owner.slots.release()
+                raise
+            owner.slots.release()
+        return self.stopped is None
+
+    def _judged(self, row: Any, decision: Decision) -> None:
+        """A message the rules keep from sending now."""
+        if decision.action == Action.SKIP:
+            return
+        if decision.action in FINAL_STATUS_OF:
+            self.finished += 1
+            self._write(Outcome(row.id, FINAL_STATUS_OF[decision.action], error=decision.reason))
+            return
+        # WAIT: the cohort's own window closed, or the dispatch is paused: the cohort waits.
+        # A client who moved to another zone since the layout waits in a delivery of its own.
+        if decision.reason == SendOutcome.PAUSED or self.input.cohort in (
+            COHORT_ALL,
+            row.timezone,
+        ):
+            self.stop(decision.reason, decision.not_before)
+            return
+        self._write(Outcome(row.id, MessageStatus.PENDING, hand_off=True))
+        self.handoffs.append(Handoff(row.id, row.client_id, row.timezone))
+
+    async def _send(self, row: Any) -> None:
+        """One request; its slot is held until its outcome is written, so that at most
+        SEND_CONCURRENCY sends of a worker are ever unrecorded (what a crash may resend)."""
+        owner = self.owner
+        try:
+            error = await owner._post(row)
+            await self._write(self._outcome_of(row, error))
+        finally:
+            owner.slots.release()
+
+    def _outcome_of(self, row: Any, error: RemoteError | None) -> Outcome:
+        log_ids = ids(message_id=row.id, dispatch_id=row.dispatch_id, client_id=row.client_id)
+        if error is None:
+            self.sent += 1
+            self.consecutive_failures = 0
+            return Outcome(row.id, MessageStatus.SENT, attempted=True, sent_at=activity_now())
+        reason = error_text(error)
+        if error.permanent:
+            self.finished += 1
+            log.warning("remote rejected message: %s", reason, extra=log_ids)
+            return Outcome(row.id, MessageStatus.FAILED, attempted=True, error=reason)
+        log.warning("send failed, its delivery will retry: %s", reason, extra=log_ids)
+        delay = error.retry_after or self.input.retry_delay_seconds
+        self.handoffs.append(Handoff(row.id, row.client_id, row.timezone, delay_seconds=delay))
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= self.input.breaker_failures:
+            self.stop("remote_down")
+        return Outcome(row.id, MessageStatus.RETRYING, attempted=True, error=reason, hand_off=True)
+
+    # Writing outcomes: one write at a time, each taking everything that finished meanwhile.
+
+    def _write(self, outcome: Outcome) -> asyncio.Future[None]:
+        """Queues an outcome; the future resolves once it is in the database."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.unwritten.append((outcome, written))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write_all())
+        return written
+
+    async def _write_all(self) -> None:
+        while self.unwritten:
+            queued, self.unwritten = self.unwritten, []
+            try:
+                await record_outcomes(self.owner.sessions, [outcome for outcome, _ in queued])
+            except BaseException as error:
+                # No send may go out while the database cannot record it.
+                self.stop("database unavailable")
+                for _, written in queued:
+                    if not written.done():
+                        written.set_exception(error)
+                raise
+            for _, written in queued:
+                if not written.done():
+                    written.set_result(None)
+
+    async def finish(self) -> None:
+        """Waits for every request in flight and every outcome to be written; raises if the
+        database would not take them (the batch is then retried and finds them still pending)."""
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+        if self.writer is not None:
+            await self.writer
+        await self._write_all()
+
+    async def abandon(self) -> None:
+        """On the way out after an error or a cancellation: nothing may keep running."""
+        running = [*self.tasks, *([self.writer] if self.writer else [])]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for _, written in self.unwritten:
+            written.cancel()
+
+    async def heartbeat_forever(self) -> None:
+        while True:
+            activity.heartbeat(self.sent + self.finished + len(self.handoffs))
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def result(self, message_ids: list[int]) -> SendBatchResult:
+        done = self.stopped is None
+        return SendBatchResult(
+            # Stopped early: the cursor stays, and the next batch reads the still-pending
+            # messages again (those dealt with are no longer pending in the cohort).
+            last_message_id=message_ids[-1] if done else self.input.after_message_id,
+            exhausted=done and len(message_ids) < self.input.limit,
+            sent=self.sent,
+            finished=self.finished,
+            handoffs=self.handoffs,
+            stopped=self.stopped,
+            not_before=self.not_before,
+        )

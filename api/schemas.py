@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.contracts import DeliveryShape
 from core.models import TAG_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus, MessageStatus
 from core.phones import normalize_phone, validate_timezone
 from core.windows import SendWindow, parse_hhmm
@@ -167,6 +168,16 @@ class DispatchCreate(BaseModel):
     text: Text
     filter: DispatchFilter
     window: WindowSchema | None = None
+    delivery: DeliveryShape = Field(
+        default=DeliveryShape.COHORTS,
+        description=(
+            "`cohorts` (default): clients whose window opens together (one time zone) wait in "
+            "one workflow and are sent in batches; a client whose send fails gets a workflow "
+            "of its own that retries. `per_client`: one workflow per client from the start, "
+            "each visible in the Temporal UI (for small dispatches: it moves about 10 "
+            "messages per second on one machine)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "DispatchCreate":
@@ -215,6 +226,7 @@ class DispatchPublic(BaseModel):
     text: str
     filter: DispatchFilter
     window: WindowSchema | None
+    delivery: DeliveryShape
     status: DispatchStatus
     created_at: datetime
     updated_at: datetime

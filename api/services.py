@@ -24,13 +24,20 @@ from api.schemas import (
     StatusCounts,
     WindowSchema,
 )
-from core.contracts import DispatchChanged, DispatchInput, SendOptions, dispatch_workflow_id
+from core.contracts import (
+    DispatchChanged,
+    DispatchInput,
+    SendOptions,
+    Window,
+    dispatch_workflow_id,
+)
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import ids
 from core.models import Client, Dispatch, DispatchStatus, Message, MessageStatus
 from core.phones import default_timezone, operator_code
 from core.settings import Settings
 from core.stats import counts_by_dispatch, total_counts
+from core.windows import stored_window
 from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
@@ -119,11 +126,8 @@ async def list_clients(
 
 
 def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPublic:
-    window = None
-    if dispatch.window_start is not None and dispatch.window_end is not None:
-        window = WindowSchema(
-            start=dispatch.window_start.strftime("%H:%M"), end=dispatch.window_end.strftime("%H:%M")
-        )
+    stored = Window.of(stored_window(dispatch.window_start, dispatch.window_end))
+    window = None if stored is None else WindowSchema(start=stored.start, end=stored.end)
     assert dispatch.id is not None
     return DispatchPublic(
         id=dispatch.id,
@@ -134,6 +138,7 @@ def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPubli
             operator_codes=dispatch.operator_codes, tags=dispatch.tags, all=dispatch.target_all
         ),
         window=window,
+        delivery=dispatch.delivery,
         status=dispatch.status,
         created_at=dispatch.created_at,
         updated_at=dispatch.updated_at,
@@ -165,21 +170,13 @@ def _apply_filter_and_window(
         dispatch.window_start, dispatch.window_end = window.times()
 
 
-def send_options(settings: Settings) -> SendOptions:
-    return SendOptions(
-        task_queue=settings.temporal_send_task_queue,
-        attempt_timeout_seconds=settings.send_timeout_seconds + 5,
-        retry_initial_seconds=settings.send_retry_initial_seconds,
-        retry_max_seconds=settings.send_retry_max_seconds,
-        page_size=settings.audience_page_size,
-    )
-
-
 async def create_dispatch(
     *, session: AsyncSession, temporal: TemporalClient, settings: Settings, data: DispatchCreate
 ) -> Dispatch:
     """Stores the dispatch, then starts its workflow; without Temporal nothing is kept."""
-    dispatch = Dispatch(start_at=data.start_at, end_at=data.end_at, text=data.text)
+    dispatch = Dispatch(
+        start_at=data.start_at, end_at=data.end_at, text=data.text, delivery=data.delivery
+    )
     _apply_filter_and_window(dispatch, data.filter, data.window)
     session.add(dispatch)
     await session.commit()
@@ -187,7 +184,7 @@ async def create_dispatch(
     try:
         await temporal.start_workflow(
             DispatchWorkflow.run,
-            DispatchInput(dispatch_id=dispatch.id, send=send_options(settings)),
+            DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(settings)),
             id=dispatch_workflow_id(dispatch.id),
             task_queue=settings.temporal_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

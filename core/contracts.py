@@ -6,10 +6,43 @@ without breaking running workflows. They carry ids and small values, never rows 
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from core.windows import SendWindow, format_hhmm, parse_hhmm
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 # Error types the workflows and retry policies name.
 REMOTE_REJECTED = "RemoteRejected"  # a 4xx other than 408/429: permanent, never retried
 REMOTE_UNAVAILABLE = "RemoteUnavailable"  # timeouts, refused connections, 5xx, 429, garbage
+
+# Signal names, shared by the senders and the workflows that define them.
+DELIVERY_FINISHED = "delivery_finished"
+COHORT_FINISHED = "cohort_finished"
+AUDIENCE_COMPLETE = "audience_complete"
+DISPATCH_CHANGED = "dispatch_changed"
+
+# The cohort of a dispatch without a window: every client can be sent to at once.
+COHORT_ALL = "all"
+# Errors kept on a message row are cut to this many characters (the column's size).
+ERROR_MAX_LENGTH = 500
+
+
+class DeliveryShape(StrEnum):
+    """How a dispatch sends: zone cohorts with batch sends, or one child workflow per client."""
+
+    COHORTS = "cohorts"
+    PER_CLIENT = "per_client"
+
+
+class SendOutcome(StrEnum):
+    """What one send attempt ended in, besides the message statuses it may set."""
+
+    OUTSIDE_WINDOW = "outside_window"
+    PAUSED = "paused"
+    DELETED = "deleted"
 
 
 def dispatch_workflow_id(dispatch_id: int) -> str:
@@ -20,12 +53,26 @@ def delivery_workflow_id(dispatch_id: int, client_id: int) -> str:
     return f"dispatch-{dispatch_id}-client-{client_id}"
 
 
+def cohort_workflow_id(dispatch_id: int, cohort: str) -> str:
+    """`dispatch-7-zone-Asia/Tokyo`, or `dispatch-7-zone-all` without a window."""
+    return f"dispatch-{dispatch_id}-zone-{cohort}"
+
+
 @dataclass
 class Window:
     """A send window as local "HH:MM" times; end before start crosses midnight."""
 
     start: str
     end: str
+
+    @classmethod
+    def of(cls, window: SendWindow | None) -> "Window | None":
+        if window is None:
+            return None
+        return cls(format_hhmm(window.start), format_hhmm(window.end))
+
+    def send_window(self) -> SendWindow:
+        return SendWindow(start=parse_hhmm(self.start), end=parse_hhmm(self.end))
 
 
 @dataclass
@@ -39,6 +86,25 @@ class SendOptions:
     # Children started per workflow run before it continues as new, bounding its history.
     children_per_run: int = 2000
     page_size: int = 500
+    # Cohort shape: clients laid out per page, messages per batch activity, and the
+    # consecutive transient failures after which a batch stops and its cohort backs off.
+    layout_page_size: int = 10_000
+    batch_size: int = 500
+    breaker_failures: int = 20
+    # History events after which a dispatch or cohort run continues as new.
+    history_limit: int = 5000
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "SendOptions":
+        """The one place settings become send options (kept by a dispatch for its life)."""
+        return cls(
+            task_queue=settings.temporal_send_task_queue,
+            attempt_timeout_seconds=settings.send_timeout_seconds + 5,
+            retry_initial_seconds=settings.send_retry_initial_seconds,
+            retry_max_seconds=settings.send_retry_max_seconds,
+            page_size=settings.audience_page_size,
+            batch_size=settings.send_batch_size,
+        )
 
 
 @dataclass
@@ -51,6 +117,9 @@ class DispatchInput:
     after_client_id: int = 0
     audience_done: bool = False
     started: int = 0
+    # Cohort shape: the cohorts started so far (zone names, or COHORT_ALL), and those done.
+    cohorts: list[str] = field(default_factory=list)
+    cohorts_finished: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +139,7 @@ class DispatchPlan:
     end_at: datetime
     window: Window | None
     found: bool = True
+    delivery: str = DeliveryShape.COHORTS
 
 
 @dataclass
@@ -115,6 +185,124 @@ class AudiencePage:
 
 
 @dataclass
+class LayOutInput:
+    """Creates the messages of the next page of matching clients (idempotent)."""
+
+    dispatch_id: int
+    after_client_id: int
+    limit: int
+    # Per-client shape: the page's recipients come back, and their messages get no cohort.
+    per_client: bool = False
+
+
+@dataclass
+class LayOutResult:
+    # Cohorts present in this page (zone names, or COHORT_ALL), each once.
+    cohorts: list[str]
+    last_client_id: int
+    done: bool
+    laid_out: int
+    recipients: list[Recipient] = field(default_factory=list)
+
+
+@dataclass
+class CohortInput:
+    """Starts (or continues as new) the cohort of one zone of one dispatch."""
+
+    dispatch_id: int
+    cohort: str
+    send: SendOptions = field(default_factory=SendOptions)
+    # Every pending message of the cohort with an id up to this one has been dealt with.
+    after_message_id: int = 0
+    audience_done: bool = False
+    sent: int = 0
+    handed_off: int = 0
+
+
+@dataclass
+class CohortProgress:
+    """Query answer: where the cohort is and what it did so far."""
+
+    phase: str
+    sent: int
+    handed_off: int
+
+
+@dataclass
+class CohortResult:
+    dispatch_id: int
+    cohort: str
+    sent: int
+    handed_off: int
+
+
+@dataclass
+class SendBatchInput:
+    """Sends the next pending messages of one cohort, in message id order."""
+
+    dispatch_id: int
+    cohort: str
+    after_message_id: int
+    limit: int
+    breaker_failures: int = 20
+    # A message whose send failed is retried by its own delivery after at least this long.
+    retry_delay_seconds: float = 1.0
+
+
+@dataclass
+class Handoff:
+    """A message the batch leaves to a delivery workflow of its own."""
+
+    message_id: int
+    client_id: int
+    timezone: str
+    # Not before this many seconds from now (the retry backoff, or the remote's Retry-After).
+    delay_seconds: float = 0.0
+
+
+@dataclass
+class SendBatchResult:
+    # The cohort's cursor after this batch (unchanged when the batch stopped early).
+    last_message_id: int
+    # Fewer pending messages than the limit were found: none are left for now.
+    exhausted: bool
+    sent: int = 0
+    finished: int = 0  # moved to another final status: failed, expired, cancelled
+    handoffs: list[Handoff] = field(default_factory=list)
+    # Why the batch stopped before its end: outside_window, paused, remote_down, deleted.
+    stopped: str | None = None
+    # When the cohort may try again (the window's next opening, a pause's recheck).
+    not_before: datetime | None = None
+
+
+@dataclass
+class FinishCohortInput:
+    """Moves the cohort's pending messages to a final status (expired at its end time)."""
+
+    dispatch_id: int
+    cohort: str
+    status: str
+    error: str
+
+
+@dataclass
+class FinishCohortResult:
+    changed: int
+
+
+@dataclass
+class AudienceComplete:
+    """Signal from the dispatch to its cohorts: every message is laid out."""
+
+
+@dataclass
+class CohortFinished:
+    """Signal from a cohort to its dispatch: it has nothing more to send."""
+
+    cohort: str
+
+
+@dataclass
 class CountOpenInput:
     dispatch_id: int
 
@@ -137,6 +325,8 @@ class DeliveryInput:
     end_at: datetime
     window: Window | None
     send: SendOptions = field(default_factory=SendOptions)
+    # A hand-off from a batch whose send just failed: the first attempt waits this long.
+    delay_seconds: float = 0.0
 
 
 @dataclass

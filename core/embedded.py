@@ -65,17 +65,29 @@ class EmbeddedPostgres:
 def dynamic_config_flags(path: Path = DYNAMIC_CONFIG) -> list[str]:
     """The server's dynamic config file as `--dynamic-config-value` flags for the dev server.
 
-    Only unconstrained values are passed (the dev server's flag takes one value per key).
+    The dev server's flag takes one global value per key, so a value with constraints (a task
+    queue, a namespace) applies to everything there. On the single-node dev server that is safe
+    for every key the file holds (one task-queue partition everywhere costs nothing on one node);
+    where a key has several values, the first one wins.
     """
     if not path.exists():
         return []
     entries = yaml.safe_load(path.read_text()) or {}
     flags: list[str] = []
     for key, values in entries.items():
-        for item in values or []:
-            if not item.get("constraints"):
-                flags += ["--dynamic-config-value", f"{key}={json.dumps(item['value'])}"]
+        if values:
+            flags += ["--dynamic-config-value", f"{key}={json.dumps(values[0]['value'])}"]
     return flags
+
+
+# Every history event of the dev server goes through one SQLite database: write-ahead logging
+# and normal sync more than double its throughput. A crash of the machine (not of the process)
+# may lose the last transactions; the embedded stack is a one-machine default, not a cluster.
+SQLITE_PRAGMAS = ["journal_mode=wal", "synchronous=normal"]
+
+
+def sqlite_pragma_flags() -> list[str]:
+    return [flag for pragma in SQLITE_PRAGMAS for flag in ("--sqlite-pragma", pragma)]
 
 
 def temporal_dev_server_command(
@@ -103,7 +115,7 @@ def temporal_dev_server_command(
         *dynamic_config_flags(),
     ]
     if db_file is not None:
-        command += ["--db-filename", str(db_file)]
+        command += ["--db-filename", str(db_file), *sqlite_pragma_flags()]
     return command
 
 

@@ -53,6 +53,13 @@ class MessageStatus(StrEnum):
 
 
 OPEN_MESSAGE_STATUSES = (MessageStatus.PENDING, MessageStatus.RETRYING)
+FINAL_MESSAGE_STATUSES = (
+    MessageStatus.SENT,
+    MessageStatus.FAILED,
+    MessageStatus.EXPIRED,
+    MessageStatus.CANCELLED,
+)
+DELIVERY_SHAPES = ("cohorts", "per_client")
 
 
 def _status_check(enum: type[StrEnum]) -> str:
@@ -82,6 +89,10 @@ class Dispatch(SQLModel, table=True):
         sa.CheckConstraint(
             "(window_start IS NULL) = (window_end IS NULL)", name="window_both_or_none"
         ),
+        sa.CheckConstraint(
+            "delivery IN (" + ", ".join(f"'{shape}'" for shape in DELIVERY_SHAPES) + ")",
+            name="delivery",
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
@@ -110,6 +121,11 @@ class Dispatch(SQLModel, table=True):
         default=DispatchStatus.SCHEDULED,
         sa_column=sa.Column(sa.String(16), nullable=False, server_default="scheduled"),
     )
+    # "cohorts" (zone cohorts sending in batches) or "per_client" (a child workflow each).
+    delivery: str = Field(
+        default="cohorts",
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="cohorts"),
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
 
@@ -123,6 +139,14 @@ class Message(SQLModel, table=True):
         sa.Index("ix_message_dispatch_status", "dispatch_id", "status"),
         # Deleting a client nulls its messages' client_id.
         sa.Index("ix_message_client_id", "client_id"),
+        # A cohort's batches read its pending messages by id; sent ones leave the index.
+        sa.Index(
+            "ix_message_cohort_pending",
+            "dispatch_id",
+            "cohort",
+            "id",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
@@ -142,6 +166,11 @@ class Message(SQLModel, table=True):
         default=MessageStatus.PENDING,
         sa_column=sa.Column(sa.String(16), nullable=False, server_default="pending"),
     )
+    # Who sends it: the cohort (a zone, or "all") of its dispatch; NULL when a delivery
+    # workflow of its own does (per-client shape, or handed off after a failed attempt).
+    cohort: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(TIMEZONE_MAX_LENGTH), nullable=True)
+    )
     attempts: int = Field(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
@@ -149,3 +178,18 @@ class Message(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     sent_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
+
+
+# A token bucket shared by every worker process: the global cap on sends per second. One row per
+# limiter; `next_free` is the instant from which the next send is free to go (GCRA).
+send_rate_limit = sa.Table(
+    "send_rate_limit",
+    SQLModel.metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("next_free", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Core table handles for bulk statements (activities, statistics).
+client_t: sa.Table = Client.__table__  # type: ignore[attr-defined]
+dispatch_t: sa.Table = Dispatch.__table__  # type: ignore[attr-defined]
+message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]

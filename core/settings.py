@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     send_retry_initial_seconds: float = Field(default=1.0, gt=0)
     send_retry_max_seconds: float = Field(default=300.0, gt=0)
 
-    # Clients in a dispatch are selected and started in pages of this many.
+    # Per-client shape: clients selected and started per page.
     audience_page_size: int = Field(default=500, ge=1, le=5000)
+    # Cohort shape: messages sent per batch activity.
+    send_batch_size: int = Field(default=500, ge=1, le=5000)
     # Without a zone from the number, a client gets this one.
     default_timezone: str = "Europe/Moscow"
 

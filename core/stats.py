@@ -5,9 +5,8 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import Message, MessageStatus
+from core.models import MessageStatus, message_t
 
-message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
 
 StatusCounts = dict[str, int]
 

@@ -58,6 +58,17 @@ def parse_hhmm(value: str) -> time:
     return time(hour, minute)
 
 
+def format_hhmm(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+def stored_window(start: time | None, end: time | None) -> SendWindow | None:
+    """The window of a dispatch row (both columns set, or neither)."""
+    if start is None or end is None:
+        return None
+    return SendWindow(start=start, end=end)
+
+
 def is_open(*, at: datetime, window: SendWindow | None, timezone: str) -> bool:
     """Whether the aware instant `at`, seen as wall-clock time in `timezone`, is inside the window.
 

@@ -4,7 +4,7 @@ import itertools
 from datetime import UTC, datetime, time, timedelta
 
 from core.db import Database
-from core.models import Client, Dispatch
+from core.models import Client, Dispatch, Message
 
 _phones = itertools.count(9161000000)
 
@@ -34,6 +34,7 @@ async def make_dispatch(
     text: str = "Hello",
     operator_codes: list[str] | None = None,
     tags: list[str] | None = None,
+    delivery: str = "cohorts",
 ) -> Dispatch:
     start_at = start_at or datetime.now(UTC)
     dispatch = Dispatch(
@@ -45,8 +46,22 @@ async def make_dispatch(
         target_all=not operator_codes and not tags,
         window_start=window[0] if window else None,
         window_end=window[1] if window else None,
+        delivery=delivery,
     )
     async with db.sessions() as session:
         session.add(dispatch)
         await session.commit()
     return dispatch
+
+
+async def make_messages(
+    db: Database, dispatch: Dispatch, clients: list[Client], *, cohort: str | None
+) -> list[Message]:
+    """One pending message per client, in the given cohort (None: a delivery's own)."""
+    messages = [
+        Message(dispatch_id=dispatch.id, client_id=client.id, cohort=cohort) for client in clients
+    ]
+    async with db.sessions() as session:
+        session.add_all(messages)
+        await session.commit()
+    return sorted(messages, key=lambda m: m.id or 0)

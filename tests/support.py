@@ -6,8 +6,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import sqlalchemy as sa
+from activities.remote import RemoteClient
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
@@ -16,7 +16,7 @@ from core.contracts import delivery_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings
-from worker import build_workers, create_http_client
+from worker import build_workers, create_remote
 
 
 def target_of(client: Client) -> str:
@@ -48,10 +48,10 @@ def settings_for(settings: Settings, client: Client, queues: Queues, **changes: 
 
 class RunningWorkers:
     def __init__(
-        self, workers: list[Worker], http: httpx.AsyncClient, client: Client, database: Database
+        self, workers: list[Worker], remote: RemoteClient, client: Client, database: Database
     ) -> None:
         self.workers = workers
-        self.http = http
+        self.remote = remote
         self.client = client
         self.database = database
         self.tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -88,7 +88,7 @@ class RunningWorkers:
         finally:
             await asyncio.gather(*(w.shutdown() for w in self.workers))
             await asyncio.gather(*self.tasks, return_exceptions=True)
-            await self.http.aclose()
+            await self.remote.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -104,6 +104,8 @@ async def running_workers(
 
 
 async def start_workers(settings: Settings, client: Client, database: Database) -> RunningWorkers:
-    http = create_http_client(settings)
-    workers = build_workers(client=client, settings=settings, sessions=database.sessions, http=http)
-    return RunningWorkers(list(workers), http, client, database)
+    remote = create_remote(settings)
+    workers = build_workers(
+        client=client, settings=settings, sessions=database.sessions, remote=remote
+    )
+    return RunningWorkers(list(workers), remote, client, database)

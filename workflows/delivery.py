@@ -1,4 +1,9 @@
-"""The delivery workflow: one message to one client, inside the client's window."""
+"""The delivery workflow: one message to one client, inside the client's window, under a retry
+policy that rides out the remote's outages until the dispatch's end time.
+
+Runs for every client of a per-client dispatch, and for each message a cohort's batch hands off
+(its send failed transiently, or its client moved to another zone).
+"""
 
 from datetime import datetime, timedelta
 
@@ -10,6 +15,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from activities.send import SendActivities
     from core.contracts import (
+        DELIVERY_FINISHED,
+        ERROR_MAX_LENGTH,
         REMOTE_REJECTED,
         DeliveryFinished,
         DeliveryInput,
@@ -17,22 +24,15 @@ with workflow.unsafe.imports_passed_through():
         FinishMessageInput,
         SendInput,
         SendResult,
-        Window,
         dispatch_workflow_id,
     )
     from core.models import MessageStatus
-    from core.windows import SendWindow, next_send_instant, parse_hhmm
+    from core.windows import next_send_instant
 
 DB_TIMEOUT = timedelta(seconds=30)
 
 
-def send_window(window: Window | None) -> SendWindow | None:
-    if window is None:
-        return None
-    return SendWindow(start=parse_hhmm(window.start), end=parse_hhmm(window.end))
-
-
-@workflow.defn
+@workflow.defn(name="DeliveryWorkflow.v2")
 class DeliveryWorkflow:
     """Sleeps until the client's window opens, then sends under a retry policy until end_at."""
 
@@ -42,7 +42,7 @@ class DeliveryWorkflow:
         try:
             await workflow.get_external_workflow_handle(
                 dispatch_workflow_id(input.dispatch_id)
-            ).signal("delivery_finished", DeliveryFinished(input.message_id, status))
+            ).signal(DELIVERY_FINISHED, DeliveryFinished(input.message_id, status))
         except Exception:
             # The dispatch may be gone (deleted); the message row already tells the outcome.
             workflow.logger.info(
@@ -52,8 +52,10 @@ class DeliveryWorkflow:
         return DeliveryResult(message_id=input.message_id, status=status)
 
     async def _deliver(self, input: DeliveryInput) -> str:
-        window = send_window(input.window)
+        window = input.window.send_window() if input.window else None
         not_before: datetime | None = None
+        if input.delay_seconds > 0:
+            not_before = workflow.now() + timedelta(seconds=input.delay_seconds)
         while True:
             now = workflow.now()
             opens = next_send_instant(
@@ -100,7 +102,7 @@ class DeliveryWorkflow:
             if isinstance(cause, ApplicationError) and cause.type == REMOTE_REJECTED:
                 return SendResult(input.message_id, MessageStatus.FAILED)
             reason = f"not sent before end time: {cause or error}"
-            status = await self._finish(input, MessageStatus.EXPIRED, reason[:500])
+            status = await self._finish(input, MessageStatus.EXPIRED, reason[:ERROR_MAX_LENGTH])
             return SendResult(input.message_id, status)
 
     async def _finish(self, input: DeliveryInput, status: MessageStatus, reason: str) -> str:
@@ -113,6 +115,10 @@ class DeliveryWorkflow:
             "message %s: %s",
             status,
             reason,
-            extra={"dispatch_id": input.dispatch_id, "message_id": input.message_id},
+            extra={
+                "dispatch_id": input.dispatch_id,
+                "message_id": input.message_id,
+                "client_id": input.client_id,
+            },
         )
         return status

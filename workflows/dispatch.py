@@ -1,4 +1,5 @@
-"""The dispatch workflow: waits for start_at, fans out one delivery per client, awaits them."""
+"""The dispatch workflow: waits for start_at, lays out the audience, and sends it in one of two
+shapes: zone cohorts sending in batches (the default), or one delivery child per client."""
 
 import asyncio
 from datetime import timedelta
@@ -11,36 +12,46 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from core.contracts import (
-        AudiencePage,
-        AudiencePageInput,
+        AUDIENCE_COMPLETE,
+        COHORT_FINISHED,
+        DELIVERY_FINISHED,
+        DISPATCH_CHANGED,
+        AudienceComplete,
+        CohortFinished,
+        CohortInput,
         CountOpenInput,
         DeliveryFinished,
         DeliveryInput,
+        DeliveryShape,
         DispatchChanged,
         DispatchInput,
         DispatchPlan,
         DispatchProgress,
         DispatchResult,
+        LayOutInput,
+        LayOutResult,
         LoadDispatchInput,
         Recipient,
         SetDispatchStatusInput,
+        cohort_workflow_id,
         delivery_workflow_id,
     )
     from core.models import DispatchStatus
+    from workflows.cohort import CohortWorkflow
     from workflows.delivery import DeliveryWorkflow
 
 DB_TIMEOUT = timedelta(seconds=30)
-# Deliveries signal when they finish; this is only the backstop for a lost wake-up.
+# Cohorts and deliveries signal when they finish; this is only the backstop for a lost wake-up.
 COMPLETION_RECHECK = timedelta(minutes=10)
 # Finished signals that arrive together are counted with one query.
 COMPLETION_DEBOUNCE = timedelta(seconds=1)
 
 
-@workflow.defn
+@workflow.defn(name="DispatchWorkflow.v2")
 class DispatchWorkflow:
     """One per dispatch (id `dispatch-<id>`). The audience never enters its state or history:
-    pages of clients are selected by an activity, and the run continues as new every
-    `children_per_run` children, carrying only a cursor."""
+    pages of clients are laid out as message rows by an activity, and a long run continues as
+    new carrying only a cursor (and the names of the cohorts it started)."""
 
     def __init__(self) -> None:
         self._changed = False
@@ -48,13 +59,20 @@ class DispatchWorkflow:
         self._phase = "loading"
         self._started = 0
         self._cursor = 0
+        self._cohorts: list[str] = []
+        self._cohorts_finished: set[str] = set()
 
-    @workflow.signal
+    @workflow.signal(name=DISPATCH_CHANGED)
     def dispatch_changed(self, input: DispatchChanged) -> None:
         self._changed = True
 
-    @workflow.signal
+    @workflow.signal(name=DELIVERY_FINISHED)
     def delivery_finished(self, input: DeliveryFinished) -> None:
+        self._finished += 1
+
+    @workflow.signal(name=COHORT_FINISHED)
+    def cohort_finished(self, input: CohortFinished) -> None:
+        self._cohorts_finished.add(input.cohort)
         self._finished += 1
 
     @workflow.query
@@ -66,6 +84,8 @@ class DispatchWorkflow:
     @workflow.run
     async def run(self, input: DispatchInput) -> DispatchResult:
         self._started, self._cursor = input.started, input.after_client_id
+        self._cohorts = list(input.cohorts)
+        self._cohorts_finished.update(input.cohorts_finished)
         log_ids = {"dispatch_id": input.dispatch_id}
         plan = await self._load(input)
         if not plan.found:
@@ -78,10 +98,13 @@ class DispatchWorkflow:
             # An edit may have landed between the last read and the move to running, which
             # closes edits: read once more.
             plan = await self._load(input)
-            workflow.logger.info("dispatch started", extra=log_ids)
-            await self._start_deliveries(input, plan)
-        self._phase = "awaiting deliveries"
-        total = await self._await_deliveries(input)
+            workflow.logger.info("dispatch started (%s)", plan.delivery, extra=log_ids)
+            if plan.delivery == DeliveryShape.PER_CLIENT:
+                await self._start_deliveries(input, plan)
+            else:
+                await self._start_cohorts(input, plan)
+        self._phase = "awaiting messages"
+        total = await self._await_messages(input)
         await self._set_status(input, DispatchStatus.COMPLETED, [DispatchStatus.RUNNING])
         workflow.logger.info("dispatch completed with %d messages", total, extra=log_ids)
         return DispatchResult(input.dispatch_id, DispatchStatus.COMPLETED, total)
@@ -116,15 +139,79 @@ class DispatchWorkflow:
             plan = await self._load(input)
         return plan
 
+    async def _lay_out(self, input: DispatchInput, *, limit: int, per_client: bool) -> LayOutResult:
+        return await workflow.execute_activity_method(
+            DispatchActivities.lay_out_audience,
+            LayOutInput(input.dispatch_id, self._cursor, limit, per_client=per_client),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+
+    def _next_run(self, input: DispatchInput, *, audience_done: bool) -> DispatchInput:
+        """The input of the run that continues this one: the cursor, never the audience."""
+        return DispatchInput(
+            dispatch_id=input.dispatch_id,
+            send=input.send,
+            after_client_id=self._cursor,
+            started=self._started,
+            audience_done=audience_done,
+            cohorts=self._cohorts,
+            cohorts_finished=sorted(self._cohorts_finished),
+        )
+
+    # Cohort shape.
+
+    async def _start_cohorts(self, input: DispatchInput, plan: DispatchPlan) -> None:
+        """Lays out every message, starting each cohort as soon as its first message exists;
+        then tells the cohorts that the audience is complete."""
+        self._phase = "laying out the audience"
+        while True:
+            page = await self._lay_out(input, limit=input.send.layout_page_size, per_client=False)
+            new = [cohort for cohort in page.cohorts if cohort not in self._cohorts]
+            await asyncio.gather(*(self._start_cohort(input, cohort) for cohort in new))
+            self._cohorts += new
+            self._started += page.laid_out
+            self._cursor = page.last_client_id
+            if page.done:
+                break
+            if workflow.info().get_current_history_length() > input.send.history_limit:
+                workflow.continue_as_new(self._next_run(input, audience_done=False))
+        await asyncio.gather(*(self._audience_complete(input, c) for c in self._cohorts))
+
+    async def _start_cohort(self, input: DispatchInput, cohort: str) -> None:
+        try:
+            await workflow.start_child_workflow(
+                CohortWorkflow.run,
+                CohortInput(dispatch_id=input.dispatch_id, cohort=cohort, send=input.send),
+                id=cohort_workflow_id(input.dispatch_id, cohort),
+                # Cohorts outlive the run that started them (continue-as-new).
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info(
+                "cohort %s already started", cohort, extra={"dispatch_id": input.dispatch_id}
+            )
+
+    async def _audience_complete(self, input: DispatchInput, cohort: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(
+                cohort_workflow_id(input.dispatch_id, cohort)
+            ).signal(AUDIENCE_COMPLETE, AudienceComplete())
+        except Exception:
+            # A cohort that already finished (its end time passed) needs no more messages.
+            workflow.logger.info(
+                "cohort %s did not take the signal",
+                cohort,
+                extra={"dispatch_id": input.dispatch_id},
+            )
+
+    # Per-client shape.
+
     async def _start_deliveries(self, input: DispatchInput, plan: DispatchPlan) -> None:
         self._phase = "starting deliveries"
         started_this_run = 0
         while True:
-            page: AudiencePage = await workflow.execute_activity_method(
-                DispatchActivities.next_audience_page,
-                AudiencePageInput(input.dispatch_id, self._cursor, input.send.page_size),
-                start_to_close_timeout=DB_TIMEOUT,
-            )
+            page = await self._lay_out(input, limit=input.send.page_size, per_client=True)
             await asyncio.gather(*(self._start_one(input, plan, r) for r in page.recipients))
             self._started += len(page.recipients)
             started_this_run += len(page.recipients)
@@ -136,16 +223,6 @@ class DispatchWorkflow:
                 or workflow.info().is_continue_as_new_suggested()
             ):
                 workflow.continue_as_new(self._next_run(input, audience_done=False))
-
-    def _next_run(self, input: DispatchInput, *, audience_done: bool) -> DispatchInput:
-        """The input of the run that continues this one: the cursor, never the audience."""
-        return DispatchInput(
-            dispatch_id=input.dispatch_id,
-            send=input.send,
-            after_client_id=self._cursor,
-            started=self._started,
-            audience_done=audience_done,
-        )
 
     async def _start_one(self, input: DispatchInput, plan: DispatchPlan, r: Recipient) -> None:
         try:
@@ -173,8 +250,9 @@ class DispatchWorkflow:
                 extra={"dispatch_id": input.dispatch_id, "message_id": r.message_id},
             )
 
-    async def _await_deliveries(self, input: DispatchInput) -> int:
-        """Until every message is final; deliveries' signals wake it, the count decides."""
+    async def _await_messages(self, input: DispatchInput) -> int:
+        """Until every message is final and every cohort has finished; cohorts' and deliveries'
+        signals wake it, the count decides."""
         while True:
             # Reset before counting, not after: a signal that arrives while the count runs
             # (from a message the count may have missed) must still wake the next wait.
@@ -184,7 +262,7 @@ class DispatchWorkflow:
                 CountOpenInput(input.dispatch_id),
                 start_to_close_timeout=DB_TIMEOUT,
             )
-            if counts.open == 0:
+            if counts.open == 0 and self._cohorts_finished.issuperset(self._cohorts):
                 return counts.total
             if workflow.info().is_continue_as_new_suggested():
                 workflow.continue_as_new(self._next_run(input, audience_done=True))

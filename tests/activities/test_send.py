@@ -5,12 +5,13 @@ import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 
-import httpx
 import pytest
 import sqlalchemy as sa
+from activities.remote import RemoteClient
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.ratelimit import SendRateLimiter
 from activities.send import SendActivities
 from core.contracts import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendInput, SendResult
 from core.db import Database
@@ -22,13 +23,23 @@ from tests.factories import make_client, make_dispatch
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(0.5)) as client:
-        yield client
+async def remotes() -> AsyncIterator[list[RemoteClient]]:
+    """Remote clients made by the test, closed after it."""
+    made: list[RemoteClient] = []
+    yield made
+    for remote in made:
+        await remote.aclose()
 
 
-def activities(db: Database, http: httpx.AsyncClient, base_url: str) -> SendActivities:
-    return SendActivities(sessions=db.sessions, http=http, base_url=base_url, token=TOKEN)
+def activities(db: Database, remotes: list[RemoteClient], base_url: str) -> SendActivities:
+    remote = RemoteClient(base_url=base_url, token=TOKEN, timeout_seconds=0.5, max_connections=10)
+    remotes.append(remote)
+    return SendActivities(
+        sessions=db.sessions,
+        remote=remote,
+        limiter=SendRateLimiter(sessions=db.sessions, rate_per_second=None),
+        concurrency=10,
+    )
 
 
 async def new_message(
@@ -68,20 +79,20 @@ def at(instant: datetime) -> ActivityEnvironment:
 
 
 async def attempt(
-    db: Database, http: httpx.AsyncClient, base_url: str, message: Message, when: datetime
+    db: Database, remotes: list[RemoteClient], base_url: str, message: Message, when: datetime
 ) -> SendResult:
     assert message.id is not None
-    send = activities(db, http, base_url)
+    send = activities(db, remotes, base_url)
     result: SendResult = await at(when).run(send.send_message, SendInput(message_id=message.id))
     return result
 
 
 async def test_sent_once_and_idempotent(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     message = await new_message(db)
     now = datetime.now(UTC)
-    first = await attempt(db, http, simulator.base_url, message, now)
+    first = await attempt(db, remotes, simulator.base_url, message, now)
     assert first.status == "sent"
     stored = await reload(db, message)
     assert stored.status == "sent" and stored.attempts == 1 and stored.sent_at is not None
@@ -89,7 +100,7 @@ async def test_sent_once_and_idempotent(
     assert record is not None and record["accepted"] == 1
 
     # A retry of an attempt whose completion was lost sends nothing more.
-    again = await attempt(db, http, simulator.base_url, message, now)
+    again = await attempt(db, remotes, simulator.base_url, message, now)
     assert again.status == "sent"
     assert simulator.state.stats()["received"] == 1
 
@@ -107,7 +118,7 @@ async def test_sent_once_and_idempotent(
 )
 async def test_transient_failures_are_retried(
     db: Database,
-    http: httpx.AsyncClient,
+    remotes: list[RemoteClient],
     simulator: RunningSimulator,
     config: SimulatorConfig,
     error_part: str,
@@ -115,7 +126,7 @@ async def test_transient_failures_are_retried(
     message = await new_message(db)
     simulator.state.set_config(config)
     with pytest.raises(ApplicationError) as raised:
-        await attempt(db, http, simulator.base_url, message, datetime.now(UTC))
+        await attempt(db, remotes, simulator.base_url, message, datetime.now(UTC))
     assert raised.value.type == REMOTE_UNAVAILABLE
     assert not raised.value.non_retryable
     stored = await reload(db, message)
@@ -125,53 +136,53 @@ async def test_transient_failures_are_retried(
 
 
 async def test_throttling_honours_retry_after(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     message = await new_message(db)
     simulator.state.set_config(SimulatorConfig(throttle_rate=1.0, retry_after_seconds=7))
     with pytest.raises(ApplicationError) as raised:
-        await attempt(db, http, simulator.base_url, message, datetime.now(UTC))
+        await attempt(db, remotes, simulator.base_url, message, datetime.now(UTC))
     assert raised.value.type == REMOTE_UNAVAILABLE
     assert raised.value.next_retry_delay == timedelta(seconds=7)
 
 
-async def test_refused_connection_is_retried(db: Database, http: httpx.AsyncClient) -> None:
+async def test_refused_connection_is_retried(db: Database, remotes: list[RemoteClient]) -> None:
     message = await new_message(db)
     closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ApplicationError) as raised:
-        await attempt(db, http, closed, message, datetime.now(UTC))
+        await attempt(db, remotes, closed, message, datetime.now(UTC))
     assert raised.value.type == REMOTE_UNAVAILABLE
     stored = await reload(db, message)
     assert stored.status == "retrying"
-    assert stored.last_error is not None and "ConnectError" in stored.last_error
+    assert stored.last_error is not None and "transport error" in stored.last_error
 
 
 async def test_other_4xx_fails_for_good(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     message = await new_message(db)
     simulator.state.set_config(SimulatorConfig(reject_rate=1.0))
     with pytest.raises(ApplicationError) as raised:
-        await attempt(db, http, simulator.base_url, message, datetime.now(UTC))
+        await attempt(db, remotes, simulator.base_url, message, datetime.now(UTC))
     assert raised.value.type == REMOTE_REJECTED
     assert raised.value.non_retryable
     assert (await reload(db, message)).status == "failed"
 
 
 async def test_no_request_after_end_time(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     end_at = datetime.now(UTC) + timedelta(hours=1)
     message = await new_message(db, end_at=end_at)
     # A retry that the server scheduled after the end time.
-    result = await attempt(db, http, simulator.base_url, message, end_at + timedelta(seconds=1))
+    result = await attempt(db, remotes, simulator.base_url, message, end_at + timedelta(seconds=1))
     assert result.status == "expired"
     assert (await reload(db, message)).status == "expired"
     assert simulator.state.stats()["received"] == 0
 
 
 async def test_attempt_outside_window_waits_for_next_opening(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     day = datetime(2026, 12, 1, tzinfo=UTC)
     message = await new_message(
@@ -183,7 +194,7 @@ async def test_attempt_outside_window_waits_for_next_opening(
     )
     # 22:30 in Moscow: the window has closed for the day; it reopens at 09:00 Moscow.
     late = datetime(2026, 12, 1, 19, 30, tzinfo=UTC)
-    result = await attempt(db, http, simulator.base_url, message, late)
+    result = await attempt(db, remotes, simulator.base_url, message, late)
     assert result.status == "outside_window"
     assert result.next_open_at == datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
     assert simulator.state.stats()["received"] == 0
@@ -191,7 +202,7 @@ async def test_attempt_outside_window_waits_for_next_opening(
 
 
 async def test_window_that_never_reopens_expires(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     day = datetime(2026, 12, 1, tzinfo=UTC)
     message = await new_message(
@@ -201,13 +212,13 @@ async def test_window_that_never_reopens_expires(
         start_at=day,
         end_at=day + timedelta(hours=20),
     )
-    result = await attempt(db, http, simulator.base_url, message, day + timedelta(hours=11))
+    result = await attempt(db, remotes, simulator.base_url, message, day + timedelta(hours=11))
     assert result.status == "expired"
     assert simulator.state.stats()["received"] == 0
 
 
 async def test_deleted_client_or_dispatch_sends_nothing(
-    db: Database, http: httpx.AsyncClient, simulator: RunningSimulator
+    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
 ) -> None:
     orphan = await new_message(db)
     async with db.sessions() as session:
@@ -215,7 +226,7 @@ async def test_deleted_client_or_dispatch_sends_nothing(
             sa.text("DELETE FROM client WHERE id = :id"), {"id": orphan.client_id}
         )
         await session.commit()
-    result = await attempt(db, http, simulator.base_url, orphan, datetime.now(UTC))
+    result = await attempt(db, remotes, simulator.base_url, orphan, datetime.now(UTC))
     assert result.status == "cancelled"
     assert (await reload(db, orphan)).status == "cancelled"
 
@@ -225,7 +236,7 @@ async def test_deleted_client_or_dispatch_sends_nothing(
             sa.text("DELETE FROM dispatch WHERE id = :id"), {"id": gone.dispatch_id}
         )
         await session.commit()
-    assert (await attempt(db, http, simulator.base_url, gone, datetime.now(UTC))).status == (
+    assert (await attempt(db, remotes, simulator.base_url, gone, datetime.now(UTC))).status == (
         "cancelled"
     )
     assert simulator.state.stats()["received"] == 0

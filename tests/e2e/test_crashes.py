@@ -30,8 +30,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
-from api.services import send_options
-from core.contracts import DispatchInput, DispatchResult, dispatch_workflow_id
+from core.contracts import DispatchInput, DispatchResult, SendOptions, dispatch_workflow_id
 from core.db import Database, migrate
 from core.embedded import EmbeddedPostgres, free_port, temporal_dev_server_command, wait_for_port
 from core.models import Message, MessageStatus
@@ -49,9 +48,13 @@ log = logging.getLogger(__name__)
 CLIENTS = 150
 # Sends in flight per worker: the most a kill of the worker can leave half-done.
 SEND_CONCURRENCY = 5
-# Small pages and runs, so that the crashes also meet continue-as-new of the dispatch.
+# Small pages and runs, so that the crashes also meet continue-as-new of the dispatch; small
+# batches, so that a crash lands between batches as well as inside one.
 PAGE_SIZE = 20
 CHILDREN_PER_RUN = 40
+BATCH_SIZE = 20
+# Dispatch and cohort runs continue as new after this many events.
+HISTORY_LIMIT = 60
 # With 5 sends of 50 ms at a time, 150 messages take a few seconds: kills land mid-way.
 LATENCY_MS = 50
 KILL_AFTER_ACCEPTED = 30
@@ -303,6 +306,7 @@ async def rig(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Rig]
             send_retry_initial_seconds=0.5,
             send_retry_max_seconds=2.0,
             audience_page_size=PAGE_SIZE,
+            send_batch_size=BATCH_SIZE,
             _env_file=None,
         )
         db = Database(settings)
@@ -330,7 +334,12 @@ async def begin_dispatch(rig: Rig) -> DispatchRun:
         phones[client.id] = client.phone
     dispatch = await make_dispatch(rig.db, text="Crash test")
     assert dispatch.id is not None
-    send = dataclasses.replace(send_options(rig.settings), children_per_run=CHILDREN_PER_RUN)
+    send = dataclasses.replace(
+        SendOptions.from_settings(rig.settings),
+        children_per_run=CHILDREN_PER_RUN,
+        layout_page_size=PAGE_SIZE,
+        history_limit=HISTORY_LIMIT,
+    )
     handle = await rig.client.start_workflow(
         DispatchWorkflow.run,
         DispatchInput(dispatch_id=dispatch.id, send=send),

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.contracts import delivery_workflow_id, dispatch_workflow_id
+from core.contracts import cohort_workflow_id, delivery_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.settings import Settings
 from tests.conftest import RunningSimulator
@@ -32,8 +33,9 @@ async def stack(
             yield api
 
 
+@pytest.mark.parametrize("shape", ["cohorts", "per_client"])
 async def test_dispatch_reaches_every_client(
-    stack: httpx.AsyncClient, dev_env: WorkflowEnvironment, simulator: RunningSimulator
+    stack: httpx.AsyncClient, dev_env: WorkflowEnvironment, simulator: RunningSimulator, shape: str
 ) -> None:
     api = stack
     phones = ["79161234567", "79031234567", "79261234567"]
@@ -50,6 +52,7 @@ async def test_dispatch_reaches_every_client(
             "end_at": (now + timedelta(hours=1)).isoformat(),
             "text": "Hello from the end-to-end test",
             "filter": {"tags": ["demo"]},
+            "delivery": shape,
         },
     )
     assert response.status_code == 201, response.text
@@ -84,6 +87,19 @@ async def test_dispatch_reaches_every_client(
     temporal = dev_env.client
     parent = await temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id)).describe()
     assert parent.status == WorkflowExecutionStatus.COMPLETED
-    for client_id in client_ids:
-        child = temporal.get_workflow_handle(delivery_workflow_id(dispatch_id, client_id))
-        assert (await child.describe()).status == WorkflowExecutionStatus.COMPLETED
+    children = [delivery_workflow_id(dispatch_id, client_id) for client_id in client_ids]
+    cohort = cohort_workflow_id(dispatch_id, "all")
+    if shape == "cohorts":
+        # One cohort sent all three; no client needed a workflow of its own.
+        assert (await temporal.get_workflow_handle(cohort).describe()).status == (
+            WorkflowExecutionStatus.COMPLETED
+        )
+        for child in children:
+            with pytest.raises(RPCError):
+                await temporal.get_workflow_handle(child).describe()
+    else:
+        for child in children:
+            status = (await temporal.get_workflow_handle(child).describe()).status
+            assert status == WorkflowExecutionStatus.COMPLETED
+        with pytest.raises(RPCError):
+            await temporal.get_workflow_handle(cohort).describe()

@@ -113,7 +113,7 @@ async def test_api_and_other_dispatches_unaffected_by_a_hanging_remote(
         await stop()
         await asyncio.gather(*(w.shutdown() for w in workers.workers))
         await asyncio.gather(*workers.tasks, return_exceptions=True)
-        await workers.http.aclose()
+        await workers.remote.aclose()
 
     base_p50, during_p50 = statistics.median(baseline), statistics.median(during)
     base_p95 = statistics.quantiles(baseline, n=20)[-1]

@@ -12,8 +12,14 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from api.services import send_options
-from core.contracts import DispatchInput, DispatchResult, delivery_workflow_id, dispatch_workflow_id
+from core.contracts import (
+    DispatchInput,
+    DispatchResult,
+    SendOptions,
+    cohort_workflow_id,
+    delivery_workflow_id,
+    dispatch_workflow_id,
+)
 from core.db import Database
 from core.models import Message
 from core.settings import Settings
@@ -21,7 +27,7 @@ from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.factories import make_client, make_dispatch
 from tests.support import Queues, RunningWorkers, running_workers, settings_for
-from workflows.delivery import DeliveryWorkflow
+from worker import WORKFLOWS
 from workflows.dispatch import DispatchWorkflow
 
 
@@ -39,7 +45,7 @@ async def start(
 ) -> WorkflowHandle[DispatchWorkflow, DispatchResult]:
     return await env.client.start_workflow(
         DispatchWorkflow.run,
-        DispatchInput(dispatch_id=dispatch_id, send=replace(send_options(s), **send)),
+        DispatchInput(dispatch_id=dispatch_id, send=replace(SendOptions.from_settings(s), **send)),
         id=dispatch_workflow_id(dispatch_id),
         task_queue=s.temporal_task_queue,
     )
@@ -172,6 +178,53 @@ async def test_retry_that_leaves_the_window_waits_for_the_next_opening(
     assert simulator.state.stats()["received"] == failed_attempts + 1
 
 
+async def test_cohorts_continue_as_new_and_send_each_message_once(
+    clock_env: WorkflowEnvironment,
+    settings: Settings,
+    queues: Queues,
+    db: Database,
+    simulator: RunningSimulator,
+) -> None:
+    time_env = clock_env
+    s = settings_for(settings, time_env.client, queues)
+    now = await time_env.get_current_time()
+    for _ in range(30):
+        await make_client(db)
+    dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(hours=2))
+    assert dispatch.id is not None
+    async with running_workers(s, time_env.client, db):
+        # Pages of 4 and batches of 3, and runs cut after 25 events: the dispatch and its cohort
+        # both continue as new several times.
+        handle = await start(
+            time_env, s, dispatch.id, layout_page_size=4, batch_size=3, history_limit=25
+        )
+        result = await handle.result()
+    assert (result.status, result.messages) == ("completed", 30)
+    stats = simulator.state.stats()
+    assert (stats["unique_accepted"], stats["duplicates"]) == (30, 0)
+    assert {m.status for m in await messages(db, dispatch.id)} == {"sent"}
+    assert {m.cohort for m in await messages(db, dispatch.id)} == {"all"}
+    cohort = time_env.client.get_workflow_handle(cohort_workflow_id(dispatch.id, "all"))
+    description = await cohort.describe()
+    first_cohort_run = await time_env.client.get_workflow_handle(
+        cohort.id, run_id=description.raw_description.workflow_execution_info.first_run_id
+    ).fetch_history()
+    assert (
+        first_cohort_run.events[-1].event_type
+        == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    )
+    first_run = await time_env.client.get_workflow_handle(
+        handle.id, run_id=handle.first_execution_run_id
+    ).fetch_history()
+    assert (
+        first_run.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    )
+    replayer = Replayer(workflows=WORKFLOWS)
+    await replayer.replay_workflow(first_run)
+    await replayer.replay_workflow(first_cohort_run)
+    await replayer.replay_workflow(await cohort.fetch_history())
+
+
 async def test_continue_as_new_starts_each_delivery_once(
     clock_env: WorkflowEnvironment,
     settings: Settings,
@@ -192,7 +245,9 @@ async def _continue_as_new_once(
 ) -> None:
     now = await time_env.get_current_time()
     clients = [await make_client(db) for _ in range(25)]
-    dispatch = await make_dispatch(db, start_at=now, end_at=now + timedelta(hours=2))
+    dispatch = await make_dispatch(
+        db, start_at=now, end_at=now + timedelta(hours=2), delivery="per_client"
+    )
     assert dispatch.id is not None
     handle = await start(time_env, s, dispatch.id, page_size=4, children_per_run=8)
     result = await handle.result()
@@ -213,7 +268,7 @@ async def _continue_as_new_once(
     again = await (
         await time_env.client.start_workflow(
             DispatchWorkflow.run,
-            DispatchInput(dispatch_id=dispatch.id, send=send_options(s)),
+            DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(s)),
             id=dispatch_workflow_id(dispatch.id) + "-again",
             task_queue=s.temporal_task_queue,
         )
@@ -222,7 +277,7 @@ async def _continue_as_new_once(
     assert simulator.state.stats()["received"] == 25
 
     # The recorded histories replay on today's code: no non-determinism.
-    replayer = Replayer(workflows=[DispatchWorkflow, DeliveryWorkflow])
+    replayer = Replayer(workflows=WORKFLOWS)
     await replayer.replay_workflow(first_run)
     child = time_env.client.get_workflow_handle(
         delivery_workflow_id(dispatch.id, clients[0].id or 0)

@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from api.services import send_options
-from core.contracts import DispatchInput, DispatchResult, dispatch_workflow_id
+from core.contracts import DispatchInput, DispatchResult, SendOptions, dispatch_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings
@@ -42,7 +41,7 @@ async def start_dispatch(
 ) -> WorkflowHandle[DispatchWorkflow, DispatchResult]:
     return await env.client.start_workflow(
         DispatchWorkflow.run,
-        DispatchInput(dispatch_id=dispatch_id, send=send_options(settings)),
+        DispatchInput(dispatch_id=dispatch_id, send=SendOptions.from_settings(settings)),
         id=dispatch_workflow_id(dispatch_id),
         task_queue=settings.temporal_task_queue,
     )

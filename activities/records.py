@@ -1,0 +1,128 @@
+"""Writes of message outcomes: one message, or a batch's outcomes in one statement.
+
+The one home of the rule every writer follows: a final status is never reopened, except by
+`sent`, which wins over anything set meanwhile (the remote has the message).
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from core.contracts import ERROR_MAX_LENGTH
+from core.db import SessionFactory
+from core.logging import ids
+from core.models import OPEN_MESSAGE_STATUSES, MessageStatus, message_t
+
+log = logging.getLogger(__name__)
+
+
+def error_text(error: object) -> str:
+    return str(error)[:ERROR_MAX_LENGTH]
+
+
+async def finish_open_message(
+    sessions: SessionFactory,
+    *,
+    message_id: int,
+    status: str,
+    error: str | None,
+    dispatch_id: int | None = None,
+) -> bool:
+    """Moves a pending or retrying message to a final status; whether it did."""
+    async with sessions() as session:
+        result = await session.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id, message_t.c.status.in_(OPEN_MESSAGE_STATUSES))
+            .values(status=status, last_error=sa.func.coalesce(error, message_t.c.last_error))
+            .returning(message_t.c.dispatch_id)
+        )
+        changed = result.scalar_one_or_none()
+        await session.commit()
+    if changed is not None:
+        log.info(
+            "message is %s: %s",
+            status,
+            error,
+            extra=ids(message_id=message_id, dispatch_id=changed),
+        )
+    return changed is not None
+
+
+async def record_attempt(
+    sessions: SessionFactory,
+    *,
+    message_id: int,
+    status: MessageStatus,
+    error: str | None = None,
+    sent_at: datetime | None = None,
+) -> None:
+    """One more request went out for the message, with this outcome."""
+    condition = (
+        sa.true() if status == MessageStatus.SENT else message_t.c.status.in_(OPEN_MESSAGE_STATUSES)
+    )
+    async with sessions() as session:
+        await session.execute(
+            sa.update(message_t)
+            .where(message_t.c.id == message_id, condition)
+            .values(
+                attempts=message_t.c.attempts + 1,
+                status=status,
+                last_error=error,
+                sent_at=sa.func.coalesce(sent_at, message_t.c.sent_at),
+            )
+        )
+        await session.commit()
+
+
+@dataclass
+class Outcome:
+    """What became of one message of a batch."""
+
+    message_id: int
+    status: MessageStatus
+    attempted: bool = False  # a request went out: attempts + 1
+    error: str | None = None
+    sent_at: datetime | None = None
+    # The message leaves its cohort for a delivery workflow of its own.
+    hand_off: bool = False
+
+
+_RECORD_OUTCOMES = sa.text(
+    """
+    UPDATE message AS m SET
+        status = v.status,
+        attempts = m.attempts + CASE WHEN v.attempted THEN 1 ELSE 0 END,
+        last_error = CASE WHEN v.status = 'sent' THEN NULL
+                          ELSE coalesce(v.error, m.last_error) END,
+        sent_at = coalesce(v.sent_at, m.sent_at),
+        cohort = CASE WHEN v.hand_off THEN NULL ELSE m.cohort END,
+        updated_at = now()
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempted AS boolean[]),
+        CAST(:errors AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:hand_off AS boolean[])
+    ) AS v(id, status, attempted, error, sent_at, hand_off)
+    WHERE m.id = v.id AND (v.status = 'sent' OR m.status IN ('pending', 'retrying'))
+    """
+)
+
+
+async def record_outcomes(sessions: SessionFactory, outcomes: list[Outcome]) -> int:
+    """Writes a batch's outcomes in one statement; how many rows changed."""
+    if not outcomes:
+        return 0
+    async with sessions() as session:
+        result = await session.execute(
+            _RECORD_OUTCOMES,
+            {
+                "ids": [o.message_id for o in outcomes],
+                "statuses": [str(o.status) for o in outcomes],
+                "attempted": [o.attempted for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "sent_at": [o.sent_at for o in outcomes],
+                "hand_off": [o.hand_off for o in outcomes],
+            },
+        )
+        await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

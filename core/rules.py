@@ -1,0 +1,74 @@
+"""The per-message rules: may this message be sent now, and if not, what becomes of it.
+
+One pure function of what the database says of a message and the instant of the attempt, shared
+by the cohort's batch sends and the per-client delivery's send, so both shapes judge the end
+time, the window, pauses and cancellations alike. No I/O and no clock: tested on its own.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from core.models import OPEN_MESSAGE_STATUSES, DispatchStatus, MessageStatus
+from core.windows import SendWindow, is_open, next_send_instant
+
+# A paused dispatch is looked at again after this long.
+PAUSE_RECHECK = timedelta(minutes=1)
+
+
+class Action(StrEnum):
+    SEND = "send"
+    SKIP = "skip"  # already final: nothing to do
+    CANCEL = "cancel"  # ends cancelled
+    EXPIRE = "expire"  # ends expired
+    WAIT = "wait"  # not now: try again at `not_before`
+
+
+@dataclass(frozen=True)
+class MessageState:
+    """What the rules need of a message, its client and its dispatch, as stored now."""
+
+    status: str
+    client_exists: bool
+    timezone: str | None  # the client's zone; None when the client is gone
+    dispatch_status: str
+    start_at: datetime
+    end_at: datetime
+    window: SendWindow | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+    not_before: datetime | None = None
+
+
+def decide(state: MessageState, *, now: datetime) -> Decision:
+    """Send, or why not: final already, cancelled, past the end time, paused, outside the
+    client's window (with its next opening), or never inside it again before the end time."""
+    if state.status not in OPEN_MESSAGE_STATUSES:
+        return Decision(Action.SKIP, f"already {state.status}")
+    if not state.client_exists or state.timezone is None:
+        return Decision(Action.CANCEL, "client deleted")
+    if state.dispatch_status == DispatchStatus.CANCELLED:
+        return Decision(Action.CANCEL, "dispatch cancelled")
+    if now >= state.end_at:
+        return Decision(Action.EXPIRE, "end time passed")
+    if state.dispatch_status == DispatchStatus.PAUSED:
+        return Decision(Action.WAIT, "paused", now + PAUSE_RECHECK)
+    if now >= state.start_at and is_open(at=now, window=state.window, timezone=state.timezone):
+        return Decision(Action.SEND)
+    opens = next_send_instant(
+        now=now,
+        start_at=state.start_at,
+        end_at=state.end_at,
+        window=state.window,
+        timezone=state.timezone,
+    )
+    if opens is None:
+        return Decision(Action.EXPIRE, "window does not open before end time")
+    return Decision(Action.WAIT, "outside_window", opens)
+
+
+FINAL_STATUS_OF = {Action.CANCEL: MessageStatus.CANCELLED, Action.EXPIRE: MessageStatus.EXPIRED}

@@ -1,0 +1,205 @@
+"""The batch send of a cohort against real PostgreSQL and the simulator over HTTP: every
+message judged at its moment, outcomes written in bulk, failures handed off, and a retried
+batch that sends nothing twice."""
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+import sqlalchemy as sa
+from activities.remote import RemoteClient
+from temporalio.testing import ActivityEnvironment
+
+from activities.ratelimit import SendRateLimiter
+from activities.send import SendActivities
+from core.contracts import COHORT_ALL, SendBatchInput, SendBatchResult
+from core.db import Database
+from core.models import Client, Dispatch, Message
+from simulator.app import SimulatorConfig
+from tests.conftest import TOKEN, RunningSimulator
+from tests.factories import make_client, make_dispatch, make_messages
+
+
+@pytest.fixture
+async def sender(db: Database, simulator: RunningSimulator) -> AsyncIterator[SendActivities]:
+    remote = RemoteClient(
+        base_url=simulator.base_url, token=TOKEN, timeout_seconds=1.0, max_connections=10
+    )
+    yield SendActivities(
+        sessions=db.sessions,
+        remote=remote,
+        limiter=SendRateLimiter(sessions=db.sessions, rate_per_second=None),
+        concurrency=10,
+    )
+    await remote.aclose()
+
+
+async def run_batch(
+    sender: SendActivities, input: SendBatchInput, *, at: datetime | None = None
+) -> SendBatchResult:
+    env = ActivityEnvironment()
+    if at is not None:
+        env.info = dataclasses.replace(env.info, current_attempt_scheduled_time=at)
+    result: SendBatchResult = await env.run(sender.send_batch, input)
+    return result
+
+
+async def rows(db: Database, dispatch: Dispatch) -> list[Message]:
+    async with db.sessions() as session:
+        found = await session.execute(
+            sa.select(Message).where(Message.dispatch_id == dispatch.id).order_by(Message.id)
+        )
+        return list(found.scalars())
+
+
+async def cohort_of(
+    db: Database, count: int, *, timezone: str = "Europe/Moscow", **dispatch: object
+) -> tuple[Dispatch, list[Client], list[Message]]:
+    clients = [await make_client(db, timezone=timezone) for _ in range(count)]
+    made = await make_dispatch(db, **dispatch)  # type: ignore[arg-type]
+    cohort = timezone if dispatch.get("window") else COHORT_ALL
+    return made, clients, await make_messages(db, made, clients, cohort=cohort)
+
+
+def batch(dispatch: Dispatch, cohort: str = COHORT_ALL, **fields: object) -> SendBatchInput:
+    assert dispatch.id is not None
+    values: dict[str, object] = {"after_message_id": 0, "limit": 500, **fields}
+    return SendBatchInput(dispatch_id=dispatch.id, cohort=cohort, **values)  # type: ignore[arg-type]
+
+
+async def test_batch_sends_the_cohorts_pending_messages_in_pages(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    dispatch, _, messages = await cohort_of(db, 25)
+    other = await make_messages(db, dispatch, [await make_client(db)], cohort="Asia/Tokyo")
+    first = await run_batch(sender, batch(dispatch, limit=20))
+    assert (first.sent, first.exhausted, first.stopped) == (20, False, None)
+    assert first.last_message_id == messages[19].id
+    second = await run_batch(sender, batch(dispatch, after_message_id=first.last_message_id))
+    assert (second.sent, second.exhausted) == (5, True)
+    stored = {m.id: m for m in await rows(db, dispatch)}
+    assert all(stored[m.id].status == "sent" and stored[m.id].attempts == 1 for m in messages)
+    assert all(stored[m.id].sent_at is not None for m in messages)
+    assert stored[other[0].id].status == "pending"
+    stats = simulator.state.stats()
+    assert (stats["unique_accepted"], stats["duplicates"]) == (25, 0)
+
+    # The same batch again (a retry after its completion was lost): nothing is sent twice.
+    again = await run_batch(sender, batch(dispatch, limit=20))
+    assert (again.sent, again.exhausted) == (0, True)
+    assert simulator.state.stats()["received"] == 25
+
+
+async def test_batch_stops_when_the_cohorts_window_closes(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    dispatch, _, _ = await cohort_of(
+        db,
+        3,
+        timezone="Europe/Moscow",
+        window=(time(9, 0), time(21, 0)),
+        start_at=day,
+        end_at=day + timedelta(days=3),
+    )
+    late = datetime(2026, 12, 1, 19, 30, tzinfo=UTC)  # 22:30 in Moscow
+    result = await run_batch(sender, batch(dispatch, "Europe/Moscow"), at=late)
+    assert result.stopped == "outside_window"
+    assert result.not_before == datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
+    assert (result.last_message_id, result.exhausted, result.sent) == (0, False, 0)
+    assert {m.status for m in await rows(db, dispatch)} == {"pending"}
+    assert simulator.state.stats()["received"] == 0
+
+
+async def test_client_who_moved_zone_gets_a_delivery_of_its_own(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    now = datetime.now(UTC)
+    # A window open now in UTC and closed in UTC+12 (the zones are 12 hours apart).
+    opened = now.replace(minute=0, second=0, microsecond=0)
+    window = (opened.time(), (opened + timedelta(hours=2)).time())
+    dispatch, clients, messages = await cohort_of(
+        db, 2, timezone="UTC", window=window, start_at=now - timedelta(minutes=1)
+    )
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Client).where(Client.id == clients[0].id).values(timezone="Pacific/Fiji")
+        )
+        await session.commit()
+    result = await run_batch(sender, batch(dispatch, "UTC"))
+    assert result.sent == 1
+    [handoff] = result.handoffs
+    assert (handoff.message_id, handoff.timezone) == (messages[0].id, "Pacific/Fiji")
+    moved = (await rows(db, dispatch))[0]
+    assert (moved.status, moved.cohort, moved.attempts) == ("pending", None, 0)
+
+
+async def test_failed_sends_are_handed_off_and_the_breaker_stops_the_batch(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    dispatch, _, messages = await cohort_of(db, 60)
+    simulator.state.set_config(SimulatorConfig(outage=True))
+    result = await run_batch(sender, batch(dispatch, breaker_failures=5, retry_delay_seconds=2))
+    assert result.stopped == "remote_down"
+    assert result.last_message_id == 0
+    # Five failures open the breaker; requests already in flight finish and count too.
+    assert 5 <= len(result.handoffs) <= 5 + 10
+    assert {h.delay_seconds for h in result.handoffs} == {2}
+    stored = await rows(db, dispatch)
+    handed = {h.message_id for h in result.handoffs}
+    for message in stored:
+        if message.id in handed:
+            assert (message.status, message.cohort, message.attempts) == ("retrying", None, 1)
+            assert message.last_error is not None and "503" in message.last_error
+        else:
+            assert (message.status, message.cohort, message.attempts) == ("pending", "all", 0)
+    assert simulator.state.stats()["received"] == len(handed)
+
+    # The remote is back: the next batch sends the rest, never the handed-off ones.
+    simulator.state.set_config(SimulatorConfig())
+    rest = await run_batch(sender, batch(dispatch))
+    assert rest.sent == len(messages) - len(handed)
+    assert rest.exhausted
+
+
+async def test_throttling_hands_off_with_the_remotes_retry_after(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    dispatch, _, _ = await cohort_of(db, 1)
+    simulator.state.set_config(SimulatorConfig(throttle_rate=1.0, retry_after_seconds=7))
+    result = await run_batch(sender, batch(dispatch))
+    assert [h.delay_seconds for h in result.handoffs] == [7]
+
+
+async def test_rules_end_messages_without_sending(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    end_at = datetime.now(UTC) + timedelta(hours=1)
+    dispatch, clients, _ = await cohort_of(db, 3, end_at=end_at)
+    simulator.state.set_config(SimulatorConfig(reject_rate=1.0))
+    async with db.sessions() as session:
+        await session.execute(sa.delete(Client).where(Client.id == clients[0].id))
+        await session.commit()
+    rejected = await run_batch(sender, batch(dispatch, limit=2))
+    assert (rejected.sent, rejected.finished) == (0, 2)
+    statuses = [m.status for m in await rows(db, dispatch)]
+    assert statuses[:2] == ["cancelled", "failed"]
+    late = await run_batch(
+        sender, batch(dispatch, after_message_id=rejected.last_message_id), at=end_at
+    )
+    assert late.finished == 1
+    assert [m.status for m in await rows(db, dispatch)] == ["cancelled", "failed", "expired"]
+    assert simulator.state.stats()["received"] == 1
+
+
+async def test_deleted_dispatch_stops_the_batch(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    dispatch, _, _ = await cohort_of(db, 3)
+    async with db.sessions() as session:
+        await session.execute(sa.delete(Dispatch).where(Dispatch.id == dispatch.id))
+        await session.commit()
+    result = await run_batch(sender, batch(dispatch))
+    assert (result.sent, result.exhausted) == (0, True)
+    assert simulator.state.stats()["received"] == 0
