@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import MessageStatus, message_t
 
-
 StatusCounts = dict[str, int]
 
 
