@@ -31,6 +31,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## bench: figures, not tests, on a stack of its own; e.g. BENCH_ARGS="--clients 1000 --latencies 0"
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 simulator: $(STAMP)
 	$(BIN)/python -m simulator
 

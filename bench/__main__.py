@@ -1,0 +1,267 @@
+"""`make bench` (python -m bench): figures of the service on its own embedded stack.
+
+One stack for the whole run, in a temporary data directory on free ports. In order: HTTP
+clients against the simulator (if bench.http_clients is there), the ceiling of one child
+workflow per client, one dispatch to every client per remote latency, and the zone run
+(--zones). The worker and the API are restarted before each dispatch so that each one's peak
+memory is its own. A table goes to stdout, JSON to bench/results/.
+"""
+
+import argparse
+import asyncio
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import httpx
+
+from bench import data
+from bench.ceiling import run_ceiling
+from bench.figures import BenchReport, DispatchScenario
+from bench.http_bench import run_http_clients
+from bench.memory import PeakRss
+from bench.remote import SimulatorControl
+from bench.report import RESULTS_DIR, machine_facts, write_results, write_table
+from bench.rig import Rig
+from bench.run import run_dispatch
+from bench.stack import BenchStack, connect_temporal, wait_until_ready
+from bench.zones import ZoneRunSettings, run_zones
+from core.logging import configure_logging
+
+log = logging.getLogger("bench")
+
+T = TypeVar("T")
+
+# The "delivery" values of POST /api/v1/dispatches (the API refuses others, or ignores the field
+# if it predates it).
+SHAPES = ("cohorts", "per_client")
+
+RESTARTS = (
+    "worker and API restarted before each dispatch scenario (per-scenario peak RSS); "
+    "PostgreSQL, Temporal and the simulator run once for the whole bench (Temporal's "
+    "peak RSS includes what earlier scenarios left in it)"
+)
+
+
+def _latencies(value: str) -> list[float]:
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 0,100, got {value!r}") from None
+
+
+def _env_pair(value: str) -> tuple[str, str]:
+    key, sep, rest = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    return key, rest
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure dispatches end to end on a stack of the bench's own.",
+    )
+    parser.add_argument("--clients", type=int, default=10_000, help="clients per dispatch")
+    parser.add_argument(
+        "--latencies",
+        type=_latencies,
+        default=[0.0, 100.0],
+        help="remote latencies in ms, one dispatch each (empty: no dispatch)",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default=None,
+        help='"delivery" of the dispatches; not sent unless given',
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per dispatch")
+    parser.add_argument("--end-hours", type=float, default=3.0, help="end_at - start_at")
+    parser.add_argument(
+        "--send-concurrency", type=int, default=100, help="SEND_CONCURRENCY of the worker"
+    )
+    parser.add_argument(
+        "--service-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra setting of the worker and the API (repeatable)",
+    )
+    parser.add_argument(
+        "--ceiling-children", type=int, default=1000, help="children of the ceiling (0: skip)"
+    )
+    parser.add_argument("--ceiling-latency", type=float, default=0.0, help="ms")
+    parser.add_argument("--zones", action="store_true", help="run the zone scenario too")
+    parser.add_argument("--zone-clients", type=int, default=20_000)
+    parser.add_argument("--zone-latency", type=float, default=0.0, help="ms")
+    parser.add_argument(
+        "--opening-zone",
+        choices=data.RUSSIA_ZONES,
+        metavar="ZONE",
+        default="Europe/Moscow",
+        help="the zone whose window opens about 3 minutes into the zone run",
+    )
+    parser.add_argument("--no-http-clients", action="store_true", help="skip the HTTP clients")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--keep-data", action="store_true", help="keep the data directory and its logs"
+    )
+    return parser.parse_args(argv)
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    settings = {key: value for key, value in vars(args).items() if key != "service_env"}
+    settings["results_dir"] = str(args.results_dir)
+    settings["service_env"] = dict(args.service_env)
+    return settings
+
+
+async def run_bench(
+    stack: BenchStack, memory: PeakRss, args: argparse.Namespace, report: BenchReport
+) -> None:
+    """Fills `report` scenario by scenario, so that an interrupted run still has figures."""
+    temporal = await connect_temporal(stack.temporal_address)
+    await wait_until_ready(stack, temporal)
+    db = await data.connect(stack.database_url)
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            simulator = SimulatorControl(http, stack.simulator_url)
+            rig = Rig(stack, temporal, http, simulator, memory, db)
+            await _scenarios(rig, args, report)
+    finally:
+        await db.close()
+
+
+async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) -> None:
+    if not args.no_http_clients:
+        report.http_clients = await _guarded(
+            rig,
+            report,
+            "http clients",
+            run_http_clients(simulator=rig.simulator, send_api_url=rig.stack.send_api_url),
+        )
+    if args.ceiling_children > 0:
+        report.ceiling = await _guarded(
+            rig,
+            report,
+            "ceiling",
+            run_ceiling(
+                temporal=rig.temporal,
+                simulator=rig.simulator,
+                send_api_url=rig.stack.send_api_url,
+                children=args.ceiling_children,
+                latency_ms=args.ceiling_latency,
+                concurrency=args.send_concurrency,
+                timeout_s=args.timeout,
+            ),
+        )
+    for latency in args.latencies:
+        scenario = DispatchScenario(
+            clients=args.clients,
+            latency_ms=latency,
+            shape=args.shape,
+            send_concurrency=args.send_concurrency,
+            timeout_s=args.timeout,
+            end_after_hours=args.end_hours,
+        )
+        figures = await _guarded(
+            rig, report, f"dispatch at {latency:g} ms", run_dispatch(rig, scenario)
+        )
+        if figures is not None:
+            report.dispatches.append(figures)
+    if args.zones:
+        # Last: its deleted dispatch leaves children asleep on the server until their window.
+        report.zones = await _guarded(
+            rig,
+            report,
+            "zone run",
+            run_zones(
+                rig,
+                ZoneRunSettings(
+                    clients=args.zone_clients,
+                    latency_ms=args.zone_latency,
+                    shape=args.shape,
+                    opening_zone=args.opening_zone,
+                    timeout_s=args.timeout,
+                ),
+            ),
+        )
+
+
+async def _guarded(rig: Rig, report: BenchReport, name: str, scenario: Awaitable[T]) -> T | None:
+    """Runs one scenario; its failure is recorded and the next one runs, unless the stack died
+    (then the bench stops: every later figure would be a failure too)."""
+    try:
+        return await scenario
+    except Exception as error:
+        log.exception("%s failed", name)
+        report.errors.append(f"{name}: {error!r}")
+        rig.stack.check_alive()
+        return None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(level="INFO")
+    # Start-up chatter (every pg_ctl command, each migration, the SDK's worker lines) would
+    # bury the bench's own progress lines.
+    for noisy in ("temporalio", "pgserver", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # SIGTERM stops the bench like Ctrl-C: through the finally below, stopping the stack.
+    signal.signal(signal.SIGTERM, _interrupt)
+    data_dir = Path(tempfile.mkdtemp(prefix="mailing-bench-"))
+    report = BenchReport(
+        started_at=datetime.now(UTC).isoformat(),
+        finished_at="",
+        machine=machine_facts(),
+        settings=settings_of(args),
+        stack={"restarts": RESTARTS, "data_dir": str(data_dir)},
+    )
+    memory = PeakRss()
+    memory.start()
+    stack = BenchStack(
+        data_dir=data_dir,
+        send_concurrency=args.send_concurrency,
+        extra_env=dict(args.service_env),
+        memory=memory,
+    )
+    code = 0
+    try:
+        stack.start()
+        asyncio.run(run_bench(stack, memory, args, report))
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping the stack")
+        report.errors.append("interrupted")
+        code = 130
+    except (RuntimeError, TimeoutError, OSError) as error:
+        log.error("bench failed: %s", error)
+        report.errors.append(f"bench failed: {error!r}")
+        code = 1
+    finally:
+        stack.stop()
+        memory.stop()
+        if args.keep_data:
+            log.info("data and logs kept in %s", data_dir)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    report.finished_at = datetime.now(UTC).isoformat()
+    for path in write_results(report, args.results_dir):
+        log.info("wrote %s", path)
+    write_table(report)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

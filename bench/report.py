@@ -1,0 +1,242 @@
+"""The bench's output: machine facts, the JSON files in bench/results, the table on stdout."""
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from bench.figures import (
+    BenchReport,
+    CeilingFigures,
+    Delays,
+    DispatchFigures,
+    HistoryFigures,
+    RemoteFigures,
+    ZoneRunFigures,
+)
+from core.embedded import bin_path
+from core.settings import PROJECT_ROOT
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+
+
+def _command_output(command: list[str]) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine_facts() -> dict[str, Any]:
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_mb": int(psutil.virtual_memory().total // (1024 * 1024)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "temporal": _command_output([bin_path("temporal"), "--version"]),
+        # Read-only: which code was measured (uncommitted changes are not told apart).
+        "commit": _command_output(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"]),
+    }
+
+
+def write_results(report: BenchReport, directory: Path = RESULTS_DIR) -> list[Path]:
+    """latest.json and a timestamped copy; returns both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(dataclasses.asdict(report), indent=2, default=str) + "\n"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    paths = [directory / "latest.json", directory / f"bench-{stamp}.json"]
+    for path in paths:
+        path.write_text(text)
+    return paths
+
+
+# The table
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _num(value: float | int | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return f"{text}{unit}"
+
+
+def _delays(delays: Delays) -> str:
+    if not delays.count:
+        return "-"
+    return f"{_num(delays.p50_s)} / {_num(delays.p99_s)} / {_num(delays.max_s)} s"
+
+
+def _history(history: HistoryFigures) -> str:
+    size = history.largest
+    if size is None:
+        return "-"
+    return (
+        f"{size.history_length} ev, {size.history_size_bytes / 1024:.0f} KiB ({size.workflow_id})"
+    )
+
+
+def _remote(remote: RemoteFigures) -> str:
+    return f"{remote.accepted} accepted, {remote.duplicates} dup"
+
+
+def _statuses(statuses: dict[str, int]) -> str:
+    return ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())) or "-"
+
+
+def _rss(peaks: dict[str, float], name: str) -> str:
+    return _num(peaks.get(name), " MB")
+
+
+def _rate(result: DispatchFigures, rate: float | None) -> str:
+    return "(timeout)" if result.timed_out else _num(rate)
+
+
+def dispatch_table(results: Sequence[DispatchFigures]) -> str:
+    header = ["", *(f"#{r.dispatch_id}" for r in results)]
+    rows: list[list[str]] = [
+        ["clients", *(str(r.scenario.clients) for r in results)],
+        ["latency", *(f"{r.scenario.latency_ms:g} ms" for r in results)],
+        ["shape asked", *(r.scenario.shape or "(not sent)" for r in results)],
+        ["delivery (API)", *(r.delivery or "(no field)" for r in results)],
+        ["result", *("completed" if r.completed else "TIMEOUT" for r in results)],
+        ["elapsed", *(_num(r.elapsed_s, " s") for r in results)],
+        ["messages/s (POST->completed)", *(_rate(r, r.messages_per_s) for r in results)],
+        ["messages/s (database)", *(_rate(r, r.db_messages_per_s) for r in results)],
+        ["statuses", *(_statuses(r.statuses) for r in results)],
+        ["delay p50 / p99 / max", *(_delays(r.delays) for r in results)],
+        ["largest history", *(_history(r.history) for r in results)],
+        ["most events in a run", *(_num(r.history.longest_events) for r in results)],
+        ["workflow runs", *(_num(r.history.executions) for r in results)],
+        ["dispatch runs", *(_num(r.history.parent_runs) for r in results)],
+        ["peak RSS worker", *(_rss(r.peak_rss_mb, "worker") for r in results)],
+        ["peak RSS API", *(_rss(r.peak_rss_mb, "api") for r in results)],
+        ["peak RSS temporal", *(_rss(r.peak_rss_mb, "temporal") for r in results)],
+        ["remote", *(_remote(r.remote) for r in results)],
+        ["client insert (COPY)", *(_num(r.insert_s, " s") for r in results)],
+    ]
+    return table([header, *rows])
+
+
+def ceiling_lines(ceiling: CeilingFigures) -> list[str]:
+    rate = (
+        f"{_num(ceiling.children_per_s)} children/s"
+        if ceiling.completed
+        else f"TIMEOUT after {_num(ceiling.elapsed_s)} s"
+    )
+    parent = ceiling.largest_parent_history
+    history = (
+        "-"
+        if parent is None
+        else f"{parent.history_length} events, {parent.history_size_bytes / 1024:.0f} KiB"
+    )
+    return [
+        f"Ceiling of one child per client ({ceiling.children} children, "
+        f"{ceiling.latency_ms:g} ms remote, {ceiling.children_per_run} per parent run):",
+        f"  {rate} ({_num(ceiling.elapsed_s)} s); largest parent run {history}; "
+        f"remote {_remote(ceiling.remote)}",
+    ]
+
+
+def zone_lines(zones: ZoneRunFigures) -> list[str]:
+    lines = [
+        f"Zone run: {zones.clients} clients over {len(zones.zones)} zones, "
+        f"{zones.latency_ms:g} ms remote, window {zones.window['start']}-"
+        f"{zones.window['end']} local, opening in {zones.opening_zone} at {zones.opening_at}",
+        f"  opening zone {'done' if zones.opening_zone_done else 'TIMEOUT'} after "
+        f"{_num(zones.elapsed_s)} s; delay from opening p50/p99/max: "
+        f"{_delays(zones.opening_delays)}",
+        f"  immediate zones: delay from start {_delays(zones.immediate_delays)}; "
+        f"{_num(zones.immediate_messages_per_s)} messages/s",
+        f"  largest history {_history(zones.history)}; workflow runs "
+        f"{_num(zones.history.executions)}; peak RSS worker {_rss(zones.peak_rss_mb, 'worker')}"
+        f", API {_rss(zones.peak_rss_mb, 'api')}; remote {_remote(zones.remote)}; "
+        f"deleted: {zones.deleted}",
+    ]
+    rows = [["zone", "kind", "opens at", "clients", "statuses", "delay p50 / p99 / max"]]
+    for z in zones.zones:
+        # Seconds are enough to read; the JSON keeps the full instant.
+        opens = z.opens_at[:19].replace("T", " ") if z.opens_at else "-"
+        counts = _statuses(z.statuses)
+        rows.append([z.zone, z.kind, opens, str(z.clients), counts, _delays(z.delays)])
+    lines += ["  " + line for line in table(rows).splitlines()]
+    return lines
+
+
+def http_lines(http: dict[str, Any]) -> list[str]:
+    if "skipped" in http:
+        return [f"HTTP clients: skipped ({http['skipped']})"]
+    rows: list[list[str]] = []
+    for latency, clients in http["by_latency_ms"].items():
+        for client, figures in clients.items():
+            if not isinstance(figures, dict):  # an error message instead of figures
+                rows.append([f"{latency} ms", client, str(figures)])
+                continue
+            if not rows:
+                rows.append(["latency", "client", *figures])
+            rows.append([f"{latency} ms", client, *(_num(value) for value in figures.values())])
+    title = f"HTTP clients ({http['requests']} requests, {http['connections']} connections):"
+    if not rows:
+        return [title, "  no figures"]
+    width = max(len(row) for row in rows)
+    padded = [row + [""] * (width - len(row)) for row in rows]
+    return [title, *("  " + line for line in table(padded).splitlines())]
+
+
+def render(report: BenchReport) -> str:
+    machine = report.machine
+    lines = [
+        f"Bench {report.started_at} .. {report.finished_at}",
+        f"Machine: {machine['nproc']} cpus ({machine['cpu_model']}), "
+        f"{machine['memory_mb']} MB, Python {machine['python']}, {machine['temporal']}",
+        f"Stack: {report.stack['restarts']}",
+        "",
+    ]
+    if report.http_clients is not None:
+        lines += [*http_lines(report.http_clients), ""]
+    if report.ceiling is not None:
+        lines += [*ceiling_lines(report.ceiling), ""]
+    if report.dispatches:
+        lines += ["Dispatches to every client:", dispatch_table(report.dispatches), ""]
+    if report.zones is not None:
+        lines += [*zone_lines(report.zones), ""]
+    lines += [f"ERROR: {error}" for error in report.errors]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(report: BenchReport) -> None:
+    sys.stdout.write(render(report))
+    sys.stdout.flush()
