@@ -18,7 +18,7 @@ install: $(STAMP)
 
 ## run: the whole service on the embedded stack (PostgreSQL, Temporal + UI, worker, API, simulator)
 run: $(STAMP)
-	$(BIN)/python -m core.stack
+	$(BIN)/python -m devstack
 
 ## test: lint, types, and the whole test suite against real PostgreSQL and Temporal
 test: $(STAMP)

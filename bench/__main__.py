@@ -27,6 +27,7 @@ from bench.ceiling import run_ceiling
 from bench.figures import BenchReport, DispatchScenario
 from bench.http_bench import run_http_clients
 from bench.memory import PeakRss
+from bench.outage import run_outage
 from bench.remote import SimulatorControl
 from bench.report import RESULTS_DIR, machine_facts, write_results, write_table
 from bench.rig import Rig
@@ -109,6 +110,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="Europe/Moscow",
         help="the zone whose window opens about 3 minutes into the zone run",
     )
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=0.0,
+        help="seconds of remote outage in the middle of a dispatch of --clients (0: skip)",
+    )
     parser.add_argument("--no-http-clients", action="store_true", help="skip the HTTP clients")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
@@ -177,6 +184,13 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
         )
         if figures is not None:
             report.dispatches.append(figures)
+    if args.outage > 0:
+        report.outage = await _guarded(
+            rig,
+            report,
+            "outage run",
+            run_outage(rig, clients=args.clients, outage_s=args.outage, timeout_s=args.timeout),
+        )
     if args.zones:
         # Last: its deleted dispatch leaves children asleep on the server until their window.
         report.zones = await _guarded(

@@ -144,4 +144,5 @@ class BenchReport:
     ceiling: CeilingFigures | None = None
     dispatches: list[DispatchFigures] = field(default_factory=list)
     zones: ZoneRunFigures | None = None
+    outage: Any = None  # bench.outage.OutageFigures
     errors: list[str] = field(default_factory=list)

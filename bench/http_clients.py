@@ -27,9 +27,9 @@ import httpx
 
 from activities.remote import RemoteClient, RemoteError, check_answer
 from bench.remote import SimulatorControl
-from core.embedded import free_port, wait_for_port
 from core.logging import configure_logging
 from core.settings import PROJECT_ROOT
+from devstack.embedded import free_port, wait_for_port
 from simulator.app import DEFAULT_TOKEN
 
 log = logging.getLogger(__name__)

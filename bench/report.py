@@ -22,8 +22,9 @@ from bench.figures import (
     RemoteFigures,
     ZoneRunFigures,
 )
-from core.embedded import bin_path
+from bench.outage import outage_lines
 from core.settings import PROJECT_ROOT
+from devstack.embedded import bin_path
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 
@@ -231,6 +232,8 @@ def render(report: BenchReport) -> str:
         lines += [*ceiling_lines(report.ceiling), ""]
     if report.dispatches:
         lines += ["Dispatches to every client:", dispatch_table(report.dispatches), ""]
+    if report.outage is not None:
+        lines += [*outage_lines(report.outage), ""]
     if report.zones is not None:
         lines += [*zone_lines(report.zones), ""]
     lines += [f"ERROR: {error}" for error in report.errors]

@@ -24,14 +24,14 @@ from temporalio.service import RPCError
 
 from bench.memory import PeakRss
 from core.db import EMBEDDED_DATABASE, migrate
-from core.embedded import (
+from core.settings import PROJECT_ROOT, Settings
+from devstack.embedded import (
     EmbeddedPostgres,
     api_server_command,
     free_port,
     temporal_dev_server_command,
     wait_for_port,
 )
-from core.settings import PROJECT_ROOT, Settings
 from simulator.app import DEFAULT_TOKEN
 
 log = logging.getLogger(__name__)

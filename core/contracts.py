@@ -5,7 +5,7 @@ without breaking running workflows. They carry ids and small values, never rows 
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,8 @@ DISPATCH_CHANGED = "dispatch_changed"
 
 # The cohort of a dispatch without a window: every client can be sent to at once.
 COHORT_ALL = "all"
+# start_to_close of every database activity a workflow runs.
+DB_TIMEOUT = timedelta(seconds=30)
 # Errors kept on a message row are cut to this many characters (the column's size).
 ERROR_MAX_LENGTH = 500
 

@@ -17,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.db import Database, migrate
-from core.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
 from core.settings import Settings
+from devstack.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
 from simulator.app import SimulatorConfig, SimulatorState
 from simulator.app import create_app as create_simulator
 from tests.support import Queues, new_queues, settings_for

@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
         AUDIENCE_COMPLETE,
         COHORT_ALL,
         COHORT_FINISHED,
+        DB_TIMEOUT,
         AudienceComplete,
         CohortFinished,
         CohortInput,
@@ -37,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
     from core.windows import next_send_instant
     from workflows.delivery import DeliveryWorkflow
 
-DB_TIMEOUT = timedelta(seconds=30)
 # A batch's own limit: a batch at a low rate cap may take long; heartbeats tell a dead one.
 BATCH_TIMEOUT = timedelta(hours=2)
 # While the dispatch is still laying out messages, a cohort that ran out looks again this often.

@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from activities.send import SendActivities
     from core.contracts import (
+        DB_TIMEOUT,
         DELIVERY_FINISHED,
         ERROR_MAX_LENGTH,
         REMOTE_REJECTED,
@@ -28,8 +29,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.models import MessageStatus
     from core.windows import next_send_instant
-
-DB_TIMEOUT = timedelta(seconds=30)
 
 
 @workflow.defn(name="DeliveryWorkflow.v2")

@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from core.contracts import (
         AUDIENCE_COMPLETE,
         COHORT_FINISHED,
+        DB_TIMEOUT,
         DELIVERY_FINISHED,
         DISPATCH_CHANGED,
         AudienceComplete,
@@ -40,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.cohort import CohortWorkflow
     from workflows.delivery import DeliveryWorkflow
 
-DB_TIMEOUT = timedelta(seconds=30)
 # Cohorts and deliveries signal when they finish; this is only the backstop for a lost wake-up.
 COMPLETION_RECHECK = timedelta(minutes=10)
 # Finished signals that arrive together are counted with one query.

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from activities.send import SendActivities
     from core.contracts import (
+        DB_TIMEOUT,
         REMOTE_REJECTED,
         AudiencePage,
         AudiencePageInput,
@@ -44,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
     from core.models import DispatchStatus, MessageStatus
     from core.windows import SendWindow, next_send_instant, parse_hhmm
 
-DB_TIMEOUT = timedelta(seconds=30)
 # Deliveries signal when they finish; this is only the backstop for a lost wake-up.
 COMPLETION_RECHECK = timedelta(minutes=10)
 # Finished signals that arrive together are counted with one query.

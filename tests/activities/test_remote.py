@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from activities.remote import RemoteClient, RemoteError, check_answer
-from core.embedded import free_port
+from devstack.embedded import free_port
 from simulator.app import SimulatorConfig
 from tests.conftest import TOKEN, RunningSimulator
 

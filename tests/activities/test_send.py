@@ -7,16 +7,16 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 import sqlalchemy as sa
-from activities.remote import RemoteClient
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.ratelimit import SendRateLimiter
+from activities.remote import RemoteClient
 from activities.send import SendActivities
 from core.contracts import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendInput, SendResult
 from core.db import Database
-from core.embedded import free_port
 from core.models import Message
+from devstack.embedded import free_port
 from simulator.app import SimulatorConfig
 from tests.conftest import TOKEN, RunningSimulator
 from tests.factories import make_client, make_dispatch

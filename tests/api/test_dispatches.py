@@ -10,8 +10,8 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from core.contracts import dispatch_workflow_id
 from core.db import Database
-from core.embedded import bin_path
 from core.settings import Settings
+from devstack.embedded import bin_path
 from tests.factories import make_client
 from tests.support import Queues, settings_for
 

@@ -14,8 +14,8 @@ from schemathesis.generation.case import Case
 from temporalio.testing import WorkflowEnvironment
 
 from core.db import Database
-from core.embedded import api_server_command, free_port, wait_for_port
 from core.settings import PROJECT_ROOT, Settings
+from devstack.embedded import api_server_command, free_port, wait_for_port
 from tests.support import new_queues, target_of
 
 pytestmark = pytest.mark.slow

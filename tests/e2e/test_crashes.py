@@ -12,9 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,9 +29,10 @@ from temporalio.service import RPCError
 
 from core.contracts import DispatchInput, DispatchResult, SendOptions, dispatch_workflow_id
 from core.db import Database, migrate
-from core.embedded import EmbeddedPostgres, free_port, temporal_dev_server_command, wait_for_port
 from core.models import Message, MessageStatus
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import Settings
+from devstack.embedded import EmbeddedPostgres
+from devstack.processes import TemporalServer, WorkerProcess, service_env
 from simulator.app import SimulatorConfig
 from tests.conftest import TOKEN, RunningSimulator
 from tests.factories import make_client, make_dispatch
@@ -116,88 +114,6 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-class TemporalServer:
-    """`temporal server start-dev` over a SQLite file on fixed ports, so that it can be killed
-    and started again as the same server at the same address."""
-
-    def __init__(self, db_file: Path, log_file: Path) -> None:
-        self.port = free_port()
-        self.log_file = log_file
-        self.command = [
-            *temporal_dev_server_command(db_file=db_file, port=self.port, ui_port=free_port()),
-            "--headless",
-            # Random by default: fixed, so that a restart binds what the first start bound.
-            "--http-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log_file.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for_port("127.0.0.1", self.port, timeout=60, process=self.process)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-
-
-class WorkerProcess:
-    """`python worker.py` with the given environment, its output in a log file."""
-
-    def __init__(self, env: dict[str, str], log_file: Path) -> None:
-        self.log_file = log_file
-        with log_file.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "worker.py"],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        _stop(self.process)
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, SIGKILL if it is still there after a while."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def _kill_leftovers(marker: str) -> None:
     """Kills any process whose command line names this test's directory (a postgres started
     by a restart that failed half-way, say): nothing outlives the test."""
@@ -221,27 +137,7 @@ class Rig:
     workers: list[WorkerProcess] = dataclasses.field(default_factory=list)
 
     def worker_env(self) -> dict[str, str]:
-        # Nothing of the caller's environment may configure the worker but what is set here.
-        fields = {name.upper() for name in Settings.model_fields}
-        env = {key: value for key, value in os.environ.items() if key not in fields}
-        s = self.settings
-        env |= {
-            "ENVIRONMENT": s.environment,
-            "DATABASE_URL": str(s.database_url),
-            "TEMPORAL_ADDRESS": str(s.temporal_address),
-            "TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
-            "TEMPORAL_SEND_TASK_QUEUE": s.temporal_send_task_queue,
-            "SEND_API_URL": str(s.send_api_url),
-            "SEND_API_TOKEN": s.send_api_token,
-            "SEND_CONCURRENCY": str(s.send_concurrency),
-            "SEND_TIMEOUT_SECONDS": str(s.send_timeout_seconds),
-            "SEND_RETRY_INITIAL_SECONDS": str(s.send_retry_initial_seconds),
-            "SEND_RETRY_MAX_SECONDS": str(s.send_retry_max_seconds),
-            "AUDIENCE_PAGE_SIZE": str(s.audience_page_size),
-            "LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-        return env
+        return service_env(self.settings, LOG_LEVEL="INFO")
 
     def start_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self.worker_env(), self.tmp / f"worker-{len(self.workers)}.log")

@@ -3,10 +3,6 @@ dispatch's cohorts in batches, and together they stay under SEND_RATE_PER_SECOND
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -18,7 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 from core.contracts import DispatchInput, SendOptions, dispatch_workflow_id
 from core.db import Database
 from core.models import Message
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import Settings
+from devstack.processes import WorkerProcess, service_env
 from tests.conftest import RunningSimulator
 from tests.factories import make_client, make_dispatch
 from tests.support import Queues, settings_for
@@ -31,51 +28,15 @@ CLIENTS = 90
 ZONES = ["UTC", "Europe/Moscow", "Asia/Tokyo"]
 
 
-def worker_env(s: Settings) -> dict[str, str]:
-    fields = {name.upper() for name in Settings.model_fields}
-    env = {key: value for key, value in os.environ.items() if key not in fields}
-    return env | {
-        "ENVIRONMENT": "test",
-        "DATABASE_URL": str(s.database_url),
-        "TEMPORAL_ADDRESS": str(s.temporal_address),
-        "TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
-        "TEMPORAL_SEND_TASK_QUEUE": s.temporal_send_task_queue,
-        "SEND_API_URL": str(s.send_api_url),
-        "SEND_API_TOKEN": s.send_api_token,
-        "SEND_CONCURRENCY": "10",
-        "SEND_RATE_PER_SECOND": str(RATE),
-        "LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 @contextlib.contextmanager
-def worker_processes(s: Settings, logs: list[Path]) -> Iterator[None]:
-    processes = []
-    for log_file in logs:
-        with log_file.open("wb") as out:
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "worker.py"],
-                    cwd=PROJECT_ROOT,
-                    env=worker_env(s),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+def worker_processes(s: Settings, logs: list[Path]) -> Iterator[list[WorkerProcess]]:
+    env = service_env(s, SEND_CONCURRENCY="10", SEND_RATE_PER_SECOND=str(RATE), LOG_LEVEL="INFO")
+    workers = [WorkerProcess(env, log_file) for log_file in logs]
     try:
-        yield
+        yield workers
     finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        for worker in workers:
+            worker.stop()
 
 
 def window_open_everywhere(now: datetime) -> tuple[time, time]:
@@ -103,7 +64,7 @@ async def test_two_workers_share_the_rate_cap(
     )
     assert dispatch.id is not None
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
-    with worker_processes(s, logs):
+    with worker_processes(s, logs) as workers:
         handle = await dev_env.client.start_workflow(
             DispatchWorkflow.run,
             DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(s)),
@@ -132,5 +93,5 @@ async def test_two_workers_share_the_rate_cap(
         in_one_second = sum(1 for m in moments[index:] if m < moment + 1.0)
         assert in_one_second <= RATE + 2 * RATE * 0.1 + 1, (index, in_one_second)
     # Both processes sent batches: the cap held across them, not within one.
-    for log_file in logs:
-        assert "batch of cohort" in log_file.read_text(), log_file.read_text()[-3000:]
+    for worker in workers:
+        assert "batch of cohort" in worker.log(), worker.log()[-3000:]

@@ -1,4 +1,4 @@
-"""`make run`: the whole service on the embedded stack, in the foreground.
+"""`make run` (`python -m devstack`): the whole service on the embedded stack, in the foreground.
 
 Starts PostgreSQL (pgserver) and applies migrations, the Temporal dev server with its UI
 (persisted in .data/temporal.db), the simulator of the send API (unless SEND_API_URL is set),
@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TextIO
 
 from core.db import EMBEDDED_DATABASE, migrate
-from core.embedded import (
+from core.logging import configure_logging
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from devstack.embedded import (
     EmbeddedPostgres,
     api_server_command,
     port_is_free,
     temporal_dev_server_command,
     wait_for_port,
 )
-from core.logging import configure_logging
-from core.settings import PROJECT_ROOT, Settings, get_settings
 
 log = logging.getLogger("stack")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.embedded import free_port, port_is_free
 from core.settings import PROJECT_ROOT, Settings
-from core.stack import StackError, check_ports, lock_data_dir
+from devstack.embedded import free_port, port_is_free
+from devstack.stack import StackError, check_ports, lock_data_dir
 
 
 def test_second_instance_is_refused_by_the_data_lock(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_run_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     for name in ("DATABASE_URL", "TEMPORAL_ADDRESS", "SEND_API_URL"):
         env.pop(name, None)
     stack = subprocess.Popen(
-        [sys.executable, "-m", "core.stack"],
+        [sys.executable, "-m", "devstack"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -69,7 +69,7 @@ def test_run_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
 
         # A second instance on the same data directory is refused, saying why.
         second = subprocess.run(
-            [sys.executable, "-m", "core.stack"],
+            [sys.executable, "-m", "devstack"],
             cwd=PROJECT_ROOT,
             env=env,
             capture_output=True,

@@ -1,6 +1,6 @@
 """The embedded stack: PostgreSQL from `pgserver` and Temporal's CLI dev server from PyPI.
 
-Used by `make run` (core.stack) and by the tests; no Docker, no system install.
+Used by `make run` (devstack.stack), the tests and the bench; no Docker, no system install.
 """
 
 import json

@@ -1,0 +1,104 @@
+"""Processes of the embedded stack that tests and benchmarks start, kill and start again."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from core.settings import PROJECT_ROOT, Settings
+from devstack.embedded import free_port, temporal_dev_server_command, wait_for_port
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a worker or API process configured by `settings` alone: none of the
+    caller's own settings variables leak in."""
+    fields = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key not in fields}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[name.upper()] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env | extra
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL if it is still there after a while."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class TemporalServer:
+    """`temporal server start-dev` over a SQLite file on fixed ports, so that it can be killed
+    and started again as the same server at the same address."""
+
+    def __init__(self, db_file: Path, log_file: Path) -> None:
+        self.port = free_port()
+        self.log_file = log_file
+        self.command = [
+            *temporal_dev_server_command(db_file=db_file, port=self.port, ui_port=free_port()),
+            "--headless",
+            # Random by default: fixed, so that a restart binds what the first start bound.
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_port("127.0.0.1", self.port, timeout=60, process=self.process)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+class WorkerProcess:
+    """`python worker.py` with the given environment, its output in a log file."""
+
+    def __init__(self, env: dict[str, str], log_file: Path) -> None:
+        self.log_file = log_file
+        with log_file.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "worker.py"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
