@@ -41,7 +41,7 @@ async def rig(
 
 
 async def start(
-    env: WorkflowEnvironment, s: Settings, dispatch_id: int, **send: int
+    env: WorkflowEnvironment, s: Settings, dispatch_id: int, **send: float
 ) -> WorkflowHandle[DispatchWorkflow, DispatchResult]:
     return await env.client.start_workflow(
         DispatchWorkflow.run,
@@ -303,3 +303,64 @@ async def test_dispatch_started_after_its_end_sends_nothing(
     assert result.messages == 3
     assert {m.status for m in await messages(db, dispatch.id)} == {"expired"}
     assert simulator.state.stats()["received"] == 0
+
+
+async def test_cohort_sleeps_through_a_closed_window_and_sends_at_the_next_opening(
+    clock_env: WorkflowEnvironment,
+    settings: Settings,
+    queues: Queues,
+    db: Database,
+    simulator: RunningSimulator,
+) -> None:
+    """The remote is down while the window is open; the batch's breaker stops it, the cohort
+    backs off, the window closes, and the cohort sleeps until it reopens: nothing is sent in
+    between, even once the remote is back, and the cohort sends its messages at the opening."""
+    time_env = clock_env
+    # One request at a time, the breaker opens at the first failure, and probes come ten
+    # minutes apart: each probe hands one message off, the others stay in the cohort.
+    s = settings_for(settings, time_env.client, queues, send_concurrency=1)
+    now = await time_env.get_current_time()
+    opened = hour_floor(now)
+    closes = opened + timedelta(hours=1)
+    clients = 10
+    for _ in range(clients):
+        await make_client(db, timezone="UTC")
+    dispatch = await make_dispatch(
+        db,
+        start_at=now,
+        end_at=now + timedelta(days=3),
+        window=(opened.time(), closes.time()),
+    )
+    assert dispatch.id is not None
+    simulator.state.set_config(SimulatorConfig(outage=True))
+    async with running_workers(s, time_env.client, db):
+        handle = await start(
+            time_env,
+            s,
+            dispatch.id,
+            breaker_failures=1,
+            retry_initial_seconds=600,
+            retry_max_seconds=3600,
+        )
+        while await time_env.get_current_time() < closes + timedelta(hours=2):
+            await time_env.sleep(timedelta(minutes=20))
+        assert simulator.state.stats()["accepted"] == 0
+        stored = await messages(db, dispatch.id)
+        in_cohort = [m for m in stored if m.cohort == "UTC"]
+        handed_off = [m for m in stored if m.cohort is None]
+        assert in_cohort and handed_off, stored
+        assert {(m.status, m.attempts) for m in in_cohort} == {("pending", 0)}
+        assert {m.status for m in handed_off} == {"retrying"}
+        simulator.state.set_config(SimulatorConfig())
+        await time_env.sleep(timedelta(hours=10))
+        assert simulator.state.stats()["accepted"] == 0
+        result = await handle.result()
+    assert (result.status, result.messages) == ("completed", clients)
+    reopened = opened + timedelta(days=1)
+    stored = await messages(db, dispatch.id)
+    assert {m.status for m in stored} == {"sent"}
+    for message in stored:
+        assert message.sent_at is not None
+        assert reopened <= message.sent_at < reopened + timedelta(minutes=1)
+    stats = simulator.state.stats()
+    assert (stats["unique_accepted"], stats["duplicates"]) == (clients, 0)
