@@ -214,7 +214,15 @@ class SendActivities:
                 ).scalars()
             )
         if not message_ids:
-            return SendBatchResult(last_message_id=input.after_message_id, exhausted=True)
+            # Nothing pending: tell a cohort whose dispatch was deleted to stop looking.
+            async with self.sessions() as session:
+                exists = await session.scalar(
+                    sa.select(dispatch_t.c.id).where(dispatch_t.c.id == input.dispatch_id)
+                )
+            stopped = None if exists is not None else SendOutcome.DELETED
+            return SendBatchResult(
+                last_message_id=input.after_message_id, exhausted=True, stopped=stopped
+            )
         heartbeat = asyncio.create_task(batch.heartbeat_forever())
         try:
             for chunk in _chunks(message_ids, LOAD_CHUNK):

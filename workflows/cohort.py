@@ -40,8 +40,11 @@ with workflow.unsafe.imports_passed_through():
 
 # A batch's own limit: a batch at a low rate cap may take long; heartbeats tell a dead one.
 BATCH_TIMEOUT = timedelta(hours=2)
-# While the dispatch is still laying out messages, a cohort that ran out looks again this often.
+# While the dispatch is still laying out messages, a cohort that ran out looks again after this
+# long, doubling up to STARVED_POLL_MAX (a dispatch stopped mid-layout must not be polled for
+# ever at full speed).
 STARVED_POLL = timedelta(seconds=1)
+STARVED_POLL_MAX = timedelta(minutes=1)
 REMOTE_DOWN = "remote_down"
 
 
@@ -105,6 +108,7 @@ class CohortWorkflow:
         cursor = input.after_message_id
         not_before: datetime | None = None
         backoff = timedelta(0)
+        starved = STARVED_POLL
         while True:
             now = workflow.now()
             lower = max(now, not_before or now)
@@ -149,8 +153,12 @@ class CohortWorkflow:
                         return
                     if not self._audience_done:
                         self._phase = "waiting for the audience"
-                        # More messages may still be laid out: look again shortly.
-                        await self._wait_for_audience()
+                        # More messages may still be laid out: look again shortly, less
+                        # often while none come.
+                        if result.sent:
+                            starved = STARVED_POLL
+                        await self._wait_for_audience(starved)
+                        starved = min(starved * 2, STARVED_POLL_MAX)
             if workflow.info().get_current_history_length() > input.send.history_limit:
                 workflow.continue_as_new(
                     CohortInput(
@@ -164,9 +172,9 @@ class CohortWorkflow:
                     )
                 )
 
-    async def _wait_for_audience(self) -> None:
+    async def _wait_for_audience(self, at_most: timedelta) -> None:
         try:
-            await workflow.wait_condition(lambda: self._audience_done, timeout=STARVED_POLL)
+            await workflow.wait_condition(lambda: self._audience_done, timeout=at_most)
         except TimeoutError:
             pass
 
@@ -241,4 +249,11 @@ class CohortWorkflow:
             )
             if audience_was_done:
                 return
-            await workflow.wait_condition(lambda: self._audience_done)
+            await self._wait_for_audience(STARVED_POLL_MAX)
+            plan: DispatchPlan = await workflow.execute_activity_method(
+                DispatchActivities.load_dispatch,
+                LoadDispatchInput(input.dispatch_id),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            if not plan.found:
+                return

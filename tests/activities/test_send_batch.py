@@ -8,10 +8,10 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 import sqlalchemy as sa
-from activities.remote import RemoteClient
 from temporalio.testing import ActivityEnvironment
 
 from activities.ratelimit import SendRateLimiter
+from activities.remote import RemoteClient
 from activities.send import SendActivities
 from core.contracts import COHORT_ALL, SendBatchInput, SendBatchResult
 from core.db import Database
@@ -201,5 +201,5 @@ async def test_deleted_dispatch_stops_the_batch(
         await session.execute(sa.delete(Dispatch).where(Dispatch.id == dispatch.id))
         await session.commit()
     result = await run_batch(sender, batch(dispatch))
-    assert (result.sent, result.exhausted) == (0, True)
+    assert (result.sent, result.exhausted, result.stopped) == (0, True, "deleted")
     assert simulator.state.stats()["received"] == 0
