@@ -79,6 +79,7 @@ def build_workers(
             dispatch_activities.count_open_messages,
             dispatch_activities.finish_message,
             dispatch_activities.finish_cohort,
+            dispatch_activities.confirm_handoffs,
         ],
     )
     sends = Worker(
@@ -86,8 +87,9 @@ def build_workers(
         task_queue=send_task_queue or settings.temporal_send_task_queue,
         activities=[send_activities.send_message, send_activities.send_batch],
         # Each attempt or batch holds one; requests in flight are bounded per process by
-        # SendActivities itself.
-        max_concurrent_activities=settings.send_concurrency,
+        # SendActivities itself. Twice as many as that, so that long batches of many cohorts
+        # never keep a failed message's next attempt from starting.
+        max_concurrent_activities=2 * settings.send_concurrency,
     )
     return [main, sends]
 

@@ -9,11 +9,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 
-from activities.records import finish_open_message
+from activities.records import confirm_handoffs, finish_open_message
 from core.contracts import (
     COHORT_ALL,
     AudiencePage,
     AudiencePageInput,
+    ConfirmHandoffsInput,
+    ConfirmHandoffsResult,
     CountOpenInput,
     CountOpenResult,
     DispatchPlan,
@@ -33,6 +35,7 @@ from core.db import SessionFactory
 from core.logging import ids
 from core.models import (
     OPEN_MESSAGE_STATUSES,
+    MessageSender,
     MessageStatus,
     client_t,
     dispatch_t,
@@ -143,19 +146,35 @@ class DispatchActivities:
                 cohorts = [COHORT_ALL] * len(clients)
             else:
                 cohorts = [client.timezone for client in clients]
+            sender = MessageSender.DELIVERY if input.per_client else MessageSender.COHORT
             # A retried activity finds its rows already there: one message per (dispatch, client).
             await session.execute(
                 insert(message_t)
                 .from_select(
-                    ["dispatch_id", "client_id", "cohort"],
+                    ["dispatch_id", "client_id", "cohort", "sender"],
                     sa.select(
                         sa.literal(input.dispatch_id, sa.BigInteger),
                         sa.func.unnest(sa.cast(client_ids, sa.ARRAY(sa.BigInteger))),
                         sa.func.unnest(sa.cast(cohorts, sa.ARRAY(sa.String))),
+                        sa.literal(str(sender)),
                     ),
                 )
                 .on_conflict_do_nothing(constraint="uq_message_dispatch_client")
             )
+            # The cohorts of the rows as stored: a retried page whose first attempt committed
+            # keeps the zones the clients had then.
+            stored_cohorts = (
+                await session.execute(
+                    sa.select(message_t.c.cohort)
+                    .distinct()
+                    .where(
+                        message_t.c.dispatch_id == input.dispatch_id,
+                        message_t.c.client_id.in_(client_ids),
+                        message_t.c.cohort.is_not(None),
+                    )
+                )
+            ).scalars()
+            page_cohorts = sorted(stored_cohorts)
             recipients: list[Recipient] = []
             if input.per_client:
                 recipients = await _open_recipients(
@@ -164,7 +183,7 @@ class DispatchActivities:
             await session.commit()
         log.info("laid out %d clients", len(clients), extra=ids(dispatch_id=input.dispatch_id))
         return LayOutResult(
-            cohorts=sorted({c for c in cohorts if c is not None}),
+            cohorts=page_cohorts,
             last_client_id=client_ids[-1],
             done=len(clients) < input.limit,
             laid_out=len(clients),
@@ -173,17 +192,22 @@ class DispatchActivities:
 
     @activity.defn
     async def finish_cohort(self, input: FinishCohortInput) -> FinishCohortResult:
-        """Moves every pending message still in the cohort to a final status (its end time
-        came before its window opened again)."""
+        """Moves every pending message the cohort still sends to a final status (its end time
+        came before its window opened again); a deleted client's ends cancelled."""
+        deleted = message_t.c.client_id.is_(None)
         async with self.sessions() as session:
             result = await session.execute(
                 sa.update(message_t)
                 .where(
                     message_t.c.dispatch_id == input.dispatch_id,
                     message_t.c.cohort == input.cohort,
+                    message_t.c.sender == MessageSender.COHORT,
                     message_t.c.status == MessageStatus.PENDING,
                 )
-                .values(status=input.status, last_error=input.error)
+                .values(
+                    status=sa.case((deleted, MessageStatus.CANCELLED), else_=input.status),
+                    last_error=sa.case((deleted, "client deleted"), else_=input.error),
+                )
             )
             await session.commit()
         changed = int(result.rowcount)  # type: ignore[attr-defined]
@@ -196,6 +220,12 @@ class DispatchActivities:
             extra=ids(dispatch_id=input.dispatch_id),
         )
         return FinishCohortResult(changed=changed)
+
+    @activity.defn
+    async def confirm_handoffs(self, input: ConfirmHandoffsInput) -> ConfirmHandoffsResult:
+        """The cohort started the deliveries of these messages: it owes them nothing more."""
+        confirmed = await confirm_handoffs(self.sessions, message_ids=input.message_ids)
+        return ConfirmHandoffsResult(confirmed=confirmed)
 
     @activity.defn
     async def count_open_messages(self, input: CountOpenInput) -> CountOpenResult:

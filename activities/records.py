@@ -7,13 +7,20 @@ The one home of the rule every writer follows: a final status is never reopened,
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from core.contracts import ERROR_MAX_LENGTH
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import OPEN_MESSAGE_STATUSES, MessageStatus, message_t
+from core.models import (
+    OPEN_MESSAGE_STATUSES,
+    MessageSender,
+    MessageStatus,
+    client_t,
+    message_t,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +92,7 @@ class Outcome:
     attempted: bool = False  # a request went out: attempts + 1
     error: str | None = None
     sent_at: datetime | None = None
-    # The message leaves its cohort for a delivery workflow of its own.
+    # The message leaves its cohort's batches: the cohort owes it a delivery of its own.
     hand_off: bool = False
 
 
@@ -97,7 +104,7 @@ _RECORD_OUTCOMES = sa.text(
         last_error = CASE WHEN v.status = 'sent' THEN NULL
                           ELSE coalesce(v.error, m.last_error) END,
         sent_at = coalesce(v.sent_at, m.sent_at),
-        cohort = CASE WHEN v.hand_off THEN NULL ELSE m.cohort END,
+        sender = CASE WHEN v.hand_off THEN 'owed' ELSE m.sender END,
         updated_at = now()
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempted AS boolean[]),
@@ -123,6 +130,41 @@ async def record_outcomes(sessions: SessionFactory, outcomes: list[Outcome]) -> 
                 "sent_at": [o.sent_at for o in outcomes],
                 "hand_off": [o.hand_off for o in outcomes],
             },
+        )
+        await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def owed_handoffs(
+    sessions: SessionFactory, *, dispatch_id: int, cohort: str, limit: int
+) -> list[Any]:
+    """Messages a cohort handed off whose delivery it has not confirmed starting (a batch that
+    wrote them may have failed before returning them)."""
+    async with sessions() as session:
+        rows = await session.execute(
+            sa.select(
+                message_t.c.id, message_t.c.client_id, message_t.c.status, client_t.c.timezone
+            )
+            .select_from(message_t)
+            .outerjoin(client_t, client_t.c.id == message_t.c.client_id)
+            .where(
+                message_t.c.dispatch_id == dispatch_id,
+                message_t.c.cohort == cohort,
+                message_t.c.sender == sa.literal_column("'owed'"),
+            )
+            .order_by(message_t.c.id)
+            .limit(limit)
+        )
+        return list(rows)
+
+
+async def confirm_handoffs(sessions: SessionFactory, *, message_ids: list[int]) -> int:
+    """The deliveries of these messages are started: their cohort owes them nothing more."""
+    async with sessions() as session:
+        result = await session.execute(
+            sa.update(message_t)
+            .where(message_t.c.id.in_(message_ids), message_t.c.sender == MessageSender.OWED)
+            .values(sender=MessageSender.DELIVERY)
         )
         await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -21,8 +21,10 @@ from activities.clock import activity_now
 from activities.ratelimit import SendRateLimiter
 from activities.records import (
     Outcome,
+    confirm_handoffs,
     error_text,
     finish_open_message,
+    owed_handoffs,
     record_attempt,
     record_outcomes,
 )
@@ -40,7 +42,7 @@ from core.contracts import (
 )
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import MessageStatus, client_t, dispatch_t, message_t
+from core.models import OPEN_MESSAGE_STATUSES, MessageStatus, client_t, dispatch_t, message_t
 from core.rules import FINAL_STATUS_OF, Action, Decision, MessageState, decide
 from core.windows import SendWindow, stored_window
 
@@ -133,34 +135,40 @@ class SendActivities:
             log.info("message no longer exists", extra=ids(message_id=message_id))
             return SendResult(message_id=message_id, status=MessageStatus.CANCELLED)
         log_ids = ids(message_id=message_id, dispatch_id=row.dispatch_id, client_id=row.client_id)
+        windows = _Windows()
+        # The slot is held until the outcome is written, as in batches.
         async with self.slots:
-            await self.limiter.acquire()
-            decision = decide(message_state(row, _Windows()), now=activity_now())
+            decision = await self._decide_and_take_token(row, windows)
             if decision.action != Action.SEND:
                 return await self._not_sent(row, decision)
             error = await self._post(row)
-        if error is None:
-            await record_attempt(
-                self.sessions,
-                message_id=message_id,
-                status=MessageStatus.SENT,
-                sent_at=activity_now(),
-            )
-            log.info("message sent", extra=log_ids)
-            return SendResult(message_id=message_id, status=MessageStatus.SENT)
-        reason = error_text(error)
+            if error is None:
+                await record_attempt(
+                    self.sessions,
+                    message_id=message_id,
+                    status=MessageStatus.SENT,
+                    sent_at=activity_now(),
+                )
+                log.info("message sent", extra=log_ids)
+                return SendResult(message_id=message_id, status=MessageStatus.SENT)
+            reason = error_text(error)
+            status = MessageStatus.FAILED if error.permanent else MessageStatus.RETRYING
+            await record_attempt(self.sessions, message_id=message_id, status=status, error=reason)
         if error.permanent:
-            await record_attempt(
-                self.sessions, message_id=message_id, status=MessageStatus.FAILED, error=reason
-            )
             log.warning("remote rejected message: %s", reason, extra=log_ids)
             raise ApplicationError(reason, type=REMOTE_REJECTED, non_retryable=True)
-        await record_attempt(
-            self.sessions, message_id=message_id, status=MessageStatus.RETRYING, error=reason
-        )
         log.warning("send failed, will retry: %s", reason, extra=log_ids)
         delay = None if error.retry_after is None else timedelta(seconds=error.retry_after)
         raise ApplicationError(reason, type=REMOTE_UNAVAILABLE, next_retry_delay=delay)
+
+    async def _decide_and_take_token(self, row: Any, windows: _Windows) -> Decision:
+        """The rules' decision at this moment; a send first waits for its token of the rate
+        cap, and is judged again after the wait (the window may have closed meanwhile)."""
+        decision = decide(message_state(row, windows), now=activity_now())
+        if decision.action != Action.SEND or self.limiter.rate is None:
+            return decision
+        await self.limiter.acquire()
+        return decide(message_state(row, windows), now=activity_now())
 
     async def _not_sent(self, row: Any, decision: Decision) -> SendResult:
         if decision.action == Action.SKIP:
@@ -178,7 +186,8 @@ class SendActivities:
         return SendResult(message_id=row.id, status=status)
 
     async def _post(self, row: Any) -> RemoteError | None:
-        """One request to the remote; the error it ended in, if any."""
+        """One request to the remote; the error it ended in, if any. Anything else than the
+        remote's answer (a closed client at shutdown, a bug) propagates and fails the attempt."""
         try:
             await self.remote.send(message_id=row.id, phone=row.phone, text=row.text)
         except RemoteError as error:
@@ -197,6 +206,7 @@ class SendActivities:
         send failed transiently leaves the cohort for a delivery workflow of its own.
         """
         batch = _Batch(self, input)
+        batch.handoffs += await self._owed_handoffs(input)
         async with self.sessions() as session:
             message_ids = list(
                 (
@@ -205,7 +215,10 @@ class SendActivities:
                         .where(
                             message_t.c.dispatch_id == input.dispatch_id,
                             message_t.c.cohort == input.cohort,
-                            message_t.c.status == MessageStatus.PENDING,
+                            # Literals, so that a prepared statement's generic plan still
+                            # matches the partial index.
+                            message_t.c.status == sa.literal_column("'pending'"),
+                            message_t.c.sender == sa.literal_column("'cohort'"),
                             message_t.c.id > input.after_message_id,
                         )
                         .order_by(message_t.c.id)
@@ -221,7 +234,10 @@ class SendActivities:
                 )
             stopped = None if exists is not None else SendOutcome.DELETED
             return SendBatchResult(
-                last_message_id=input.after_message_id, exhausted=True, stopped=stopped
+                last_message_id=input.after_message_id,
+                exhausted=True,
+                handoffs=batch.handoffs,
+                stopped=stopped,
             )
         heartbeat = asyncio.create_task(batch.heartbeat_forever())
         try:
@@ -243,6 +259,43 @@ class SendActivities:
             extra=ids(dispatch_id=input.dispatch_id),
         )
         return result
+
+    async def _owed_handoffs(self, input: SendBatchInput) -> list[Handoff]:
+        """Hand-offs an earlier attempt wrote but could not return: the cohort starts their
+        deliveries again (a delivery already started is refused, harmlessly)."""
+        owed = await owed_handoffs(
+            self.sessions, dispatch_id=input.dispatch_id, cohort=input.cohort, limit=input.limit
+        )
+        if owed:
+            log.warning(
+                "cohort %s owes %d deliveries from an earlier attempt",
+                input.cohort,
+                len(owed),
+                extra=ids(dispatch_id=input.dispatch_id),
+            )
+        handoffs, settled = [], []
+        for row in owed:
+            if row.client_id is None or row.status not in OPEN_MESSAGE_STATUSES:
+                # Nothing left to deliver: a deleted client's message ends cancelled here.
+                await finish_open_message(
+                    self.sessions,
+                    message_id=row.id,
+                    status=MessageStatus.CANCELLED,
+                    error="client deleted",
+                    dispatch_id=input.dispatch_id,
+                )
+                settled.append(row.id)
+                continue
+            delay = input.retry_delay_seconds if row.status == MessageStatus.RETRYING else 0.0
+            handoffs.append(Handoff(row.id, row.client_id, row.timezone, delay_seconds=delay))
+        if settled:
+            await confirm_handoffs(self.sessions, message_ids=settled)
+        return handoffs
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -266,6 +319,8 @@ class _Batch:
     consecutive_failures: int = 0
     stopped: str | None = None
     not_before: datetime | None = None
+    # The first error of a send or a write: the attempt fails with it.
+    failure: BaseException | None = None
 
     def stop(self, reason: str, not_before: datetime | None = None) -> None:
         if self.stopped is None:
@@ -290,11 +345,10 @@ class _Batch:
                 return False
             await owner.slots.acquire()
             try:
-                await owner.limiter.acquire()
                 if self.stopped:  # while this waited for a slot
                     owner.slots.release()
                     return False
-                decision = decide(message_state(row, self.windows), now=activity_now())
+                decision = await owner._decide_and_take_token(row, self.windows)
                 if decision.action == Action.SEND:
                     task = asyncio.create_task(self._send(row))
                     self.tasks.add(task)
@@ -333,6 +387,11 @@ class _Batch:
         try:
             error = await owner._post(row)
             await self._write(self._outcome_of(row, error))
+        except BaseException as failure:
+            # Kept for finish(), which fails the attempt: the message stays pending and the
+            # retried batch judges it again.
+            self.failure = self.failure or failure
+            self.stop("failed")
         finally:
             owner.slots.release()
 
@@ -360,6 +419,13 @@ class _Batch:
     def _write(self, outcome: Outcome) -> asyncio.Future[None]:
         """Queues an outcome; the future resolves once it is in the database."""
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Outcomes judged without a request are not awaited: their error is the batch's.
+        written.add_done_callback(_retrieve)
+        if self.failure is not None:
+            # A write failed: nothing more is written in this attempt (a later write that
+            # succeeded would hide the lost one).
+            written.set_exception(self.failure)
+            return written
         self.unwritten.append((outcome, written))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.create_task(self._write_all())
@@ -372,11 +438,13 @@ class _Batch:
                 await record_outcomes(self.owner.sessions, [outcome for outcome, _ in queued])
             except BaseException as error:
                 # No send may go out while the database cannot record it.
+                self.failure = self.failure or error
                 self.stop("database unavailable")
-                for _, written in queued:
+                for _, written in [*queued, *self.unwritten]:
                     if not written.done():
                         written.set_exception(error)
-                raise
+                self.unwritten = []
+                return
             for _, written in queued:
                 if not written.done():
                     written.set_result(None)
@@ -384,11 +452,13 @@ class _Batch:
     async def finish(self) -> None:
         """Waits for every request in flight and every outcome to be written; raises if the
         database would not take them (the batch is then retried and finds them still pending)."""
-        if self.tasks:
+        while self.tasks:
             await asyncio.gather(*self.tasks)
         if self.writer is not None:
             await self.writer
         await self._write_all()
+        if self.failure is not None:
+            raise self.failure
 
     async def abandon(self) -> None:
         """On the way out after an error or a cancellation: nothing may keep running."""

@@ -278,6 +278,18 @@ class SendBatchResult:
 
 
 @dataclass
+class ConfirmHandoffsInput:
+    """The deliveries of these messages are started."""
+
+    message_ids: list[int]
+
+
+@dataclass
+class ConfirmHandoffsResult:
+    confirmed: int
+
+
+@dataclass
 class FinishCohortInput:
     """Moves the cohort's pending messages to a final status (expired at its end time)."""
 

@@ -52,6 +52,12 @@ class MessageStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class MessageSender(StrEnum):
+    COHORT = "cohort"
+    OWED = "owed"
+    DELIVERY = "delivery"
+
+
 OPEN_MESSAGE_STATUSES = (MessageStatus.PENDING, MessageStatus.RETRYING)
 FINAL_MESSAGE_STATUSES = (
     MessageStatus.SENT,
@@ -62,8 +68,8 @@ FINAL_MESSAGE_STATUSES = (
 DELIVERY_SHAPES = ("cohorts", "per_client")
 
 
-def _status_check(enum: type[StrEnum]) -> str:
-    return "status IN (" + ", ".join(f"'{member.value}'" for member in enum) + ")"
+def _status_check(enum: type[StrEnum], column: str = "status") -> str:
+    return f"{column} IN (" + ", ".join(f"'{member.value}'" for member in enum) + ")"
 
 
 class Client(SQLModel, table=True):
@@ -139,13 +145,22 @@ class Message(SQLModel, table=True):
         sa.Index("ix_message_dispatch_status", "dispatch_id", "status"),
         # Deleting a client nulls its messages' client_id.
         sa.Index("ix_message_client_id", "client_id"),
+        sa.CheckConstraint(_status_check(MessageSender, "sender"), name="sender"),
         # A cohort's batches read its pending messages by id; sent ones leave the index.
         sa.Index(
             "ix_message_cohort_pending",
             "dispatch_id",
             "cohort",
             "id",
-            postgresql_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending' AND sender = 'cohort'"),
+        ),
+        # Hand-offs a cohort still owes: found again after a batch that wrote them failed.
+        sa.Index(
+            "ix_message_owed",
+            "dispatch_id",
+            "cohort",
+            "id",
+            postgresql_where=sa.text("sender = 'owed'"),
         ),
     )
 
@@ -166,10 +181,16 @@ class Message(SQLModel, table=True):
         default=MessageStatus.PENDING,
         sa_column=sa.Column(sa.String(16), nullable=False, server_default="pending"),
     )
-    # Who sends it: the cohort (a zone, or "all") of its dispatch; NULL when a delivery
-    # workflow of its own does (per-client shape, or handed off after a failed attempt).
+    # The cohort (a zone, or "all") of its dispatch; NULL in the per-client shape.
     cohort: str | None = Field(
         default=None, sa_column=sa.Column(sa.String(TIMEZONE_MAX_LENGTH), nullable=True)
+    )
+    # Who sends it: its cohort's batches ("cohort"); a delivery workflow of its own that the
+    # cohort still owes it ("owed": handed off by a batch, the child not yet started); or that
+    # delivery ("delivery", and every message of the per-client shape).
+    sender: str = Field(
+        default=MessageSender.DELIVERY,
+        sa_column=sa.Column(sa.String(8), nullable=False, server_default="delivery"),
     )
     attempts: int = Field(
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")

@@ -59,7 +59,13 @@ async def make_messages(
 ) -> list[Message]:
     """One pending message per client, in the given cohort (None: a delivery's own)."""
     messages = [
-        Message(dispatch_id=dispatch.id, client_id=client.id, cohort=cohort) for client in clients
+        Message(
+            dispatch_id=dispatch.id,
+            client_id=client.id,
+            cohort=cohort,
+            sender="delivery" if cohort is None else "cohort",
+        )
+        for client in clients
     ]
     async with db.sessions() as session:
         session.add_all(messages)

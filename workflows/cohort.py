@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         CohortInput,
         CohortProgress,
         CohortResult,
+        ConfirmHandoffsInput,
         DeliveryInput,
         DeliveryResult,
         DispatchPlan,
@@ -198,9 +199,17 @@ class CohortWorkflow:
     async def _hand_off(
         self, input: CohortInput, plan: DispatchPlan, handoffs: list[Handoff]
     ) -> None:
-        """A delivery workflow for each message the batch could not finish."""
+        """A delivery workflow for each message the batch could not finish; then the database
+        learns that the cohort owes them nothing more."""
+        if not handoffs:
+            return
         await asyncio.gather(*(self._start_delivery(input, plan, h) for h in handoffs))
         self._handed_off += len(handoffs)
+        await workflow.execute_activity_method(
+            DispatchActivities.confirm_handoffs,
+            ConfirmHandoffsInput([h.message_id for h in handoffs]),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
 
     async def _start_delivery(
         self, input: CohortInput, plan: DispatchPlan, handoff: Handoff

@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 from temporalio.testing import ActivityEnvironment
 
+from activities.dispatch import DispatchActivities
 from activities.ratelimit import SendRateLimiter
 from activities.remote import RemoteClient
 from activities.send import SendActivities
-from core.contracts import COHORT_ALL, SendBatchInput, SendBatchResult
+from core.contracts import COHORT_ALL, ConfirmHandoffsInput, SendBatchInput, SendBatchResult
 from core.db import Database
 from core.models import Client, Dispatch, Message
 from simulator.app import SimulatorConfig
@@ -132,7 +133,7 @@ async def test_client_who_moved_zone_gets_a_delivery_of_its_own(
     [handoff] = result.handoffs
     assert (handoff.message_id, handoff.timezone) == (messages[0].id, "Pacific/Fiji")
     moved = (await rows(db, dispatch))[0]
-    assert (moved.status, moved.cohort, moved.attempts) == ("pending", None, 0)
+    assert (moved.status, moved.sender, moved.attempts) == ("pending", "owed", 0)
 
 
 async def test_failed_sends_are_handed_off_and_the_breaker_stops_the_batch(
@@ -150,10 +151,10 @@ async def test_failed_sends_are_handed_off_and_the_breaker_stops_the_batch(
     handed = {h.message_id for h in result.handoffs}
     for message in stored:
         if message.id in handed:
-            assert (message.status, message.cohort, message.attempts) == ("retrying", None, 1)
+            assert (message.status, message.sender, message.attempts) == ("retrying", "owed", 1)
             assert message.last_error is not None and "503" in message.last_error
         else:
-            assert (message.status, message.cohort, message.attempts) == ("pending", "all", 0)
+            assert (message.status, message.sender, message.attempts) == ("pending", "cohort", 0)
     assert simulator.state.stats()["received"] == len(handed)
 
     # The remote is back: the next batch sends the rest, never the handed-off ones.
@@ -203,3 +204,32 @@ async def test_deleted_dispatch_stops_the_batch(
     result = await run_batch(sender, batch(dispatch))
     assert (result.sent, result.exhausted, result.stopped) == (0, True, "deleted")
     assert simulator.state.stats()["received"] == 0
+
+
+async def test_handoffs_an_attempt_could_not_return_come_back_until_confirmed(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    """A batch attempt that wrote its hand-offs and then failed: the next attempt returns them,
+    and they stop coming once the cohort confirmed their deliveries."""
+    dispatch, _, messages = await cohort_of(db, 3)
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Message)
+            .where(Message.id == messages[0].id)
+            .values(status="retrying", sender="owed", attempts=1)
+        )
+        await session.commit()
+    retried = await run_batch(sender, batch(dispatch, retry_delay_seconds=3))
+    assert retried.sent == 2
+    assert [(h.message_id, h.delay_seconds) for h in retried.handoffs] == [(messages[0].id, 3)]
+    again = await run_batch(sender, batch(dispatch))
+    assert [h.message_id for h in again.handoffs] == [messages[0].id]
+
+    activities = DispatchActivities(sessions=db.sessions)
+    assert messages[0].id is not None
+    confirmed = await ActivityEnvironment().run(
+        activities.confirm_handoffs, ConfirmHandoffsInput([messages[0].id])
+    )
+    assert confirmed.confirmed == 1
+    assert (await run_batch(sender, batch(dispatch))).handoffs == []
+    assert simulator.state.stats()["received"] == 2

@@ -346,8 +346,8 @@ async def test_cohort_sleeps_through_a_closed_window_and_sends_at_the_next_openi
             await time_env.sleep(timedelta(minutes=20))
         assert simulator.state.stats()["accepted"] == 0
         stored = await messages(db, dispatch.id)
-        in_cohort = [m for m in stored if m.cohort == "UTC"]
-        handed_off = [m for m in stored if m.cohort is None]
+        in_cohort = [m for m in stored if m.sender == "cohort"]
+        handed_off = [m for m in stored if m.sender == "delivery"]
         assert in_cohort and handed_off, stored
         assert {(m.status, m.attempts) for m in in_cohort} == {("pending", 0)}
         assert {m.status for m in handed_off} == {"retrying"}
