@@ -29,6 +29,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
+        # A statement that hangs (a database that stopped answering) fails after this long,
+        # so that an activity fails and is retried instead of holding its slot for hours.
+        connect_args={"command_timeout": settings.database_statement_timeout_seconds},
     )
 
 

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # Unset: the embedded PostgreSQL under DATA_DIR (started by `make run` and the tests).
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1)
+    # Longest a single statement may take before it fails (seconds).
+    database_statement_timeout_seconds: float = Field(default=60.0, gt=0)
 
     # Unset: the embedded Temporal dev server started by `make run`.
     temporal_address: str | None = None
