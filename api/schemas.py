@@ -200,6 +200,8 @@ class DispatchUpdate(BaseModel):
     @model_validator(mode="after")
     def _order(self) -> "DispatchUpdate":
         _ends_after_start(self.start_at, self.end_at)
+        if self.end_at is not None and self.end_at <= datetime.now(UTC):
+            raise ValueError("end_at is in the past: nothing could be sent")
         return self
 
 

@@ -33,7 +33,14 @@ from core.contracts import (
 )
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import ids
-from core.models import Client, Dispatch, DispatchStatus, Message, MessageStatus
+from core.models import (
+    OPEN_MESSAGE_STATUSES,
+    Client,
+    Dispatch,
+    DispatchStatus,
+    Message,
+    MessageStatus,
+)
 from core.phones import default_timezone, operator_code
 from core.settings import Settings
 from core.stats import counts_by_dispatch, total_counts
@@ -103,10 +110,21 @@ async def update_client(*, session: AsyncSession, client_id: int, data: ClientUp
 
 
 async def delete_client(*, session: AsyncSession, client_id: int) -> None:
+    """Deletes the client; its messages not yet sent end cancelled at once (not when their
+    window would have opened), and every message keeps its history."""
     client = await get_client(session=session, client_id=client_id)
+    cancelled = await session.execute(
+        sa.update(Message)
+        .where(col(Message.client_id) == client_id, col(Message.status).in_(OPEN_MESSAGE_STATUSES))
+        .values(status=MessageStatus.CANCELLED, last_error="client deleted")
+    )
     await session.delete(client)
     await session.commit()
-    log.info("client deleted", extra=ids(client_id=client_id))
+    log.info(
+        "client deleted; %d open messages cancelled",
+        cancelled.rowcount,  # type: ignore[attr-defined]
+        extra=ids(client_id=client_id),
+    )
 
 
 async def list_clients(

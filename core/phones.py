@@ -20,12 +20,21 @@ class InvalidTimezone(ValueError):
 
 
 def normalize_phone(value: str | int) -> str:
-    """The number as 11 digits `7XXXXXXXXXX`; separators and a leading `+` are tolerated."""
+    """The number as 11 digits `7XXXXXXXXXX`. Separators and a leading `+` are tolerated, and
+    the domestic form `8XXXXXXXXXX` (`8 (916) 123-45-67`) is the same number."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidPhone("phone must be a string or an integer")
-    digits = _SEPARATORS.sub("", str(value)).removeprefix("+")
+    text = _SEPARATORS.sub("", str(value))
+    digits = text.removeprefix("+")
+    if not text.startswith("+") and re.fullmatch(r"8\d{10}", digits):
+        digits = "7" + digits[1:]
+    if not re.fullmatch(r"\d+", digits):
+        raise InvalidPhone("phone must hold digits only (separators and a leading + allowed)")
     if not re.fullmatch(r"7\d{10}", digits):
-        raise InvalidPhone("phone must be 11 digits starting with 7, e.g. 79161234567")
+        raise InvalidPhone(
+            f"{digits[:15]} is not a Russian mobile number: only Russian mobiles are taken, "
+            "11 digits starting with 7 (or 8), e.g. 79161234567"
+        )
     parsed = phonenumbers.parse("+" + digits)
     if not phonenumbers.is_valid_number(parsed) or parsed.country_code != 7:
         raise InvalidPhone(f"{digits} is not a valid Russian number")

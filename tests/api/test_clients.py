@@ -1,6 +1,9 @@
 import httpx
+import sqlalchemy as sa
 
 from core.db import Database
+from core.models import Message
+from tests.factories import make_client, make_dispatch, make_messages
 
 CLIENTS = "/api/v1/clients"
 
@@ -100,3 +103,39 @@ async def test_list_filters_and_pages(api: httpx.AsyncClient) -> None:
     assert (await api.get(CLIENTS, params={"limit": 0})).status_code == 422
     assert (await api.get(CLIENTS, params={"operator_code": "9"})).status_code == 422
     assert (await api.get(CLIENTS, params={"tag": "a\u0000"})).status_code == 422
+
+
+async def test_domestic_form_is_the_same_number(api: httpx.AsyncClient) -> None:
+    response = await api.post(CLIENTS, json={"phone": "8 (916) 123-45-67"})
+    assert response.status_code == 201, response.text
+    assert response.json()["phone"] == "79161234567"
+    again = await api.post(CLIENTS, json={"phone": 89161234567})
+    assert again.status_code == 409, again.text
+
+
+async def test_foreign_number_is_refused_saying_only_russian_mobiles(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post(CLIENTS, json={"phone": "+44 20 7946 0958"})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert "only Russian mobiles" in error["msg"]
+
+
+async def test_deleting_a_client_cancels_its_unsent_messages_at_once(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    client = await make_client(db)
+    other = await make_client(db)
+    dispatch = await make_dispatch(db)
+    waiting, untouched = await make_messages(db, dispatch, [client, other], cohort="all")
+    response = await api.delete(f"{CLIENTS}/{client.id}")
+    assert response.status_code == 204
+    async with db.sessions() as session:
+        stored = {m.id: m for m in (await session.execute(sa.select(Message))).scalars()}
+    assert (stored[waiting.id].status, stored[waiting.id].last_error) == (
+        "cancelled",
+        "client deleted",
+    )
+    assert stored[waiting.id].client_id is None
+    assert stored[untouched.id].status == "pending"

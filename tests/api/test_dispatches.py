@@ -104,6 +104,14 @@ async def test_edit_reschedules_and_delete_cancels(
     bad = await api.patch(url, json={"end_at": datetime.now(UTC).isoformat()})
     assert bad.status_code == 422
     assert "end_at" in bad.text
+    # A past end with a start before it: refused as at creation, not expired a second later.
+    past = datetime.now(UTC) - timedelta(hours=1)
+    ended = await api.patch(
+        url,
+        json={"start_at": (past - timedelta(hours=1)).isoformat(), "end_at": past.isoformat()},
+    )
+    assert ended.status_code == 422, ended.text
+    assert "end_at is in the past" in ended.text
 
     assert (await api.delete(url)).status_code == 204
     assert (await api.get(url)).status_code == 404
