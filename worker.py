@@ -80,6 +80,7 @@ def build_workers(
             dispatch_activities.finish_message,
             dispatch_activities.finish_cohort,
             dispatch_activities.confirm_handoffs,
+            dispatch_activities.control_dispatch,
         ],
     )
     sends = Worker(

@@ -8,14 +8,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.records import confirm_handoffs, finish_open_message
 from core.contracts import (
     COHORT_ALL,
+    CONTROL_REFUSED,
     AudiencePage,
     AudiencePageInput,
     ConfirmHandoffsInput,
     ConfirmHandoffsResult,
+    ControlInput,
+    ControlResult,
     CountOpenInput,
     CountOpenResult,
     DispatchPlan,
@@ -31,7 +35,9 @@ from core.contracts import (
     SetDispatchStatusResult,
     Window,
 )
+from core.control import Command, apply_command
 from core.db import SessionFactory
+from core.errors import Conflict, NotFound
 from core.logging import ids
 from core.models import (
     OPEN_MESSAGE_STATUSES,
@@ -220,6 +226,29 @@ class DispatchActivities:
             extra=ids(dispatch_id=input.dispatch_id),
         )
         return FinishCohortResult(changed=changed)
+
+    @activity.defn
+    async def control_dispatch(self, input: ControlInput) -> ControlResult:
+        """Applies a pause, resume or cancel sent to the workflow (the Temporal UI or CLI); a
+        command the dispatch's status refuses fails for good, with the reason."""
+        try:
+            async with self.sessions() as session:
+                applied = await apply_command(
+                    session=session,
+                    dispatch_id=input.dispatch_id,
+                    command=Command(input.command),
+                    reason=input.reason,
+                )
+        except (Conflict, NotFound, ValueError) as error:
+            log.warning("control refused: %s", error, extra=ids(dispatch_id=input.dispatch_id))
+            raise ApplicationError(str(error), type=CONTROL_REFUSED, non_retryable=True) from None
+        log.info(
+            "dispatch %s by signal (%s)",
+            applied.status,
+            input.reason or "no reason given",
+            extra=ids(dispatch_id=input.dispatch_id),
+        )
+        return ControlResult(applied.status, applied.changed, applied.messages_cancelled)
 
     @activity.defn
     async def confirm_handoffs(self, input: ConfirmHandoffsInput) -> ConfirmHandoffsResult:

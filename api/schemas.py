@@ -205,6 +205,13 @@ class DispatchUpdate(BaseModel):
         return self
 
 
+class ControlBody(BaseModel):
+    """Why the operator pauses, resumes or cancels (kept in the logs, and on cancelled
+    messages)."""
+
+    reason: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
+
+
 class StatusCounts(BaseModel):
     """Messages counted by status."""
 

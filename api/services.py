@@ -31,6 +31,7 @@ from core.contracts import (
     Window,
     dispatch_workflow_id,
 )
+from core.control import Command, apply_command
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import ids
 from core.models import (
@@ -248,6 +249,39 @@ async def update_dispatch(
         # The workflow re-reads the row when its timer fires; only an earlier start is late.
         log.warning("edit not signalled: %s", error, extra=ids(dispatch_id=dispatch_id))
     return dispatch
+
+
+async def control_dispatch(
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    dispatch_id: int,
+    command: Command,
+    reason: str | None,
+) -> Dispatch:
+    """Pauses, resumes or cancels the dispatch: the row changes first (every batch and attempt
+    reads it before a request), then its workflow is told, so that sleeping cohorts wake up.
+    A repeat changes nothing; a command the status refuses is a Conflict."""
+    applied = await apply_command(
+        session=session, dispatch_id=dispatch_id, command=command, reason=reason
+    )
+    log.info(
+        "dispatch %s (%s)%s",
+        applied.status,
+        reason or "no reason given",
+        "" if applied.changed else ", unchanged",
+        extra=ids(dispatch_id=dispatch_id),
+    )
+    if applied.changed:
+        try:
+            await temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id)).signal(
+                DispatchWorkflow.dispatch_changed, DispatchChanged(reason=command)
+            )
+        except RPCError as error:
+            # The batches read the row anyway; only a sleeping cohort wakes later (at its
+            # window or its pause's recheck).
+            log.warning("%s not signalled: %s", command, error, extra=ids(dispatch_id=dispatch_id))
+    return await get_dispatch(session=session, dispatch_id=dispatch_id)
 
 
 async def delete_dispatch(

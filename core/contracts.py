@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # Error types the workflows and retry policies name.
 REMOTE_REJECTED = "RemoteRejected"  # a 4xx other than 408/429: permanent, never retried
 REMOTE_UNAVAILABLE = "RemoteUnavailable"  # timeouts, refused connections, 5xx, 429, garbage
+CONTROL_REFUSED = "ControlRefused"  # a pause, resume or cancel the dispatch's status refuses
 
 # Signal names, shared by the senders and the workflows that define them.
 DELIVERY_FINISHED = "delivery_finished"
@@ -377,6 +378,30 @@ class FinishMessageInput:
 @dataclass
 class FinishMessageResult:
     changed: bool
+
+
+@dataclass
+class ControlInput:
+    """A pause, resume or cancel of a dispatch, from the Temporal UI or CLI (signals of the same
+    names on the dispatch workflow) or from the API."""
+
+    dispatch_id: int
+    command: str
+    reason: str | None = None
+
+
+@dataclass
+class ControlResult:
+    status: str
+    changed: bool
+    messages_cancelled: int = 0
+
+
+@dataclass
+class ControlSignal:
+    """The body of the `pause`, `resume` and `cancel` signals (all fields optional)."""
+
+    reason: str | None = None
 
 
 @dataclass

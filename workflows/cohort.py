@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
         COHORT_ALL,
         COHORT_FINISHED,
         DB_TIMEOUT,
+        DISPATCH_CHANGED,
         AudienceComplete,
         CohortFinished,
         CohortInput,
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ConfirmHandoffsInput,
         DeliveryInput,
         DeliveryResult,
+        DispatchChanged,
         DispatchPlan,
         FinishCohortInput,
         Handoff,
@@ -58,6 +60,8 @@ class CohortWorkflow:
 
     def __init__(self) -> None:
         self._audience_done = False
+        # The dispatch changed (pause, resume, cancel): a sleep in progress ends early.
+        self._changed = False
         self._phase = "loading"
         self._sent = 0
         self._handed_off = 0
@@ -68,6 +72,10 @@ class CohortWorkflow:
     @workflow.signal(name=AUDIENCE_COMPLETE)
     def audience_complete(self, input: AudienceComplete) -> None:
         self._audience_done = True
+
+    @workflow.signal(name=DISPATCH_CHANGED)
+    def dispatch_changed(self, input: DispatchChanged) -> None:
+        self._changed = True
 
     @workflow.query
     def progress(self) -> CohortProgress:
@@ -128,8 +136,13 @@ class CohortWorkflow:
                 return
             if opens > now:
                 self._phase = "waiting for the window" if zone else "waiting"
-                await workflow.sleep(opens - now)
+                if await self._sleep(opens - now):
+                    # Woken by a change of the dispatch (a resume, a cancel): a batch judges
+                    # every message now (outside the window it sends nothing and says so).
+                    not_before = None
             self._phase = "sending"
+            # A change that lands while the batch runs must still cut the next sleep short.
+            self._changed = False
             audience_was_done = self._audience_done
             result = await self._batch(input, cursor)
             await self._hand_off(input, plan, result.handoffs)
@@ -172,6 +185,15 @@ class CohortWorkflow:
                         handed_off=self._handed_off,
                     )
                 )
+
+    async def _sleep(self, duration: timedelta) -> bool:
+        """Sleeps durably; True when a change of the dispatch woke it early."""
+        try:
+            await workflow.wait_condition(lambda: self._changed, timeout=duration)
+        except TimeoutError:
+            return False
+        self._changed = False
+        return True
 
     async def _wait_for_audience(self, at_most: timedelta) -> None:
         try:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -20,6 +20,9 @@ with workflow.unsafe.imports_passed_through():
         AudienceComplete,
         CohortFinished,
         CohortInput,
+        ControlInput,
+        ControlResult,
+        ControlSignal,
         CountOpenInput,
         DeliveryFinished,
         DeliveryInput,
@@ -37,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         cohort_workflow_id,
         delivery_workflow_id,
     )
+    from core.control import Command
     from core.models import DispatchStatus
     from workflows.cohort import CohortWorkflow
     from workflows.delivery import DeliveryWorkflow
@@ -53,7 +57,9 @@ class DispatchWorkflow:
     pages of clients are laid out as message rows by an activity, and a long run continues as
     new carrying only a cursor (and the names of the cohorts it started)."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, input: DispatchInput) -> None:
+        self._dispatch_id = input.dispatch_id
         self._changed = False
         self._finished = 0
         self._phase = "loading"
@@ -61,10 +67,64 @@ class DispatchWorkflow:
         self._cursor = 0
         self._cohorts: list[str] = []
         self._cohorts_finished: set[str] = set()
+        self._cancelled = False
 
     @workflow.signal(name=DISPATCH_CHANGED)
-    def dispatch_changed(self, input: DispatchChanged) -> None:
+    async def dispatch_changed(self, input: DispatchChanged) -> None:
+        """The API changed the row (an edit, a pause, a resume, a cancel): wake up, and wake
+        the cohorts, which read the row again."""
         self._changed = True
+        if input.reason == Command.CANCEL:
+            self._cancelled = True
+        await self._wake_cohorts()
+
+    @workflow.signal(name=Command.PAUSE)
+    async def pause(self, input: ControlSignal) -> None:
+        await self._control(Command.PAUSE, input)
+
+    @workflow.signal(name=Command.RESUME)
+    async def resume(self, input: ControlSignal) -> None:
+        await self._control(Command.RESUME, input)
+
+    @workflow.signal(name=Command.CANCEL)
+    async def cancel(self, input: ControlSignal) -> None:
+        await self._control(Command.CANCEL, input)
+
+    async def _control(self, command: Command, input: ControlSignal) -> None:
+        """A command sent from the Temporal UI or CLI: the same transition as the API's."""
+        dispatch_id = self._dispatch_id
+        log_ids = {"dispatch_id": dispatch_id}
+        try:
+            result: ControlResult = await workflow.execute_activity_method(
+                DispatchActivities.control_dispatch,
+                ControlInput(dispatch_id, command, input.reason),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("%s refused: %s", command, error.cause, extra=log_ids)
+            return
+        workflow.logger.info("%s: dispatch is %s", command, result.status, extra=log_ids)
+        self._changed = True
+        if command == Command.CANCEL:
+            self._cancelled = True
+        await self._wake_cohorts()
+
+    async def _wake_cohorts(self) -> None:
+        dispatch_id = self._dispatch_id
+        await asyncio.gather(
+            *(self._signal_cohort(dispatch_id, cohort) for cohort in self._cohorts),
+        )
+
+    async def _signal_cohort(self, dispatch_id: int, cohort: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(
+                cohort_workflow_id(dispatch_id, cohort)
+            ).signal(DISPATCH_CHANGED, DispatchChanged(reason="dispatch changed"))
+        except Exception:
+            # A cohort that finished needs no wake-up.
+            workflow.logger.info(
+                "cohort %s did not take the signal", cohort, extra={"dispatch_id": dispatch_id}
+            )
 
     @workflow.signal(name=DELIVERY_FINISHED)
     def delivery_finished(self, input: DeliveryFinished) -> None:
@@ -94,6 +154,9 @@ class DispatchWorkflow:
             plan = await self._wait_for_start(input, plan)
             if not plan.found:
                 return DispatchResult(input.dispatch_id, "deleted", self._started)
+            if plan.status == DispatchStatus.CANCELLED:
+                workflow.logger.info("dispatch cancelled before its start", extra=log_ids)
+                return DispatchResult(input.dispatch_id, DispatchStatus.CANCELLED, 0)
             await self._set_status(input, DispatchStatus.RUNNING, [DispatchStatus.SCHEDULED])
             # An edit may have landed between the last read and the move to running, which
             # closes edits: read once more.
@@ -106,8 +169,9 @@ class DispatchWorkflow:
         self._phase = "awaiting messages"
         total = await self._await_messages(input)
         await self._set_status(input, DispatchStatus.COMPLETED, [DispatchStatus.RUNNING])
-        workflow.logger.info("dispatch completed with %d messages", total, extra=log_ids)
-        return DispatchResult(input.dispatch_id, DispatchStatus.COMPLETED, total)
+        status = DispatchStatus.CANCELLED if self._cancelled else DispatchStatus.COMPLETED
+        workflow.logger.info("dispatch %s with %d messages", status, total, extra=log_ids)
+        return DispatchResult(input.dispatch_id, status, total)
 
     async def _load(self, input: DispatchInput) -> DispatchPlan:
         return await workflow.execute_activity_method(
@@ -128,7 +192,11 @@ class DispatchWorkflow:
     async def _wait_for_start(self, input: DispatchInput, plan: DispatchPlan) -> DispatchPlan:
         """Sleeps durably until start_at; an edit wakes it to read the new start_at."""
         self._phase = "waiting for start"
-        while plan.found and plan.start_at > workflow.now():
+        while (
+            plan.found
+            and plan.status != DispatchStatus.CANCELLED
+            and plan.start_at > workflow.now()
+        ):
             self._changed = False
             try:
                 await workflow.wait_condition(
@@ -171,7 +239,7 @@ class DispatchWorkflow:
             self._cohorts += new
             self._started += page.laid_out
             self._cursor = page.last_client_id
-            if page.done:
+            if page.done or self._cancelled:
                 break
             if workflow.info().get_current_history_length() > input.send.history_limit:
                 workflow.continue_as_new(self._next_run(input, audience_done=False))
@@ -216,7 +284,7 @@ class DispatchWorkflow:
             self._started += len(page.recipients)
             started_this_run += len(page.recipients)
             self._cursor = page.last_client_id
-            if page.done:
+            if page.done or self._cancelled:
                 return
             if (
                 started_this_run >= input.send.children_per_run

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, status
 from api import services
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.schemas import (
+    ControlBody,
     DispatchCreate,
     DispatchPublic,
     DispatchStats,
@@ -12,6 +13,7 @@ from api.schemas import (
     MessagePublic,
     Page,
 )
+from core.control import Command
 from core.models import DispatchStatus, MessageStatus
 
 router = APIRouter(prefix="/dispatches", tags=["dispatches"])
@@ -66,6 +68,57 @@ async def delete_dispatch(
 ) -> None:
     """Cancel a dispatch's workflow and delete it with its messages; nothing more is sent."""
     await services.delete_dispatch(session=session, temporal=temporal, dispatch_id=dispatch_id)
+
+
+async def _control(
+    dispatch_id: int,
+    command: Command,
+    body: ControlBody | None,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+) -> DispatchPublic:
+    dispatch = await services.control_dispatch(
+        session=session,
+        temporal=temporal,
+        dispatch_id=dispatch_id,
+        command=command,
+        reason=body.reason if body else None,
+    )
+    return await services.dispatch_with_counts(session=session, dispatch=dispatch)
+
+
+@router.post("/{dispatch_id}/pause", response_model=DispatchPublic)
+async def pause_dispatch(
+    dispatch_id: IdPath,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    body: ControlBody | None = None,
+) -> DispatchPublic:
+    """Pause a running dispatch: no new request starts a second after the answer."""
+    return await _control(dispatch_id, Command.PAUSE, body, session, temporal)
+
+
+@router.post("/{dispatch_id}/resume", response_model=DispatchPublic)
+async def resume_dispatch(
+    dispatch_id: IdPath,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    body: ControlBody | None = None,
+) -> DispatchPublic:
+    """Resume a paused dispatch where it stopped; nothing already sent is sent again."""
+    return await _control(dispatch_id, Command.RESUME, body, session, temporal)
+
+
+@router.post("/{dispatch_id}/cancel", response_model=DispatchPublic)
+async def cancel_dispatch(
+    dispatch_id: IdPath,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    body: ControlBody | None = None,
+) -> DispatchPublic:
+    """Cancel a dispatch: nothing more is sent, its unsent messages end cancelled, its history
+    stays."""
+    return await _control(dispatch_id, Command.CANCEL, body, session, temporal)
 
 
 @router.get("/{dispatch_id}/stats", response_model=DispatchStats)

@@ -1,0 +1,187 @@
+"""Pause, resume and cancel of a running dispatch on the dev server, through the API and as raw
+signals from a Temporal client (what the Temporal UI and CLI send)."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.contracts import ControlSignal, cohort_workflow_id, dispatch_workflow_id
+from core.db import Database
+from core.settings import Settings
+from simulator.app import SimulatorConfig
+from tests.conftest import RunningSimulator
+from tests.factories import make_client
+from tests.support import Queues, running_workers, settings_for
+
+pytestmark = pytest.mark.slow
+
+DISPATCHES = "/api/v1/dispatches"
+
+
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    # Five requests at a time of 50 ms each: about 100 sends a second, slow enough to pause.
+    s = settings_for(settings, dev_env.client, queues, send_concurrency=5, send_batch_size=50)
+    app = create_app(s)
+    async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            yield api
+
+
+async def create(api: httpx.AsyncClient, **fields: object) -> int:
+    now = datetime.now(UTC)
+    body: dict[str, object] = {
+        "start_at": now.isoformat(),
+        "end_at": (now + timedelta(hours=1)).isoformat(),
+        "text": "Control",
+        "filter": {"all": True},
+        **fields,
+    }
+    response = await api.post(DISPATCHES, json=body)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+async def until(api: httpx.AsyncClient, dispatch_id: int, status: str, seconds: float = 60) -> dict:  # type: ignore[type-arg]
+    async with asyncio.timeout(seconds):
+        while True:
+            body = (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()
+            if body["status"] == status:
+                return body  # type: ignore[no-any-return]
+            await asyncio.sleep(0.1)
+
+
+async def test_pause_stops_requests_within_a_second_and_resume_sends_the_rest_once(
+    stack: httpx.AsyncClient, db: Database, simulator: RunningSimulator
+) -> None:
+    api = stack
+    clients = 300
+    for _ in range(clients):
+        await make_client(db)
+    simulator.state.set_config(SimulatorConfig(latency_ms=50))
+    dispatch_id = await create(api)
+    async with asyncio.timeout(30):
+        while simulator.state.stats()["received"] < 50:
+            await asyncio.sleep(0.01)
+    paused = await api.post(f"{DISPATCHES}/{dispatch_id}/pause", json={"reason": "typo"})
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["status"] == "paused"
+    answered = time.monotonic()
+    await asyncio.sleep(1.0)
+    after_a_second = simulator.state.stats()["received"]
+    await asyncio.sleep(2.0)
+    assert simulator.state.stats()["received"] == after_a_second
+    assert time.monotonic() - answered >= 3.0
+    assert after_a_second < clients
+    # Pausing again is harmless.
+    again = await api.post(f"{DISPATCHES}/{dispatch_id}/pause")
+    assert (again.status_code, again.json()["status"]) == (200, "paused")
+
+    resumed = await api.post(f"{DISPATCHES}/{dispatch_id}/resume")
+    assert (resumed.status_code, resumed.json()["status"]) == (200, "running")
+    done = await until(api, dispatch_id, "completed")
+    assert done["messages"]["sent"] == clients
+    stats = simulator.state.stats()
+    assert (stats["unique_accepted"], stats["duplicates"]) == (clients, 0)
+
+    refused = await api.post(f"{DISPATCHES}/{dispatch_id}/resume")
+    assert refused.status_code == 409
+    assert "completed" in refused.json()["detail"]
+
+
+async def test_cancel_wakes_a_cohort_waiting_for_its_window(
+    stack: httpx.AsyncClient,
+    db: Database,
+    dev_env: WorkflowEnvironment,
+    simulator: RunningSimulator,
+) -> None:
+    api = stack
+    for _ in range(3):
+        await make_client(db, timezone="UTC")
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    dispatch_id = await create(
+        api,
+        end_at=(now + timedelta(days=1)).isoformat(),
+        window={
+            "start": opens.strftime("%H:%M"),
+            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
+        },
+    )
+    body = await until(api, dispatch_id, "running")
+    async with asyncio.timeout(10):
+        while body["messages"]["pending"] < 3:
+            body = (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()
+            await asyncio.sleep(0.1)
+    cancelled = await api.post(f"{DISPATCHES}/{dispatch_id}/cancel", json={"reason": "wrong day"})
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    assert cancelled.json()["messages"]["cancelled"] == 3
+    # The cohort sleeping until its window wakes and finishes, and so does the dispatch.
+    temporal = dev_env.client
+    cohort = temporal.get_workflow_handle(cohort_workflow_id(dispatch_id, "UTC"))
+    parent = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
+    async with asyncio.timeout(20):
+        for handle in (cohort, parent):
+            while (await handle.describe()).status != WorkflowExecutionStatus.COMPLETED:
+                await asyncio.sleep(0.1)
+    assert (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["status"] == "cancelled"
+    repeat = await api.post(f"{DISPATCHES}/{dispatch_id}/cancel")
+    assert (repeat.status_code, repeat.json()["status"]) == (200, "cancelled")
+    assert simulator.state.stats()["received"] == 0
+
+
+async def test_scheduled_dispatch_cannot_pause_and_unknown_is_404(
+    stack: httpx.AsyncClient, db: Database
+) -> None:
+    api = stack
+    await make_client(db)
+    later = datetime.now(UTC) + timedelta(days=2)
+    dispatch_id = await create(
+        api, start_at=later.isoformat(), end_at=(later + timedelta(hours=1)).isoformat()
+    )
+    refused = await api.post(f"{DISPATCHES}/{dispatch_id}/pause")
+    assert refused.status_code == 409
+    assert "not started" in refused.json()["detail"]
+    assert (await api.post(f"{DISPATCHES}/999999/cancel")).status_code == 404
+    long_reason = await api.post(f"{DISPATCHES}/{dispatch_id}/cancel", json={"reason": "x" * 201})
+    assert long_reason.status_code == 422
+    cancelled = await api.post(f"{DISPATCHES}/{dispatch_id}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+
+
+async def test_pause_and_resume_as_raw_signals(
+    stack: httpx.AsyncClient,
+    db: Database,
+    dev_env: WorkflowEnvironment,
+    simulator: RunningSimulator,
+) -> None:
+    api = stack
+    clients = 300
+    for _ in range(clients):
+        await make_client(db)
+    simulator.state.set_config(SimulatorConfig(latency_ms=50))
+    dispatch_id = await create(api)
+    async with asyncio.timeout(30):
+        while simulator.state.stats()["received"] < 50:
+            await asyncio.sleep(0.01)
+    handle = dev_env.client.get_workflow_handle(dispatch_workflow_id(dispatch_id))
+    await handle.signal("pause", ControlSignal(reason="from the CLI"))
+    await until(api, dispatch_id, "paused", seconds=10)
+    await asyncio.sleep(1.0)
+    held = simulator.state.stats()["received"]
+    await asyncio.sleep(1.5)
+    assert simulator.state.stats()["received"] == held < clients
+    await handle.signal("resume", ControlSignal())
+    done = await until(api, dispatch_id, "completed")
+    assert done["messages"]["sent"] == clients
+    assert simulator.state.stats()["duplicates"] == 0
