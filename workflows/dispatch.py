@@ -6,7 +6,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -116,10 +120,12 @@ class DispatchWorkflow:
         )
 
     async def _signal_cohort(self, dispatch_id: int, cohort: str) -> None:
+        handle = workflow.get_external_workflow_handle(cohort_workflow_id(dispatch_id, cohort))
         try:
-            await workflow.get_external_workflow_handle(
-                cohort_workflow_id(dispatch_id, cohort)
-            ).signal(DISPATCH_CHANGED, DispatchChanged(reason="dispatch changed"))
+            if self._cancelled:
+                # No more messages will be laid out: a cohort must not wait for them.
+                await handle.signal(AUDIENCE_COMPLETE, AudienceComplete())
+            await handle.signal(DISPATCH_CHANGED, DispatchChanged(reason="dispatch changed"))
         except Exception:
             # A cohort that finished needs no wake-up.
             workflow.logger.info(
@@ -143,6 +149,34 @@ class DispatchWorkflow:
 
     @workflow.run
     async def run(self, input: DispatchInput) -> DispatchResult:
+        try:
+            return await self._run(input)
+        except (asyncio.CancelledError, ActivityError) as error:
+            # A cancellation request (the Temporal UI's "Cancel", the CLI, or the API's
+            # DELETE), arriving during a wait or during an activity: the dispatch is cancelled
+            # like a cancel command, its cohorts woken to finish, and the workflow ends
+            # cancelled.
+            if not is_cancelled_exception(error):
+                raise
+            await self._cancelled_by_request()
+            raise
+
+    async def _cancelled_by_request(self) -> None:
+        log_ids = {"dispatch_id": self._dispatch_id}
+        try:
+            await workflow.execute_activity_method(
+                DispatchActivities.control_dispatch,
+                ControlInput(self._dispatch_id, Command.CANCEL, "workflow cancellation requested"),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+        except ActivityError as error:
+            # Deleted meanwhile, or already over: nothing left to cancel in the database.
+            workflow.logger.info("cancellation: %s", error.cause, extra=log_ids)
+        workflow.logger.info("dispatch workflow cancelled", extra=log_ids)
+        self._cancelled = True
+        await self._wake_cohorts()
+
+    async def _run(self, input: DispatchInput) -> DispatchResult:
         self._started, self._cursor = input.started, input.after_client_id
         self._cohorts = list(input.cohorts)
         self._cohorts_finished.update(input.cohorts_finished)

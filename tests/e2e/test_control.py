@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
@@ -185,3 +186,73 @@ async def test_pause_and_resume_as_raw_signals(
     done = await until(api, dispatch_id, "completed")
     assert done["messages"]["sent"] == clients
     assert simulator.state.stats()["duplicates"] == 0
+
+
+async def test_a_cancellation_request_from_temporal_acts_as_cancel(
+    stack: httpx.AsyncClient,
+    db: Database,
+    dev_env: WorkflowEnvironment,
+    simulator: RunningSimulator,
+) -> None:
+    """The Temporal UI's "Cancel" on the dispatch workflow: the row and its messages end
+    cancelled, the sleeping cohort finishes, and the workflow ends cancelled."""
+    api = stack
+    for _ in range(3):
+        await make_client(db, timezone="UTC")
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    dispatch_id = await create(
+        api,
+        end_at=(now + timedelta(days=1)).isoformat(),
+        window={
+            "start": opens.strftime("%H:%M"),
+            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
+        },
+    )
+    body = await until(api, dispatch_id, "running")
+    async with asyncio.timeout(10):
+        while body["messages"]["pending"] < 3:
+            body = (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()
+            await asyncio.sleep(0.1)
+    temporal = dev_env.client
+    parent = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
+    cohort = temporal.get_workflow_handle(cohort_workflow_id(dispatch_id, "UTC"))
+    await parent.cancel()
+    done = await until(api, dispatch_id, "cancelled", seconds=20)
+    assert done["messages"]["cancelled"] == 3
+    async with asyncio.timeout(20):
+        while (await parent.describe()).status != WorkflowExecutionStatus.CANCELED:
+            await asyncio.sleep(0.1)
+        while (await cohort.describe()).status != WorkflowExecutionStatus.COMPLETED:
+            await asyncio.sleep(0.1)
+    assert simulator.state.stats()["received"] == 0
+
+
+async def test_deleting_a_dispatch_ends_its_waiting_cohort(
+    stack: httpx.AsyncClient, db: Database, dev_env: WorkflowEnvironment
+) -> None:
+    api = stack
+    await make_client(db, timezone="UTC")
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    dispatch_id = await create(
+        api,
+        end_at=(now + timedelta(days=1)).isoformat(),
+        window={
+            "start": opens.strftime("%H:%M"),
+            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
+        },
+    )
+    await until(api, dispatch_id, "running")
+    cohort = dev_env.client.get_workflow_handle(cohort_workflow_id(dispatch_id, "UTC"))
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await cohort.describe()
+                break
+            except RPCError:
+                await asyncio.sleep(0.1)
+    assert (await api.delete(f"{DISPATCHES}/{dispatch_id}")).status_code == 204
+    async with asyncio.timeout(20):
+        while (await cohort.describe()).status != WorkflowExecutionStatus.COMPLETED:
+            await asyncio.sleep(0.1)
