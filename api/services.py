@@ -1,5 +1,6 @@
 """Service functions behind the routes: they speak the domain and raise domain errors."""
 
+import hashlib
 import logging
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from core.models import (
     Client,
     Dispatch,
     DispatchStatus,
+    IdempotencyKey,
     Message,
     MessageStatus,
 )
@@ -189,17 +191,60 @@ def _apply_filter_and_window(
         dispatch.window_start, dispatch.window_end = window.times()
 
 
+async def _created_before(*, session: AsyncSession, key: str, request_hash: str) -> Dispatch | None:
+    """The dispatch an earlier create with this Idempotency-Key made, if any; the same key
+    with another body is refused."""
+    earlier = await session.get(IdempotencyKey, key)
+    if earlier is None:
+        return None
+    if earlier.request_hash != request_hash:
+        raise InvalidRequest(
+            "this Idempotency-Key was used with a different request; use a new key"
+        )
+    return await get_dispatch(session=session, dispatch_id=earlier.dispatch_id)
+
+
 async def create_dispatch(
-    *, session: AsyncSession, temporal: TemporalClient, settings: Settings, data: DispatchCreate
-) -> Dispatch:
-    """Stores the dispatch, then starts its workflow; without Temporal nothing is kept."""
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    settings: Settings,
+    data: DispatchCreate,
+    idempotency_key: str | None = None,
+) -> tuple[Dispatch, bool]:
+    """Stores the dispatch, then starts its workflow; without Temporal nothing is kept. With an
+    Idempotency-Key already used for the same body, the dispatch it made comes back instead
+    (the bool says so)."""
+    request_hash = hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+    if idempotency_key is not None:
+        earlier = await _created_before(
+            session=session, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is not None:
+            return earlier, True
     dispatch = Dispatch(
         start_at=data.start_at, end_at=data.end_at, text=data.text, delivery=data.delivery
     )
     _apply_filter_and_window(dispatch, data.filter, data.window)
     session.add(dispatch)
-    await session.commit()
+    await session.flush()
     assert dispatch.id is not None
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyKey(key=idempotency_key, request_hash=request_hash, dispatch_id=dispatch.id)
+        )
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The same key, committed by a concurrent request a moment ago: its dispatch wins.
+        await session.rollback()
+        assert idempotency_key is not None
+        earlier = await _created_before(
+            session=session, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is None:
+            raise
+        return earlier, True
     try:
         await temporal.start_workflow(
             DispatchWorkflow.run,
@@ -210,11 +255,12 @@ async def create_dispatch(
         )
     except RPCError as error:
         log.error("workflow did not start: %s", error, extra=ids(dispatch_id=dispatch.id))
+        # Its idempotency key goes with it (cascade): a retry with the key creates anew.
         await session.delete(dispatch)
         await session.commit()
         raise EngineUnavailable("the workflow service is unavailable; try again") from error
     log.info("dispatch created", extra=ids(dispatch_id=dispatch.id))
-    return dispatch
+    return dispatch, False
 
 
 async def update_dispatch(

@@ -19,6 +19,7 @@ PHONE_LENGTH = 11
 TAG_MAX_LENGTH = 64
 TEXT_MAX_LENGTH = 1000
 TIMEZONE_MAX_LENGTH = 64
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
 
 def utcnow() -> datetime:
@@ -199,6 +200,23 @@ class Message(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     sent_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A client's `Idempotency-Key` for a create: a retry with the same key and body gets the
+    same dispatch back, never a second one."""
+
+    __tablename__ = "idempotency_key"
+
+    key: str = Field(sa_column=sa.Column(sa.String(IDEMPOTENCY_KEY_MAX_LENGTH), primary_key=True))
+    # sha256 of the request body as validated: the same key with another body is refused.
+    request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    dispatch_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("dispatch.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 # A token bucket shared by every worker process: the global cap on sends per second. One row per

@@ -269,8 +269,9 @@ class DispatchWorkflow:
         while True:
             page = await self._lay_out(input, limit=input.send.layout_page_size, per_client=False)
             new = [cohort for cohort in page.cohorts if cohort not in self._cohorts]
-            await asyncio.gather(*(self._start_cohort(input, cohort) for cohort in new))
+            # Known before they start: a cancellation during the starts must reach them too.
             self._cohorts += new
+            await asyncio.gather(*(self._start_cohort(input, cohort) for cohort in new))
             self._started += page.laid_out
             self._cursor = page.last_client_id
             if page.done or self._cancelled:

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from api import services
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
@@ -14,19 +14,40 @@ from api.schemas import (
     Page,
 )
 from core.control import Command
-from core.models import DispatchStatus, MessageStatus
+from core.models import IDEMPOTENCY_KEY_MAX_LENGTH, DispatchStatus, MessageStatus
 
 router = APIRouter(prefix="/dispatches", tags=["dispatches"])
 
 
 @router.post("", response_model=DispatchPublic, status_code=status.HTTP_201_CREATED)
 async def create_dispatch(
-    data: DispatchCreate, session: SessionDep, temporal: TemporalClientDep, settings: SettingsDep
+    data: DispatchCreate,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+            description="Retrying with the same key and body returns the same dispatch "
+            "(header Idempotent-Replayed: true), never a second one.",
+        ),
+    ] = None,
 ) -> DispatchPublic:
     """Create a dispatch and start its workflow: it waits for start_at by itself."""
-    dispatch = await services.create_dispatch(
-        session=session, temporal=temporal, settings=settings, data=data
+    dispatch, replayed = await services.create_dispatch(
+        session=session,
+        temporal=temporal,
+        settings=settings,
+        data=data,
+        idempotency_key=idempotency_key,
     )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+        return await services.dispatch_with_counts(session=session, dispatch=dispatch)
     return services.dispatch_public(dispatch, {})
 
 

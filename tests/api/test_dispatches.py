@@ -198,3 +198,30 @@ async def test_without_temporal_nothing_is_kept(
             health = await api.get("/healthz")
             assert health.status_code == 503
             assert health.json()["database"] == "ok"
+
+
+async def test_idempotency_key_returns_the_same_dispatch(api: httpx.AsyncClient) -> None:
+    body = payload()
+    headers = {"Idempotency-Key": "order-42"}
+    first = await api.post(DISPATCHES, json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    again = await api.post(DISPATCHES, json=body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert (await api.get(DISPATCHES)).json()["total"] == 1
+
+    other = await api.post(DISPATCHES, json={**body, "text": "Other"}, headers=headers)
+    assert other.status_code == 422
+    assert "Idempotency-Key" in other.json()["detail"]
+    fresh = await api.post(DISPATCHES, json=body, headers={"Idempotency-Key": "order-43"})
+    assert fresh.json()["id"] != first.json()["id"]
+    too_long = await api.post(DISPATCHES, json=body, headers={"Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422
+
+    # Deleting the dispatch frees its key.
+    assert (await api.delete(f"{DISPATCHES}/{first.json()['id']}")).status_code == 204
+    anew = await api.post(DISPATCHES, json=body, headers=headers)
+    assert anew.status_code == 201
+    assert anew.json()["id"] not in (first.json()["id"], fresh.json()["id"])
