@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from activities.remote import RemoteClient
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from activities.remote import RemoteClient
 from core.contracts import delivery_workflow_id
 from core.db import Database
 from core.models import Message
