@@ -62,6 +62,29 @@ async def until(api: httpx.AsyncClient, dispatch_id: int, status: str, seconds: 
             await asyncio.sleep(0.1)
 
 
+async def waiting_for_its_window(api: httpx.AsyncClient, db: Database, *, clients: int) -> int:
+    """A running dispatch to `clients` clients in UTC whose window opens about three hours
+    from now: its messages are laid out and its cohort sleeps."""
+    for _ in range(clients):
+        await make_client(db, timezone="UTC")
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    dispatch_id = await create(
+        api,
+        end_at=(now + timedelta(days=1)).isoformat(),
+        window={
+            "start": opens.strftime("%H:%M"),
+            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
+        },
+    )
+    body = await until(api, dispatch_id, "running")
+    async with asyncio.timeout(10):
+        while body["messages"]["pending"] < clients:
+            body = (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()
+            await asyncio.sleep(0.1)
+    return dispatch_id
+
+
 async def test_pause_stops_requests_within_a_second_and_resume_sends_the_rest_once(
     stack: httpx.AsyncClient, db: Database, simulator: RunningSimulator
 ) -> None:
@@ -107,23 +130,7 @@ async def test_cancel_wakes_a_cohort_waiting_for_its_window(
     simulator: RunningSimulator,
 ) -> None:
     api = stack
-    for _ in range(3):
-        await make_client(db, timezone="UTC")
-    now = datetime.now(UTC)
-    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
-    dispatch_id = await create(
-        api,
-        end_at=(now + timedelta(days=1)).isoformat(),
-        window={
-            "start": opens.strftime("%H:%M"),
-            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
-        },
-    )
-    body = await until(api, dispatch_id, "running")
-    async with asyncio.timeout(10):
-        while body["messages"]["pending"] < 3:
-            body = (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()
-            await asyncio.sleep(0.1)
+    dispatch_id = await waiting_for_its_window(api, db, clients=3)
     cancelled = await api.post(f"{DISPATCHES}/{dispatch_id}/cancel", json={"reason": "wrong day"})
     assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     assert cancelled.json()["messages"]["cancelled"] == 3
@@ -197,23 +204,7 @@ async def test_a_cancellation_request_from_temporal_acts_as_cancel(
     """The Temporal UI's "Cancel" on the dispatch workflow: the row and its messages end
     cancelled, the sleeping cohort finishes, and the workflow ends cancelled."""
     api = stack
-    for _ in range(3):
-        await make_client(db, timezone="UTC")
-    now = datetime.now(UTC)
-    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
-    dispatch_id = await create(
-        api,
-        end_at=(now + timedelta(days=1)).isoformat(),
-        window={
-            "start": opens.strftime("%H:%M"),
-            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
-        },
-    )
-    body = await until(api, dispatch_id, "running")
-    async with asyncio.timeout(10):
-        while body["messages"]["pending"] < 3:
-            body = (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()
-            await asyncio.sleep(0.1)
+    dispatch_id = await waiting_for_its_window(api, db, clients=3)
     temporal = dev_env.client
     parent = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
     cohort = temporal.get_workflow_handle(cohort_workflow_id(dispatch_id, "UTC"))
@@ -235,18 +226,7 @@ async def test_deleting_a_dispatch_ends_its_waiting_cohort(
     stack: httpx.AsyncClient, db: Database, dev_env: WorkflowEnvironment
 ) -> None:
     api = stack
-    await make_client(db, timezone="UTC")
-    now = datetime.now(UTC)
-    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
-    dispatch_id = await create(
-        api,
-        end_at=(now + timedelta(days=1)).isoformat(),
-        window={
-            "start": opens.strftime("%H:%M"),
-            "end": (opens + timedelta(hours=1)).strftime("%H:%M"),
-        },
-    )
-    await until(api, dispatch_id, "running")
+    dispatch_id = await waiting_for_its_window(api, db, clients=1)
     cohort = dev_env.client.get_workflow_handle(cohort_workflow_id(dispatch_id, "UTC"))
     async with asyncio.timeout(10):
         while True:
