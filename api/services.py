@@ -383,6 +383,24 @@ async def list_messages(
     )
 
 
+async def list_client_messages(
+    *,
+    session: AsyncSession,
+    client_id: int,
+    status: MessageStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Message], int]:
+    """One client's messages across every dispatch, by id."""
+    await get_client(session=session, client_id=client_id)
+    conditions: list[Any] = [col(Message.client_id) == client_id]
+    if status is not None:
+        conditions.append(col(Message.status) == status)
+    return await fetch_page(
+        session=session, model=Message, conditions=conditions, limit=limit, offset=offset
+    )
+
+
 # Statistics
 
 

@@ -4,7 +4,16 @@ from fastapi import APIRouter, Query, status
 
 from api import services
 from api.deps import IdPath, SessionDep, SettingsDep
-from api.schemas import ClientCreate, ClientPublic, ClientUpdate, OperatorCode, Page, Tag
+from api.schemas import (
+    ClientCreate,
+    ClientPublic,
+    ClientUpdate,
+    MessagePublic,
+    OperatorCode,
+    Page,
+    Tag,
+)
+from core.models import MessageStatus
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 
@@ -57,3 +66,23 @@ async def update_client(client_id: IdPath, data: ClientUpdate, session: SessionD
 async def delete_client(client_id: IdPath, session: SessionDep) -> None:
     """Delete a client; its messages stay in the statistics, unsent ones end cancelled."""
     await services.delete_client(session=session, client_id=client_id)
+
+
+@router.get("/{client_id}/messages", response_model=Page[MessagePublic])
+async def client_messages(
+    client_id: IdPath,
+    session: SessionDep,
+    status: MessageStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Page[MessagePublic]:
+    """One client's messages across every dispatch, by id, optionally of one status."""
+    messages, total = await services.list_client_messages(
+        session=session, client_id=client_id, status=status, limit=limit, offset=offset
+    )
+    return Page(
+        items=[MessagePublic.model_validate(m) for m in messages],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )

@@ -139,3 +139,20 @@ async def test_deleting_a_client_cancels_its_unsent_messages_at_once(
     )
     assert stored[waiting.id].client_id is None
     assert stored[untouched.id].status == "pending"
+
+
+async def test_a_clients_messages_across_dispatches(api: httpx.AsyncClient, db: Database) -> None:
+    client = await make_client(db)
+    other = await make_client(db)
+    first, second = await make_dispatch(db), await make_dispatch(db)
+    [one] = await make_messages(db, first, [client], cohort="all")
+    [two, _] = await make_messages(db, second, [client, other], cohort="all")
+    listed = await api.get(f"{CLIENTS}/{client.id}/messages")
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert body["total"] == 2
+    assert [m["id"] for m in body["items"]] == [one.id, two.id]
+    assert {m["dispatch_id"] for m in body["items"]} == {first.id, second.id}
+    sent = await api.get(f"{CLIENTS}/{client.id}/messages", params={"status": "sent"})
+    assert sent.json()["total"] == 0
+    assert (await api.get(f"{CLIENTS}/999999/messages")).status_code == 404
