@@ -2,7 +2,6 @@
 ids, so a retried or replayed call changes nothing twice."""
 
 import logging
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -11,6 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.records import confirm_handoffs, finish_open_message
+from core.audience import audience_filter
 from core.contracts import (
     COHORT_ALL,
     CONTROL_REFUSED,
@@ -51,16 +51,6 @@ from core.models import (
 from core.windows import stored_window
 
 log = logging.getLogger(__name__)
-
-
-def audience_filter(dispatch: Any) -> sa.ColumnElement[bool]:
-    """The clients a dispatch targets: operator code in its codes and tag in its tags."""
-    conditions: list[sa.ColumnElement[bool]] = []
-    if dispatch.operator_codes:
-        conditions.append(client_t.c.operator_code.in_(list(dispatch.operator_codes)))
-    if dispatch.tags:
-        conditions.append(client_t.c.tag.in_(list(dispatch.tags)))
-    return sa.and_(sa.true(), *conditions)
 
 
 class DispatchActivities:

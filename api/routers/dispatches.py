@@ -13,6 +13,7 @@ from api.schemas import (
     MessagePublic,
     Page,
 )
+from core.audience import audience_size
 from core.control import Command
 from core.models import IDEMPOTENCY_KEY_MAX_LENGTH, DispatchStatus, MessageStatus
 
@@ -47,8 +48,11 @@ async def create_dispatch(
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-        return await services.dispatch_with_counts(session=session, dispatch=dispatch)
-    return services.dispatch_public(dispatch, {})
+        answer = await services.dispatch_with_counts(session=session, dispatch=dispatch)
+    else:
+        answer = services.dispatch_public(dispatch, {})
+    answer.audience = await audience_size(session=session, dispatch=dispatch)
+    return answer
 
 
 @router.get("", response_model=Page[DispatchPublic])

@@ -225,3 +225,16 @@ async def test_idempotency_key_returns_the_same_dispatch(api: httpx.AsyncClient)
     anew = await api.post(DISPATCHES, json=body, headers=headers)
     assert anew.status_code == 201
     assert anew.json()["id"] not in (first.json()["id"], fresh.json()["id"])
+
+
+async def test_the_answer_to_a_create_says_how_many_clients_match(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    nobody = await api.post(DISPATCHES, json=payload())
+    assert (nobody.status_code, nobody.json()["audience"]) == (201, 0)
+    await make_client(db, phone="79161234567", tag="vip")
+    await make_client(db, phone="79031234567", tag="vip")
+    one = await api.post(DISPATCHES, json=payload())
+    assert one.json()["audience"] == 1
+    listed = (await api.get(f"{DISPATCHES}/{one.json()['id']}")).json()
+    assert listed["audience"] is None
