@@ -20,14 +20,22 @@ class RemoteError(Exception):
     """The remote did not accept the message; `permanent` ones are never retried.
 
     `retry_after` is the delay in seconds the remote asked for (a 429's Retry-After), if any.
+    `credentials`: a 401 or 403, our token or account refused: no message can go until an
+    operator fixes it, so the dispatch pauses instead of failing its messages.
     """
 
     def __init__(
-        self, reason: str, *, permanent: bool = False, retry_after: float | None = None
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        credentials: bool = False,
     ) -> None:
         super().__init__(reason)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.credentials = credentials
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -59,6 +67,8 @@ def check_answer(*, status: int, headers: Mapping[str, str], body: bytes) -> Non
         raise RemoteError("HTTP 429 throttled", retry_after=_retry_after(headers))
     if status == 408 or status >= 500:
         raise RemoteError(f"HTTP {status}")
+    if status in (401, 403):
+        raise RemoteError(f"HTTP {status}: {_text(body, 200)}", credentials=True)
     if 400 <= status < 500:
         raise RemoteError(f"HTTP {status}: {_text(body, 200)}", permanent=True)
     if status != 200:

@@ -41,10 +41,12 @@ from core.contracts import (
     SendOutcome,
     SendResult,
 )
+from core.control import Command, apply_command
 from core.db import SessionFactory
+from core.errors import Conflict, NotFound
 from core.logging import ids
 from core.models import OPEN_MESSAGE_STATUSES, MessageStatus, client_t, dispatch_t, message_t
-from core.rules import FINAL_STATUS_OF, Action, Decision, MessageState, decide
+from core.rules import FINAL_STATUS_OF, PAUSE_RECHECK, Action, Decision, MessageState, decide
 from core.windows import SendWindow, stored_window
 
 log = logging.getLogger(__name__)
@@ -158,8 +160,19 @@ class SendActivities:
                 log.info("message sent", extra=log_ids)
                 return SendResult(message_id=message_id, status=MessageStatus.SENT)
             reason = error_text(error)
-            status = MessageStatus.FAILED if error.permanent else MessageStatus.RETRYING
+            if error.credentials:
+                # Kept open: no message can go until the operator fixes the credentials.
+                status = MessageStatus(row.status)
+            elif error.permanent:
+                status = MessageStatus.FAILED
+            else:
+                status = MessageStatus.RETRYING
             await record_attempt(self.sessions, message_id=message_id, status=status, error=reason)
+        if error.credentials:
+            await self._pause_for_credentials(row.dispatch_id, reason)
+            return SendResult(
+                message_id, SendOutcome.PAUSED, next_open_at=activity_now() + PAUSE_RECHECK
+            )
         if error.permanent:
             log.warning("remote rejected message: %s", reason, extra=log_ids)
             raise ApplicationError(reason, type=REMOTE_REJECTED, non_retryable=True)
@@ -179,6 +192,21 @@ class SendActivities:
         await self.limiter.acquire()
         current = await status() if status else None
         return decide(message_state(row, windows, dispatch_status=current), now=activity_now())
+
+    async def _pause_for_credentials(self, dispatch_id: int, reason: str) -> None:
+        """The remote refuses our token or account: the dispatch pauses with the reason, for an
+        operator to fix SEND_API_TOKEN and resume, instead of failing every message."""
+        why = f"the remote refused our credentials: {reason}"
+        try:
+            async with self.sessions() as session:
+                applied = await apply_command(
+                    session=session, dispatch_id=dispatch_id, command=Command.PAUSE, reason=why
+                )
+        except (Conflict, NotFound) as error:
+            log.info("not paused: %s", error, extra=ids(dispatch_id=dispatch_id))
+            return
+        if applied.changed:
+            log.error("dispatch paused: %s", why, extra=ids(dispatch_id=dispatch_id))
 
     async def _not_sent(self, row: Any, decision: Decision) -> SendResult:
         if decision.action == Action.SKIP:
@@ -258,6 +286,8 @@ class SendActivities:
         finally:
             heartbeat.cancel()
             await batch.abandon()
+        if batch.credentials_refused is not None:
+            await self._pause_for_credentials(input.dispatch_id, batch.credentials_refused)
         result = batch.result(message_ids)
         log.info(
             "batch of cohort %s: %d sent, %d final, %d handed off%s",
@@ -331,6 +361,8 @@ class _Batch:
     not_before: datetime | None = None
     # The first error of a send or a write: the attempt fails with it.
     failure: BaseException | None = None
+    # The remote refused our credentials (a 401 or 403): the dispatch pauses.
+    credentials_refused: str | None = None
     # The dispatch's status as last read, and when (monotonic seconds).
     status_seen: str | None = None
     status_read_at: float = 0.0
@@ -429,6 +461,10 @@ class _Batch:
             self.consecutive_failures = 0
             return Outcome(row.id, MessageStatus.SENT, attempted=True, sent_at=activity_now())
         reason = error_text(error)
+        if error.credentials:
+            self.credentials_refused = reason
+            self.stop(SendOutcome.PAUSED, activity_now() + PAUSE_RECHECK)
+            return Outcome(row.id, MessageStatus.PENDING, attempted=True, error=reason)
         if error.permanent:
             self.finished += 1
             log.warning("remote rejected message: %s", reason, extra=log_ids)

@@ -237,6 +237,9 @@ class DispatchPublic(BaseModel):
     window: WindowSchema | None
     delivery: DeliveryShape
     status: DispatchStatus
+    status_reason: str | None = Field(
+        default=None, description="Why it is paused or cancelled, when it is."
+    )
     # Only in the answer to a create: how many clients the filter matches now (0 is accepted,
     # since clients may be added before start_at, and said here).
     audience: int | None = None

@@ -161,6 +161,7 @@ def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPubli
         window=window,
         delivery=dispatch.delivery,
         status=dispatch.status,
+        status_reason=dispatch.status_reason,
         created_at=dispatch.created_at,
         updated_at=dispatch.updated_at,
         messages=StatusCounts.of(counts),

@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound
-from core.models import OPEN_MESSAGE_STATUSES, DispatchStatus, MessageStatus, dispatch_t, message_t
+from core.models import (
+    OPEN_MESSAGE_STATUSES,
+    STATUS_REASON_MAX_LENGTH,
+    DispatchStatus,
+    MessageStatus,
+    dispatch_t,
+    message_t,
+)
 
 
 class Command(StrEnum):
@@ -69,8 +76,14 @@ async def apply_command(
         await session.rollback()
         why = _WHY_NOT.get((command, status), f"it is {status}")
         raise Conflict(f"dispatch {dispatch_id} cannot {command}: {why}")
+    kept_reason = None if command == Command.RESUME else (reason or None)
     await session.execute(
-        sa.update(dispatch_t).where(dispatch_t.c.id == dispatch_id).values(status=transition.to)
+        sa.update(dispatch_t)
+        .where(dispatch_t.c.id == dispatch_id)
+        .values(
+            status=transition.to,
+            status_reason=None if kept_reason is None else kept_reason[:STATUS_REASON_MAX_LENGTH],
+        )
     )
     cancelled = 0
     if command == Command.CANCEL:

@@ -20,6 +20,7 @@ TAG_MAX_LENGTH = 64
 TEXT_MAX_LENGTH = 1000
 TIMEZONE_MAX_LENGTH = 64
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
+STATUS_REASON_MAX_LENGTH = 300
 
 
 def utcnow() -> datetime:
@@ -127,6 +128,11 @@ class Dispatch(SQLModel, table=True):
     status: DispatchStatus = Field(
         default=DispatchStatus.SCHEDULED,
         sa_column=sa.Column(sa.String(16), nullable=False, server_default="scheduled"),
+    )
+    # Why it is paused or cancelled (an operator's reason, or the remote refusing our
+    # credentials); cleared on resume.
+    status_reason: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(STATUS_REASON_MAX_LENGTH), nullable=True)
     )
     # "cohorts" (zone cohorts sending in batches) or "per_client" (a child workflow each).
     delivery: str = Field(

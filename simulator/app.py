@@ -52,6 +52,11 @@ class SimulatorConfig(BaseModel):
     )
     hang_seconds: float = Field(default=30, ge=0)
     seed: int | None = Field(default=None, description="Seed of the random draws, for repeats.")
+    refuse_credentials: Literal[401, 403] | None = Field(
+        default=None,
+        description="Answer every send with this status while set, as a remote that no longer "
+        "takes our token (401) or our account (403).",
+    )
 
 
 class Outcome(enum.Enum):
@@ -287,6 +292,10 @@ async def _answer_send(state: SimulatorState, msg_id: str, request: Request) -> 
     if not _authorized(request.headers.get("authorization"), state.token):
         state.note_answer(401, Outcome.UNAUTHORIZED)
         return _json(401, _UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+    refused = state.config.refuse_credentials
+    if refused is not None:
+        state.note_answer(refused, Outcome.UNAUTHORIZED)
+        return _json(refused, _body(refused, "credentials refused"))
 
     parsed = _parse_send(msg_id, await request.body())
     if isinstance(parsed, str):

@@ -1,4 +1,4 @@
-"""idempotency keys of dispatch creates
+"""idempotency keys of dispatch creates; the reason of a dispatch's pause or cancel
 
 Revision ID: 8e1f3a6b2c47
 Revises: 5c0b7d2e4a91
@@ -17,6 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("dispatch", sa.Column("status_reason", sa.String(length=300), nullable=True))
     op.create_table(
         "idempotency_key",
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -40,3 +41,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("idempotency_key")
+    op.drop_column("dispatch", "status_reason")

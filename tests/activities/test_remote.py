@@ -107,13 +107,13 @@ async def test_reject_is_permanent_with_the_remote_text(
     assert error.permanent
 
 
-async def test_wrong_token_is_permanent(
+async def test_wrong_token_is_a_credentials_error(
     remotes: Callable[..., RemoteClient], simulator: RunningSimulator
 ) -> None:
     error = await send_error(remotes(simulator.base_url, token="not-the-token"))
     assert str(error).startswith("HTTP 401: ")
     assert "invalid bearer token" in str(error)
-    assert error.permanent
+    assert error.credentials and not error.permanent
     assert simulator.state.stats()["accepted"] == 0
 
 

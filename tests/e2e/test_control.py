@@ -248,3 +248,32 @@ async def test_deleting_a_dispatch_ends_its_waiting_cohort(
         parent = dev_env.client.get_workflow_handle(dispatch_workflow_id(dispatch_id))
         parent_events = [e.event_type for e in (await parent.fetch_history()).events]
         raise AssertionError(f"cohort still open: {events}; dispatch: {parent_events}") from None
+
+
+async def test_refused_credentials_pause_the_dispatch_until_resumed(
+    stack: httpx.AsyncClient, db: Database, simulator: RunningSimulator
+) -> None:
+    """A 401 means our token is wrong: the dispatch pauses with the reason instead of failing
+    its messages; once the token is fixed, resume sends them all."""
+    api = stack
+    clients = 20
+    for _ in range(clients):
+        await make_client(db)
+    simulator.state.set_config(SimulatorConfig(refuse_credentials=401))
+    dispatch_id = await create(api)
+    paused = await until(api, dispatch_id, "paused", seconds=20)
+    assert paused["status_reason"] is not None and "401" in paused["status_reason"]
+    assert paused["messages"]["failed"] == 0
+    assert paused["messages"]["pending"] == clients
+    # Requests stop with the pause: the refusals counted now are all there will be.
+    refused = simulator.state.stats()["by_status"].get("401", 0)
+    assert refused >= 1
+    await asyncio.sleep(1.5)
+    assert simulator.state.stats()["by_status"].get("401", 0) == refused
+
+    simulator.state.set_config(SimulatorConfig())
+    resumed = await api.post(f"{DISPATCHES}/{dispatch_id}/resume")
+    assert (resumed.json()["status"], resumed.json()["status_reason"]) == ("running", None)
+    done = await until(api, dispatch_id, "completed")
+    assert done["messages"]["sent"] == clients
+    assert simulator.state.stats()["unique_accepted"] == clients
