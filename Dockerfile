@@ -7,6 +7,9 @@ COPY api api
 COPY workflows workflows
 COPY activities activities
 COPY simulator simulator
+# Packaged with the rest (pyproject lists them), though the image runs neither.
+COPY devstack devstack
+COPY bench bench
 COPY migrations migrations
 COPY alembic.ini worker.py ./
 COPY temporal-config temporal-config
