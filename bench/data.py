@@ -71,7 +71,8 @@ def client_records(count: int, zones: Sequence[str]) -> Iterator[tuple[str, str,
 async def reset_tables(conn: Connection) -> None:
     # No RESTART IDENTITY: workflow ids derive from dispatch ids, and the Temporal server
     # still holds the earlier scenarios' workflows.
-    await conn.execute("TRUNCATE message, dispatch, client")
+    # CASCADE: every table that refers to these (idempotency keys) empties with them.
+    await conn.execute("TRUNCATE message, dispatch, client CASCADE")
 
 
 async def insert_clients(conn: Connection, *, count: int, zones: Sequence[str]) -> None:
