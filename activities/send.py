@@ -450,7 +450,7 @@ class _Batch:
             # Kept for finish(), which fails the attempt: the message stays pending and the
             # retried batch judges it again.
             self.failure = self.failure or failure
-            self.stop("failed")
+            self.stop(SendOutcome.FAILED)
         finally:
             owner.slots.release()
 
@@ -474,7 +474,7 @@ class _Batch:
         self.handoffs.append(Handoff(row.id, row.client_id, row.timezone, delay_seconds=delay))
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.input.breaker_failures:
-            self.stop("remote_down")
+            self.stop(SendOutcome.REMOTE_DOWN)
         return Outcome(row.id, MessageStatus.RETRYING, attempted=True, error=reason, hand_off=True)
 
     # Writing outcomes: one write at a time, each taking everything that finished meanwhile.
@@ -502,7 +502,7 @@ class _Batch:
             except BaseException as error:
                 # No send may go out while the database cannot record it.
                 self.failure = self.failure or error
-                self.stop("database unavailable")
+                self.stop(SendOutcome.FAILED)
                 for _, written in [*queued, *self.unwritten]:
                     if not written.done():
                         written.set_exception(error)

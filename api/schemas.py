@@ -1,5 +1,6 @@
 """Request and response bodies, apart from the table models."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -210,6 +211,17 @@ class ControlBody(BaseModel):
     messages)."""
 
     reason: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
+
+
+def messages_page(
+    messages: Sequence[Any], *, total: int, limit: int, offset: int
+) -> "Page[MessagePublic]":
+    return Page(
+        items=[MessagePublic.model_validate(m) for m in messages],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 class StatusCounts(BaseModel):

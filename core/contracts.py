@@ -46,6 +46,9 @@ class SendOutcome(StrEnum):
     OUTSIDE_WINDOW = "outside_window"
     PAUSED = "paused"
     DELETED = "deleted"
+    # Why a batch stopped early, besides the above.
+    REMOTE_DOWN = "remote_down"  # its breaker opened: failures in a row
+    FAILED = "failed"  # a send or a write raised: the attempt fails and is retried
 
 
 def dispatch_workflow_id(dispatch_id: int) -> str:

@@ -48,7 +48,6 @@ BATCH_TIMEOUT = timedelta(hours=2)
 # ever at full speed).
 STARVED_POLL = timedelta(seconds=1)
 STARVED_POLL_MAX = timedelta(minutes=1)
-REMOTE_DOWN = "remote_down"
 
 
 @workflow.defn(name="CohortWorkflow")
@@ -149,7 +148,7 @@ class CohortWorkflow:
             self._sent += result.sent
             if result.stopped == SendOutcome.DELETED:
                 return
-            if result.stopped == REMOTE_DOWN:
+            if result.stopped == SendOutcome.REMOTE_DOWN:
                 # The remote fails everything: probe it again later instead of handing every
                 # message to a delivery of its own.
                 backoff = min(

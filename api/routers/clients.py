@@ -12,6 +12,7 @@ from api.schemas import (
     OperatorCode,
     Page,
     Tag,
+    messages_page,
 )
 from core.models import MessageStatus
 
@@ -80,9 +81,4 @@ async def client_messages(
     messages, total = await services.list_client_messages(
         session=session, client_id=client_id, status=status, limit=limit, offset=offset
     )
-    return Page(
-        items=[MessagePublic.model_validate(m) for m in messages],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return messages_page(messages, total=total, limit=limit, offset=offset)

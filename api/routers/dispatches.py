@@ -12,6 +12,7 @@ from api.schemas import (
     DispatchUpdate,
     MessagePublic,
     Page,
+    messages_page,
 )
 from core.audience import audience_size
 from core.control import Command
@@ -164,9 +165,4 @@ async def dispatch_messages(
     messages, total = await services.list_messages(
         session=session, dispatch_id=dispatch_id, status=status, limit=limit, offset=offset
     )
-    return Page(
-        items=[MessagePublic.model_validate(m) for m in messages],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return messages_page(messages, total=total, limit=limit, offset=offset)
