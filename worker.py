@@ -14,14 +14,18 @@ import signal
 from collections.abc import Sequence
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from activities.budget import ErrorBudget
 from activities.dispatch import DispatchActivities
 from activities.ratelimit import SendRateLimiter
+from activities.reconcile import Reconciler
 from activities.remote import RemoteClient
 from activities.send import SendActivities
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
+from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
 from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
@@ -60,12 +64,13 @@ def build_workers(
     send_task_queue: str | None = None,
 ) -> Sequence[Worker]:
     """The main worker and the send worker; queues default to the settings' ones."""
-    dispatch_activities = DispatchActivities(sessions=sessions)
+    dispatch_activities = DispatchActivities(sessions=sessions, temporal=client)
     send_activities = SendActivities(
         sessions=sessions,
         remote=remote,
         limiter=SendRateLimiter(sessions=sessions, rate_per_second=settings.send_rate_per_second),
         concurrency=settings.send_concurrency,
+        budget=ErrorBudget(share=settings.error_budget_share, window=settings.error_budget_window),
     )
     main = Worker(
         client,
@@ -81,6 +86,7 @@ def build_workers(
             dispatch_activities.finish_cohort,
             dispatch_activities.confirm_handoffs,
             dispatch_activities.control_dispatch,
+            dispatch_activities.wake_deliveries,
         ],
     )
     sends = Worker(
@@ -106,6 +112,16 @@ async def main() -> None:
     settings = get_settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
     client = await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
+    try:
+        await ensure_search_attributes(client, settings.temporal_namespace)
+    except RPCError as error:
+        # Workflows of dispatches cannot start without them: say what to do, and stop.
+        log.error(
+            "search attributes DispatchId and ClientId (Int) are not registered and this "
+            "worker cannot register them (%s); see the README, Deployment",
+            error,
+        )
+        raise SystemExit(1) from error
     database = Database(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +137,10 @@ async def main() -> None:
             settings.temporal_send_task_queue,
             settings.temporal_target,
         )
+        reconciler = Reconciler(sessions=database.sessions, temporal=client, settings=settings)
+        reconciling = asyncio.create_task(reconciler.run_forever(stop))
         await run_workers(workers, stop)
+        await reconciling
     await database.dispose()
     log.info("worker stopped")
 

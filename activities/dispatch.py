@@ -1,19 +1,24 @@
 """Database activities of the dispatch, cohort and delivery workflows; each is idempotent on its
 ids, so a retried or replayed call changes nothing twice."""
 
+import asyncio
 import logging
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
+from temporalio.client import Client as TemporalClient
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.records import confirm_handoffs, finish_open_message
 from core.audience import audience_filter
 from core.contracts import (
     COHORT_ALL,
     CONTROL_REFUSED,
+    DISPATCH_CHANGED,
+    DISPATCH_NOT_FOUND,
     AudiencePage,
     AudiencePageInput,
     ConfirmHandoffsInput,
@@ -22,6 +27,7 @@ from core.contracts import (
     ControlResult,
     CountOpenInput,
     CountOpenResult,
+    DispatchChanged,
     DispatchPlan,
     FinishCohortInput,
     FinishCohortResult,
@@ -33,7 +39,10 @@ from core.contracts import (
     Recipient,
     SetDispatchStatusInput,
     SetDispatchStatusResult,
+    WakeDeliveriesInput,
+    WakeDeliveriesResult,
     Window,
+    delivery_workflow_id,
 )
 from core.control import Command, apply_command
 from core.db import SessionFactory
@@ -52,12 +61,18 @@ from core.windows import stored_window
 
 log = logging.getLogger(__name__)
 
+# Delivery workflows woken per page, and signals in flight at once.
+WAKE_PAGE = 1000
+WAKE_CONCURRENCY = 32
+
 
 class DispatchActivities:
-    """Reads and writes of dispatches and messages on behalf of the workflows."""
+    """Reads and writes of dispatches and messages on behalf of the workflows; `temporal`
+    signals delivery workflows (a dispatch's own history would not hold a million signals)."""
 
-    def __init__(self, *, sessions: SessionFactory) -> None:
+    def __init__(self, *, sessions: SessionFactory, temporal: TemporalClient | None = None) -> None:
         self.sessions = sessions
+        self.temporal = temporal
 
     @activity.defn
     async def load_dispatch(self, input: LoadDispatchInput) -> DispatchPlan:
@@ -126,7 +141,7 @@ class DispatchActivities:
                 return LayOutResult([], last_client_id=input.after_client_id, done=True, laid_out=0)
             clients = (
                 await session.execute(
-                    sa.select(client_t.c.id, client_t.c.timezone)
+                    sa.select(client_t.c.id, client_t.c.timezone, client_t.c.phone)
                     .where(audience_filter(dispatch), client_t.c.id > input.after_client_id)
                     .order_by(client_t.c.id)
                     .limit(input.limit)
@@ -147,12 +162,13 @@ class DispatchActivities:
             await session.execute(
                 insert(message_t)
                 .from_select(
-                    ["dispatch_id", "client_id", "cohort", "sender"],
+                    ["dispatch_id", "client_id", "cohort", "sender", "phone"],
                     sa.select(
                         sa.literal(input.dispatch_id, sa.BigInteger),
                         sa.func.unnest(sa.cast(client_ids, sa.ARRAY(sa.BigInteger))),
                         sa.func.unnest(sa.cast(cohorts, sa.ARRAY(sa.String))),
                         sa.literal(str(sender)),
+                        sa.func.unnest(sa.cast([c.phone for c in clients], sa.ARRAY(sa.String))),
                     ),
                 )
                 .on_conflict_do_nothing(constraint="uq_message_dispatch_client")
@@ -227,18 +243,78 @@ class DispatchActivities:
                     session=session,
                     dispatch_id=input.dispatch_id,
                     command=Command(input.command),
+                    actor=input.actor,
                     reason=input.reason,
                 )
-        except (Conflict, NotFound, ValueError) as error:
+        except NotFound as error:
+            log.warning("control refused: %s", error, extra=ids(dispatch_id=input.dispatch_id))
+            raise ApplicationError(
+                str(error), type=DISPATCH_NOT_FOUND, non_retryable=True
+            ) from None
+        except (Conflict, ValueError) as error:
             log.warning("control refused: %s", error, extra=ids(dispatch_id=input.dispatch_id))
             raise ApplicationError(str(error), type=CONTROL_REFUSED, non_retryable=True) from None
         log.info(
-            "dispatch %s by signal (%s)",
+            "dispatch %s%s by %s (%s)",
             applied.status,
+            "" if applied.changed else " already",
+            input.actor,
             input.reason or "no reason given",
             extra=ids(dispatch_id=input.dispatch_id),
         )
         return ControlResult(applied.status, applied.changed, applied.messages_cancelled)
+
+    @activity.defn
+    async def wake_deliveries(self, input: WakeDeliveriesInput) -> WakeDeliveriesResult:
+        """Signals `dispatch_changed` to each delivery workflow of the dispatch that may still
+        be waiting: a resume then sends at once, a cancel ends them now rather than at their
+        next attempt, an edit reaches them. Messages a cancel just ended count too."""
+        temporal = self.temporal
+        if temporal is None:
+            return WakeDeliveriesResult(signalled=0)
+        dispatch_id = input.dispatch_id
+        gate = asyncio.Semaphore(WAKE_CONCURRENCY)
+        signal = DispatchChanged(reason=input.reason)
+
+        async def wake(client_id: int) -> int:
+            handle = temporal.get_workflow_handle(delivery_workflow_id(dispatch_id, client_id))
+            async with gate:
+                try:
+                    await handle.signal(DISPATCH_CHANGED, signal)
+                except RPCError as error:
+                    if error.status != RPCStatusCode.NOT_FOUND:
+                        raise
+                    return 0  # finished already
+            return 1
+
+        after, signalled = 0, 0
+        while True:
+            async with self.sessions() as session:
+                rows = (
+                    await session.execute(
+                        sa.select(message_t.c.id, message_t.c.client_id)
+                        .where(
+                            message_t.c.dispatch_id == dispatch_id,
+                            message_t.c.sender == MessageSender.DELIVERY,
+                            message_t.c.status.in_(
+                                [*OPEN_MESSAGE_STATUSES, MessageStatus.CANCELLED]
+                            ),
+                            message_t.c.client_id.is_not(None),
+                            message_t.c.id > after,
+                        )
+                        .order_by(message_t.c.id)
+                        .limit(WAKE_PAGE)
+                    )
+                ).all()
+            if not rows:
+                break
+            signalled += sum(await asyncio.gather(*(wake(row.client_id) for row in rows)))
+            after = rows[-1].id
+            activity.heartbeat(after)
+        log.info(
+            "woke %d deliveries (%s)", signalled, input.reason, extra=ids(dispatch_id=dispatch_id)
+        )
+        return WakeDeliveriesResult(signalled=signalled)
 
     @activity.defn
     async def confirm_handoffs(self, input: ConfirmHandoffsInput) -> ConfirmHandoffsResult:

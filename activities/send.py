@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.budget import ErrorBudget
 from activities.clock import activity_now
 from activities.ratelimit import SendRateLimiter
 from activities.records import (
@@ -31,7 +32,6 @@ from activities.records import (
 )
 from activities.remote import RemoteClient, RemoteError
 from core.contracts import (
-    COHORT_ALL,
     REMOTE_REJECTED,
     REMOTE_UNAVAILABLE,
     Handoff,
@@ -44,6 +44,7 @@ from core.contracts import (
 from core.control import Command, apply_command
 from core.db import SessionFactory
 from core.errors import Conflict, NotFound
+from core.events import Actor
 from core.logging import ids
 from core.models import OPEN_MESSAGE_STATUSES, MessageStatus, client_t, dispatch_t, message_t
 from core.rules import FINAL_STATUS_OF, PAUSE_RECHECK, Action, Decision, MessageState, decide
@@ -122,10 +123,12 @@ class SendActivities:
         remote: RemoteClient,
         limiter: SendRateLimiter,
         concurrency: int,
+        budget: ErrorBudget | None = None,
     ) -> None:
         self.sessions = sessions
         self.remote = remote
         self.limiter = limiter
+        self.budget = budget or ErrorBudget(share=None, window=1)
         # Requests in flight from this worker process, across every batch and attempt.
         self.slots = asyncio.Semaphore(concurrency)
 
@@ -157,6 +160,7 @@ class SendActivities:
                     status=MessageStatus.SENT,
                     sent_at=activity_now(),
                 )
+                self.budget.record(row.dispatch_id, failed=False)
                 log.info("message sent", extra=log_ids)
                 return SendResult(message_id=message_id, status=MessageStatus.SENT)
             reason = error_text(error)
@@ -168,8 +172,14 @@ class SendActivities:
             else:
                 status = MessageStatus.RETRYING
             await record_attempt(self.sessions, message_id=message_id, status=status, error=reason)
+        spent = self.budget.record(row.dispatch_id, failed=True)
+        if spent is not None:
+            await self._pause_itself(row.dispatch_id, spent)
         if error.credentials:
-            await self._pause_for_credentials(row.dispatch_id, reason)
+            await self._pause_itself(
+                row.dispatch_id, f"the remote refused our credentials: {reason}"
+            )
+        if error.credentials or (spent is not None and not error.permanent):
             return SendResult(
                 message_id, SendOutcome.PAUSED, next_open_at=activity_now() + PAUSE_RECHECK
             )
@@ -193,14 +203,18 @@ class SendActivities:
         current = await status() if status else None
         return decide(message_state(row, windows, dispatch_status=current), now=activity_now())
 
-    async def _pause_for_credentials(self, dispatch_id: int, reason: str) -> None:
-        """The remote refuses our token or account: the dispatch pauses with the reason, for an
-        operator to fix SEND_API_TOKEN and resume, instead of failing every message."""
-        why = f"the remote refused our credentials: {reason}"
+    async def _pause_itself(self, dispatch_id: int, why: str) -> None:
+        """Sending is pointless for now: the remote refuses our token or account (for an
+        operator to fix SEND_API_TOKEN and resume, instead of failing every message), or the
+        error budget is spent. The dispatch pauses with the reason."""
         try:
             async with self.sessions() as session:
                 applied = await apply_command(
-                    session=session, dispatch_id=dispatch_id, command=Command.PAUSE, reason=why
+                    session=session,
+                    dispatch_id=dispatch_id,
+                    command=Command.PAUSE,
+                    actor=Actor.WORKER,
+                    reason=why,
                 )
         except (Conflict, NotFound) as error:
             log.info("not paused: %s", error, extra=ids(dispatch_id=dispatch_id))
@@ -287,7 +301,12 @@ class SendActivities:
             heartbeat.cancel()
             await batch.abandon()
         if batch.credentials_refused is not None:
-            await self._pause_for_credentials(input.dispatch_id, batch.credentials_refused)
+            await self._pause_itself(
+                input.dispatch_id,
+                f"the remote refused our credentials: {batch.credentials_refused}",
+            )
+        if batch.budget_spent is not None:
+            await self._pause_itself(input.dispatch_id, batch.budget_spent)
         result = batch.result(message_ids)
         log.info(
             "batch of cohort %s: %d sent, %d final, %d handed off%s",
@@ -363,6 +382,8 @@ class _Batch:
     failure: BaseException | None = None
     # The remote refused our credentials (a 401 or 403): the dispatch pauses.
     credentials_refused: str | None = None
+    # The dispatch's error budget is spent: it pauses.
+    budget_spent: str | None = None
     # The dispatch's status as last read, and when (monotonic seconds).
     status_seen: str | None = None
     status_read_at: float = 0.0
@@ -429,11 +450,9 @@ class _Batch:
             self._write(Outcome(row.id, FINAL_STATUS_OF[decision.action], error=decision.reason))
             return
         # WAIT: the cohort's own window closed, or the dispatch is paused: the cohort waits.
-        # A client who moved to another zone since the layout waits in a delivery of its own.
-        if decision.reason == SendOutcome.PAUSED or self.input.cohort in (
-            COHORT_ALL,
-            row.timezone,
-        ):
+        # A client who moved to another zone since the layout waits in a delivery of its own,
+        # and so does each client of the one cohort of a dispatch given a window while it ran.
+        if decision.reason == SendOutcome.PAUSED or self.input.cohort == row.timezone:
             self.stop(decision.reason, decision.not_before)
             return
         self._write(Outcome(row.id, MessageStatus.PENDING, hand_off=True))
@@ -456,6 +475,10 @@ class _Batch:
 
     def _outcome_of(self, row: Any, error: RemoteError | None) -> Outcome:
         log_ids = ids(message_id=row.id, dispatch_id=row.dispatch_id, client_id=row.client_id)
+        spent = self.owner.budget.record(row.dispatch_id, failed=error is not None)
+        if spent is not None:
+            self.budget_spent = spent
+            self.stop(SendOutcome.PAUSED, activity_now() + PAUSE_RECHECK)
         if error is None:
             self.sent += 1
             self.consecutive_failures = 0

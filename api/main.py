@@ -3,15 +3,20 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api.routers import clients, dispatches, health, stats
 from core.db import Database
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import configure_logging
+from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,10 @@ operator code, a tag and a time zone) and run **dispatches** to them: each dispa
 workflow that starts by itself at `start_at`, sends one message per matching client inside that
 client's local send window, retries while the remote API fails, and sends nothing after `end_at`.
 Statistics count every dispatch's messages by status.
+
+Every error answer has one shape: `{"detail": "end_at: must be after start_at",
+"errors": [{"field": "end_at", "message": "must be after start_at"}]}` (`field` is null when
+the problem is the request as a whole, such as a 409 naming the dispatch's status).
 
 Message statuses: `pending` (waiting for its window), `retrying` (the remote failed, another
 attempt is scheduled), `sent`, `failed` (the remote refused it for good), `expired` (not sent by
@@ -38,6 +47,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.temporal = await Client.connect(
         settings.temporal_target, namespace=settings.temporal_namespace
     )
+    try:
+        # Also done by the worker; here too, so that a dispatch created before any worker
+        # started can start its workflow.
+        await ensure_search_attributes(app.state.temporal, settings.temporal_namespace)
+    except RPCError as error:
+        log.warning("search attributes not registered: %s", error)
     log.info("API ready: Temporal at %s", settings.temporal_target)
     try:
         yield
@@ -68,11 +83,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
 
     async def domain_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(status_code=ERROR_STATUS[type(error)], content={"detail": str(error)})
+        return error_response(ERROR_STATUS[type(error)], [ErrorItem(None, str(error))])
+
+    async def invalid_input(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return error_response(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [ErrorItem.of_validation(item) for item in error.errors()],
+        )
 
     for error_type in ERROR_STATUS:
         app.add_exception_handler(error_type, domain_error)
+    app.add_exception_handler(RequestValidationError, invalid_input)
     return app
+
+
+@dataclass(frozen=True)
+class ErrorItem:
+    """One problem: the field it is about (dotted, e.g. `filter.tags.0`; None for the request
+    as a whole) and what is wrong, in words."""
+
+    field: str | None
+    message: str
+
+    @classmethod
+    def of_validation(cls, item: Any) -> "ErrorItem":
+        location = [str(part) for part in item.get("loc", ())]
+        if location and location[0] in {"body", "query", "path", "header"}:
+            location = location[1:]
+        message = str(item.get("msg", "invalid"))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        return cls(".".join(location) or None, message)
+
+
+def error_response(status_code: int, items: list[ErrorItem]) -> JSONResponse:
+    """Every error has one shape: `detail`, one line naming each field with its problem, and
+    `errors`, the same as a list of {field, message}."""
+    detail = "; ".join(f"{i.field}: {i.message}" if i.field else i.message for i in items)
+    return JSONResponse(
+        status_code=status_code,
+        content={
+            "detail": detail,
+            "errors": [{"field": i.field, "message": i.message} for i in items],
+        },
+    )
 
 
 def create_configured_app() -> FastAPI:

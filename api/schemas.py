@@ -1,6 +1,5 @@
 """Request and response bodies, apart from the table models."""
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -189,8 +188,9 @@ class DispatchCreate(BaseModel):
 
 
 class DispatchUpdate(BaseModel):
-    """Fields to change; only a dispatch that has not started yet can be edited.
-    `window: null` removes the window."""
+    """Fields to change. Before the start any field; while running or paused `end_at`
+    (earlier or later), `text` (for messages not yet sent) and `window`, which reach the
+    workflows already running; after the end nothing. `window: null` removes the window."""
 
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
@@ -211,17 +211,6 @@ class ControlBody(BaseModel):
     messages)."""
 
     reason: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
-
-
-def messages_page(
-    messages: Sequence[Any], *, total: int, limit: int, offset: int
-) -> "Page[MessagePublic]":
-    return Page(
-        items=[MessagePublic.model_validate(m) for m in messages],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
 
 
 class StatusCounts(BaseModel):
@@ -266,11 +255,38 @@ class MessagePublic(BaseModel):
     id: int
     dispatch_id: int
     client_id: int | None
+    phone: str | None = Field(
+        description="The number it goes (or went) to; kept when the client is deleted."
+    )
+    timezone: str | None = Field(
+        default=None, description="The client's zone now (None once the client is deleted)."
+    )
     status: MessageStatus
     attempts: int
     last_error: str | None
+    waiting_until: datetime | None = Field(
+        default=None,
+        description="For a pending message outside its send window: when the window next opens.",
+    )
     created_at: datetime
     sent_at: datetime | None
+
+
+class DispatchEventPublic(BaseModel):
+    """A control action on a dispatch: create, edit, pause, resume, cancel, delete."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dispatch_id: int
+    at: datetime
+    action: str
+    actor: str = Field(
+        description="api (the caller), temporal (a signal from the Temporal UI or CLI), "
+        "or worker (the service: refused credentials, error budget)."
+    )
+    reason: str | None
+    details: dict[str, Any] | None
 
 
 class DispatchStats(BaseModel):

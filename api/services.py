@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -9,50 +10,77 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowHandle
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import (
     ClientCreate,
     ClientUpdate,
     DispatchCreate,
+    DispatchEventPublic,
     DispatchFilter,
     DispatchPublic,
     DispatchStats,
     DispatchUpdate,
+    MessagePublic,
     OverallStats,
+    Page,
     StatusCounts,
     WindowSchema,
 )
 from core.contracts import (
+    CONTROL_UPDATE,
+    DISPATCH_CHANGED,
+    DISPATCH_NOT_FOUND,
+    ControlResult,
+    ControlUpdate,
     DispatchChanged,
     DispatchInput,
     SendOptions,
     Window,
+    delivery_workflow_id,
     dispatch_workflow_id,
 )
 from core.control import Command, apply_command
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.events import Action, Actor, record_event
 from core.logging import ids
 from core.models import (
     OPEN_MESSAGE_STATUSES,
     Client,
     Dispatch,
+    DispatchEvent,
     DispatchStatus,
     IdempotencyKey,
     Message,
+    MessageSender,
     MessageStatus,
+    client_t,
+    dispatch_t,
+    message_t,
+    utcnow,
 )
 from core.phones import default_timezone, operator_code
+from core.search import of_dispatch
 from core.settings import Settings
 from core.stats import counts_by_dispatch, total_counts
-from core.windows import stored_window
+from core.windows import next_send_instant, stored_window
 from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", Client, Dispatch, Message)
+M = TypeVar("M", Client, Dispatch, Message, DispatchEvent)
+
+# What a running or paused dispatch lets an edit change: the workflows already running read
+# them again. The filter and start_at shaped the audience and its layout, and stay.
+EDITABLE_WHILE_RUNNING = frozenset({"end_at", "text", "window"})
+UNFINISHED = (DispatchStatus.SCHEDULED, DispatchStatus.RUNNING, DispatchStatus.PAUSED)
 
 
 async def fetch_page(
@@ -100,34 +128,112 @@ async def create_client(*, session: AsyncSession, data: ClientCreate, settings: 
     return client
 
 
-async def update_client(*, session: AsyncSession, client_id: int, data: ClientUpdate) -> Client:
+async def update_client(
+    *, session: AsyncSession, temporal: TemporalClient, client_id: int, data: ClientUpdate
+) -> Client:
+    """Changes the client; its messages not yet sent follow: a new phone is where they go, and
+    a new zone reaches a message already waiting for its window (see `_follow_move`)."""
     client = await get_client(session=session, client_id=client_id)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "phone" in changes and "operator_code" not in changes:
         changes["operator_code"] = operator_code(changes["phone"])
+    moved = "timezone" in changes and changes["timezone"] != client.timezone
     for field, value in changes.items():
         setattr(client, field, value)
+    open_messages = (
+        col(Message.client_id) == client_id,
+        col(Message.status).in_(OPEN_MESSAGE_STATUSES),
+    )
+    if "phone" in changes:
+        await session.execute(sa.update(Message).where(*open_messages).values(phone=client.phone))
+    to_wake: list[tuple[str, int]] = []
+    if moved:
+        to_wake = await _follow_move(session, client_id)
     await _commit_unique_phone(session, client.phone)
     log.info("client updated: %s", sorted(changes), extra=ids(client_id=client_id))
+    for kind, dispatch_id in to_wake:
+        workflow_id = (
+            dispatch_workflow_id(dispatch_id)
+            if kind == "dispatch"
+            else delivery_workflow_id(dispatch_id, client_id)
+        )
+        await _signal_changed(temporal, workflow_id, "client moved", dispatch_id)
     return client
 
 
-async def delete_client(*, session: AsyncSession, client_id: int) -> None:
-    """Deletes the client; its messages not yet sent end cancelled at once (not when their
-    window would have opened), and every message keeps its history."""
-    client = await get_client(session=session, client_id=client_id)
-    cancelled = await session.execute(
-        sa.update(Message)
-        .where(col(Message.client_id) == client_id, col(Message.status).in_(OPEN_MESSAGE_STATUSES))
-        .values(status=MessageStatus.CANCELLED, last_error="client deleted")
+async def _follow_move(session: AsyncSession, client_id: int) -> list[tuple[str, int]]:
+    """A client moved zone: each of its messages a zone cohort still holds becomes a hand-off
+    the cohort owes (its dispatch workflow wakes the cohorts; the next batch starts a delivery
+    that waits for the new zone's window); a delivery of its own is woken to judge the message
+    with the new zone. Says which workflows to wake, after the commit."""
+    owed = await session.execute(
+        sa.update(message_t)
+        .where(
+            message_t.c.client_id == client_id,
+            message_t.c.status == MessageStatus.PENDING,
+            message_t.c.sender == MessageSender.COHORT,
+            message_t.c.cohort != "all",
+            message_t.c.dispatch_id.in_(
+                sa.select(dispatch_t.c.id).where(
+                    dispatch_t.c.status.in_([DispatchStatus.RUNNING, DispatchStatus.PAUSED])
+                )
+            ),
+        )
+        .values(sender=MessageSender.OWED)
+        .returning(message_t.c.dispatch_id)
     )
+    waking = [("dispatch", dispatch_id) for dispatch_id in owed.scalars()]
+    deliveries = await session.execute(
+        sa.select(message_t.c.dispatch_id).where(
+            message_t.c.client_id == client_id,
+            message_t.c.status.in_(OPEN_MESSAGE_STATUSES),
+            message_t.c.sender == MessageSender.DELIVERY,
+        )
+    )
+    return waking + [("delivery", dispatch_id) for dispatch_id in deliveries.scalars()]
+
+
+async def _signal_changed(
+    temporal: TemporalClient, workflow_id: str, reason: str, dispatch_id: int
+) -> None:
+    try:
+        await temporal.get_workflow_handle(workflow_id).signal(
+            DISPATCH_CHANGED, DispatchChanged(reason=reason)
+        )
+    except RPCError as error:
+        # A finished workflow needs no wake-up; one asleep finds the change when it wakes.
+        log.info("%s not signalled: %s", workflow_id, error, extra=ids(dispatch_id=dispatch_id))
+
+
+async def delete_client(*, session: AsyncSession, temporal: TemporalClient, client_id: int) -> None:
+    """Deletes the client; its messages not yet sent end cancelled at once (not when their
+    window would have opened), each keeping the phone it was for, and the delivery workflows
+    waiting to send them are woken to end."""
+    client = await get_client(session=session, client_id=client_id)
+    cancelled = (
+        await session.execute(
+            sa.update(message_t)
+            .where(
+                message_t.c.client_id == client_id,
+                message_t.c.status.in_(OPEN_MESSAGE_STATUSES),
+            )
+            .values(status=MessageStatus.CANCELLED, last_error="client deleted")
+            .returning(message_t.c.dispatch_id, message_t.c.sender)
+        )
+    ).all()
     await session.delete(client)
     await session.commit()
     log.info(
-        "client deleted; %d open messages cancelled",
-        cancelled.rowcount,  # type: ignore[attr-defined]
-        extra=ids(client_id=client_id),
+        "client deleted; %d open messages cancelled", len(cancelled), extra=ids(client_id=client_id)
     )
+    for row in cancelled:
+        if row.sender == MessageSender.DELIVERY:
+            await _signal_changed(
+                temporal,
+                delivery_workflow_id(row.dispatch_id, client_id),
+                "client deleted",
+                row.dispatch_id,
+            )
 
 
 async def list_clients(
@@ -212,6 +318,7 @@ async def create_dispatch(
     settings: Settings,
     data: DispatchCreate,
     idempotency_key: str | None = None,
+    actor: str = Actor.API,
 ) -> tuple[Dispatch, bool]:
     """Stores the dispatch, then starts its workflow; without Temporal nothing is kept. With an
     Idempotency-Key already used for the same body, the dispatch it made comes back instead
@@ -234,6 +341,7 @@ async def create_dispatch(
         session.add(
             IdempotencyKey(key=idempotency_key, request_hash=request_hash, dispatch_id=dispatch.id)
         )
+    await record_event(session, dispatch_id=dispatch.id, action=Action.CREATED, actor=actor)
     try:
         await session.commit()
     except IntegrityError:
@@ -252,6 +360,7 @@ async def create_dispatch(
             DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(settings)),
             id=dispatch_workflow_id(dispatch.id),
             task_queue=settings.temporal_task_queue,
+            search_attributes=of_dispatch(dispatch.id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except RPCError as error:
@@ -265,16 +374,33 @@ async def create_dispatch(
 
 
 async def update_dispatch(
-    *, session: AsyncSession, temporal: TemporalClient, dispatch_id: int, data: DispatchUpdate
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    dispatch_id: int,
+    data: DispatchUpdate,
+    actor: str = Actor.API,
 ) -> Dispatch:
+    """Before the start any field; running or paused, EDITABLE_WHILE_RUNNING, which the
+    workflows read again when signalled (cohorts, deliveries) or at their next send (batches
+    and attempts read the row); after the end, a Conflict."""
     # The row lock orders this edit against the workflow moving the dispatch to running.
     dispatch = await session.get(Dispatch, dispatch_id, with_for_update=True)
     if dispatch is None:
         raise NotFound("dispatch", dispatch_id)
-    if (current := dispatch.status) != DispatchStatus.SCHEDULED:
-        await session.rollback()
-        raise Conflict(f"dispatch {dispatch_id} is {current}; only a scheduled one can be edited")
     changes = data.model_dump(exclude_unset=True)
+    current = dispatch.status
+    if current not in UNFINISHED:
+        await session.rollback()
+        raise Conflict(f"dispatch {dispatch_id} is {current}: it can no longer be edited")
+    if current != DispatchStatus.SCHEDULED and (
+        frozen := sorted(set(changes) - EDITABLE_WHILE_RUNNING)
+    ):
+        await session.rollback()
+        raise Conflict(
+            f"dispatch {dispatch_id} is {current}: only end_at, text and window can change "
+            f"now, not {', '.join(frozen)}"
+        )
     start_at = data.start_at or dispatch.start_at
     end_at = data.end_at or dispatch.end_at
     if end_at <= start_at:
@@ -286,15 +412,18 @@ async def update_dispatch(
     _apply_filter_and_window(dispatch, data.filter, data.window)
     if "window" in changes and data.window is None:
         dispatch.window_start = dispatch.window_end = None
+    await record_event(
+        session,
+        dispatch_id=dispatch_id,
+        action=Action.EDITED,
+        actor=actor,
+        details={"fields": sorted(changes)},
+    )
     await session.commit()
     log.info("dispatch updated: %s", sorted(changes), extra=ids(dispatch_id=dispatch_id))
-    try:
-        await temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id)).signal(
-            DispatchWorkflow.dispatch_changed, DispatchChanged(reason="edited")
-        )
-    except RPCError as error:
-        # The workflow re-reads the row when its timer fires; only an earlier start is late.
-        log.warning("edit not signalled: %s", error, extra=ids(dispatch_id=dispatch_id))
+    # The dispatch workflow wakes its cohorts and deliveries; if the signal is lost, they read
+    # the row at their next timer or send.
+    await _signal_changed(temporal, dispatch_workflow_id(dispatch_id), "edited", dispatch_id)
     return dispatch
 
 
@@ -305,40 +434,97 @@ async def control_dispatch(
     dispatch_id: int,
     command: Command,
     reason: str | None,
+    update_wait: timedelta,
+    actor: str = Actor.API,
 ) -> Dispatch:
-    """Pauses, resumes or cancels the dispatch: the row changes first (every batch and attempt
-    reads it before a request), then its workflow is told, so that sleeping cohorts wake up.
-    A repeat changes nothing; a command the status refuses is a Conflict."""
-    applied = await apply_command(
-        session=session, dispatch_id=dispatch_id, command=command, reason=reason
+    """Pauses, resumes or cancels the dispatch through its workflow's `control` update, which
+    answers once the row has changed (every batch and attempt reads it before a request) and
+    the sleeping cohorts are woken. A workflow that has ended (or never started) cannot take
+    it, nor one that no worker runs within `update_wait`: the row is changed here (which also
+    answers a repeat or refuses with the reason), and a running workflow is signalled to
+    catch up. A repeat changes nothing; a command the status refuses is a Conflict."""
+    await get_dispatch(session=session, dispatch_id=dispatch_id)
+    await session.rollback()
+    handle: WorkflowHandle[Any, Any] = temporal.get_workflow_handle(
+        dispatch_workflow_id(dispatch_id)
     )
+    try:
+        result = await handle.execute_update(
+            CONTROL_UPDATE,
+            ControlUpdate(command=command, reason=reason, actor=actor),
+            result_type=ControlResult,
+            rpc_timeout=update_wait,
+        )
+        changed = result.changed
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(error)
+        if isinstance(cause, ApplicationError) and cause.type == DISPATCH_NOT_FOUND:
+            raise NotFound("dispatch", dispatch_id) from None
+        raise Conflict(message) from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # No worker took it in time: the row changes here, which every batch and attempt
+        # reads; the signal wakes the cohorts once a worker runs (the update, if it is still
+        # delivered later, is a harmless repeat).
+        log.warning("%s not taken in time", command, extra=ids(dispatch_id=dispatch_id))
+        applied = await apply_command(
+            session=session, dispatch_id=dispatch_id, command=command, actor=actor, reason=reason
+        )
+        changed = applied.changed
+        if changed:
+            await _signal_changed(temporal, dispatch_workflow_id(dispatch_id), command, dispatch_id)
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            log.error("%s not delivered: %s", command, error, extra=ids(dispatch_id=dispatch_id))
+            raise EngineUnavailable("the workflow service is unavailable; try again") from error
+        applied = await apply_command(
+            session=session, dispatch_id=dispatch_id, command=command, actor=actor, reason=reason
+        )
+        changed = applied.changed
+        if changed:
+            log.warning(
+                "%s applied without a workflow: %s",
+                command,
+                error,
+                extra=ids(dispatch_id=dispatch_id),
+            )
     log.info(
         "dispatch %s (%s)%s",
-        applied.status,
+        command,
         reason or "no reason given",
-        "" if applied.changed else ", unchanged",
+        "" if changed else ", unchanged",
         extra=ids(dispatch_id=dispatch_id),
     )
-    if applied.changed:
-        try:
-            await temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id)).signal(
-                DispatchWorkflow.dispatch_changed, DispatchChanged(reason=command)
-            )
-        except RPCError as error:
-            # The batches read the row anyway; only a sleeping cohort wakes later (at its
-            # window or its pause's recheck).
-            log.warning("%s not signalled: %s", command, error, extra=ids(dispatch_id=dispatch_id))
+    session.expire_all()
     return await get_dispatch(session=session, dispatch_id=dispatch_id)
 
 
 async def delete_dispatch(
-    *, session: AsyncSession, temporal: TemporalClient, dispatch_id: int
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    dispatch_id: int,
+    update_wait: timedelta,
+    actor: str = Actor.API,
 ) -> None:
-    """Deletes the dispatch with its messages, then asks its workflow to cancel, which wakes
-    its cohorts: they find the dispatch gone and finish. Rows first, so that no workflow woken
-    by the cancellation can still see them; a workflow the request does not reach finds them
-    gone the next time it looks (a cohort at its window, a delivery at its attempt)."""
+    """Deletes the dispatch with its messages. One that has not finished is cancelled first
+    (its workflow ends every unsent message and wakes its cohorts and deliveries, which end),
+    then the rows go, and its workflow is asked to cancel: no workflow keeps running for a
+    deleted dispatch. Its events stay, with the deletion."""
     dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
+    if dispatch.status in UNFINISHED:
+        await session.rollback()
+        await control_dispatch(
+            session=session,
+            temporal=temporal,
+            dispatch_id=dispatch_id,
+            command=Command.CANCEL,
+            reason="deleted",
+            update_wait=update_wait,
+            actor=actor,
+        )
+        dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
+    await record_event(session, dispatch_id=dispatch_id, action=Action.DELETED, actor=actor)
     await session.delete(dispatch)
     await session.commit()
     log.info("dispatch deleted", extra=ids(dispatch_id=dispatch_id))
@@ -354,6 +540,24 @@ async def delete_dispatch(
                 error,
                 extra=ids(dispatch_id=dispatch_id),
             )
+
+
+async def list_events(
+    *, session: AsyncSession, dispatch_id: int, limit: int, offset: int
+) -> Page[DispatchEventPublic]:
+    """A dispatch's control actions, oldest first; kept after its deletion."""
+    conditions = [col(DispatchEvent.dispatch_id) == dispatch_id]
+    rows, total = await fetch_page(
+        session=session, model=DispatchEvent, conditions=conditions, limit=limit, offset=offset
+    )
+    if total == 0:
+        await get_dispatch(session=session, dispatch_id=dispatch_id)
+    return Page(
+        items=[DispatchEventPublic.model_validate(row) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 async def list_dispatches(
@@ -374,14 +578,12 @@ async def list_messages(
     status: MessageStatus | None,
     limit: int,
     offset: int,
-) -> tuple[list[Message], int]:
+) -> Page[MessagePublic]:
     await get_dispatch(session=session, dispatch_id=dispatch_id)
-    conditions: list[Any] = [col(Message.dispatch_id) == dispatch_id]
+    conditions: list[Any] = [message_t.c.dispatch_id == dispatch_id]
     if status is not None:
-        conditions.append(col(Message.status) == status)
-    return await fetch_page(
-        session=session, model=Message, conditions=conditions, limit=limit, offset=offset
-    )
+        conditions.append(message_t.c.status == status)
+    return await _message_page(session, conditions, limit=limit, offset=offset)
 
 
 async def list_client_messages(
@@ -391,15 +593,56 @@ async def list_client_messages(
     status: MessageStatus | None,
     limit: int,
     offset: int,
-) -> tuple[list[Message], int]:
+) -> Page[MessagePublic]:
     """One client's messages across every dispatch, by id."""
     await get_client(session=session, client_id=client_id)
-    conditions: list[Any] = [col(Message.client_id) == client_id]
+    conditions: list[Any] = [message_t.c.client_id == client_id]
     if status is not None:
-        conditions.append(col(Message.status) == status)
-    return await fetch_page(
-        session=session, model=Message, conditions=conditions, limit=limit, offset=offset
+        conditions.append(message_t.c.status == status)
+    return await _message_page(session, conditions, limit=limit, offset=offset)
+
+
+async def _message_page(
+    session: AsyncSession, conditions: list[Any], *, limit: int, offset: int
+) -> Page[MessagePublic]:
+    """Messages by id with their client's zone and, for one waiting for its window, when the
+    window next opens."""
+    total = (
+        await session.execute(sa.select(sa.func.count()).select_from(message_t).where(*conditions))
+    ).scalar_one()
+    rows = await session.execute(
+        sa.select(
+            message_t,
+            client_t.c.timezone,
+            dispatch_t.c.start_at,
+            dispatch_t.c.end_at,
+            dispatch_t.c.window_start,
+            dispatch_t.c.window_end,
+        )
+        .select_from(message_t)
+        .join(dispatch_t, dispatch_t.c.id == message_t.c.dispatch_id)
+        .outerjoin(client_t, client_t.c.id == message_t.c.client_id)
+        .where(*conditions)
+        .order_by(message_t.c.id)
+        .limit(limit)
+        .offset(offset)
     )
+    now = utcnow()
+    items = []
+    for row in rows:
+        item = MessagePublic.model_validate(row)
+        if row.status == MessageStatus.PENDING and row.timezone is not None:
+            opens = next_send_instant(
+                now=now,
+                start_at=row.start_at,
+                end_at=row.end_at,
+                window=stored_window(row.window_start, row.window_end),
+                timezone=row.timezone,
+            )
+            if opens is not None and opens > now:
+                item.waiting_until = opens
+        items.append(item)
+    return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 # Statistics

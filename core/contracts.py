@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 REMOTE_REJECTED = "RemoteRejected"  # a 4xx other than 408/429: permanent, never retried
 REMOTE_UNAVAILABLE = "RemoteUnavailable"  # timeouts, refused connections, 5xx, 429, garbage
 CONTROL_REFUSED = "ControlRefused"  # a pause, resume or cancel the dispatch's status refuses
+DISPATCH_NOT_FOUND = "DispatchNotFound"  # a command for a dispatch deleted meanwhile
+CONTROL_UPDATE = "control"  # the dispatch workflow's update: pause, resume or cancel
 
 # Signal names, shared by the senders and the workflows that define them.
 DELIVERY_FINISHED = "delivery_finished"
@@ -232,6 +234,9 @@ class CohortProgress:
     phase: str
     sent: int
     handed_off: int
+    # When its sleep ends (its zone's window opening, a backoff, a pause's recheck), if asleep.
+    waiting_until: datetime | None = None
+    batches: int = 0
 
 
 @dataclass
@@ -391,6 +396,29 @@ class ControlInput:
     dispatch_id: int
     command: str
     reason: str | None = None
+    # Who asked: "temporal" for a signal from the Temporal UI or CLI, or the API's actor.
+    actor: str = "temporal"
+
+
+@dataclass
+class ControlUpdate:
+    """The `control` update of the dispatch workflow (what the API sends): the command, and
+    the reason and actor kept with it."""
+
+    command: str
+    reason: str | None = None
+    actor: str = "api"
+
+
+@dataclass
+class WakeDeliveriesInput:
+    dispatch_id: int
+    reason: str
+
+
+@dataclass
+class WakeDeliveriesResult:
+    signalled: int
 
 
 @dataclass
@@ -421,6 +449,10 @@ class DispatchProgress:
     phase: str
     started: int
     after_client_id: int
+    # The cohorts started (query each, `dispatch-<id>-zone-<zone>`, for its own progress) and
+    # those finished.
+    cohorts: list[str] = field(default_factory=list)
+    cohorts_finished: list[str] = field(default_factory=list)
 
 
 @dataclass

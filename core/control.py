@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Conflict, NotFound
+from core.events import Action, record_event
 from core.models import (
     OPEN_MESSAGE_STATUSES,
     STATUS_REASON_MAX_LENGTH,
@@ -32,14 +33,20 @@ class Command(StrEnum):
 class Transition:
     from_statuses: frozenset[DispatchStatus]
     to: DispatchStatus
+    action: Action
 
 
 TRANSITIONS = {
-    Command.PAUSE: Transition(frozenset({DispatchStatus.RUNNING}), DispatchStatus.PAUSED),
-    Command.RESUME: Transition(frozenset({DispatchStatus.PAUSED}), DispatchStatus.RUNNING),
+    Command.PAUSE: Transition(
+        frozenset({DispatchStatus.RUNNING}), DispatchStatus.PAUSED, Action.PAUSED
+    ),
+    Command.RESUME: Transition(
+        frozenset({DispatchStatus.PAUSED}), DispatchStatus.RUNNING, Action.RESUMED
+    ),
     Command.CANCEL: Transition(
         frozenset({DispatchStatus.SCHEDULED, DispatchStatus.RUNNING, DispatchStatus.PAUSED}),
         DispatchStatus.CANCELLED,
+        Action.CANCELLED,
     ),
 }
 
@@ -56,10 +63,16 @@ class Applied:
 
 
 async def apply_command(
-    *, session: AsyncSession, dispatch_id: int, command: Command, reason: str | None = None
+    *,
+    session: AsyncSession,
+    dispatch_id: int,
+    command: Command,
+    actor: str,
+    reason: str | None = None,
 ) -> Applied:
-    """Moves the dispatch as the command says and commits; a repeat changes nothing. Cancel also
-    ends every unsent message `cancelled`. Raises NotFound, or Conflict with the reason."""
+    """Moves the dispatch as the command says and commits, with its event; a repeat changes
+    nothing and records nothing. Cancel also ends every unsent message `cancelled`. Raises
+    NotFound, or Conflict with the reason."""
     transition = TRANSITIONS[command]
     current = (
         await session.execute(
@@ -99,5 +112,13 @@ async def apply_command(
             )
         )
         cancelled = int(result.rowcount)  # type: ignore[attr-defined]
+    await record_event(
+        session,
+        dispatch_id=dispatch_id,
+        action=transition.action,
+        actor=actor,
+        reason=reason,
+        details={"messages_cancelled": cancelled} if command == Command.CANCEL else None,
+    )
     await session.commit()
     return Applied(status=transition.to, changed=True, messages_cancelled=cancelled)

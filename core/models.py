@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime, time
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -21,6 +22,7 @@ TEXT_MAX_LENGTH = 1000
 TIMEZONE_MAX_LENGTH = 64
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 STATUS_REASON_MAX_LENGTH = 300
+ACTOR_MAX_LENGTH = 200
 
 
 def utcnow() -> datetime:
@@ -184,6 +186,10 @@ class Message(SQLModel, table=True):
             sa.BigInteger, sa.ForeignKey("client.id", ondelete="SET NULL"), nullable=True
         ),
     )
+    # The number it goes to, kept when the client is deleted.
+    phone: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(PHONE_LENGTH), nullable=True)
+    )
     status: MessageStatus = Field(
         default=MessageStatus.PENDING,
         sa_column=sa.Column(sa.String(16), nullable=False, server_default="pending"),
@@ -225,6 +231,30 @@ class IdempotencyKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
+class DispatchEvent(SQLModel, table=True):
+    """A control action on a dispatch (create, edit, pause, resume, cancel, delete, an
+    automatic pause): when, by whom, why. Kept after the dispatch is deleted (no foreign key),
+    so that its deletion is on record too."""
+
+    __tablename__ = "dispatch_event"
+    __table_args__ = (sa.Index("ix_dispatch_event_dispatch_id", "dispatch_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    dispatch_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    action: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    # "api" (the token's subject once authentication exists), "temporal" (a signal from the
+    # Temporal UI or CLI), or "worker" (the service itself: refused credentials, error budget).
+    actor: str = Field(sa_column=sa.Column(sa.String(ACTOR_MAX_LENGTH), nullable=False))
+    reason: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(STATUS_REASON_MAX_LENGTH), nullable=True)
+    )
+    # What else is worth knowing: the fields an edit changed, messages a cancel ended.
+    details: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(postgresql.JSONB, nullable=True)
+    )
+
+
 # A token bucket shared by every worker process: the global cap on sends per second. One row per
 # limiter; `next_free` is the instant from which the next send is free to go (GCRA).
 send_rate_limit = sa.Table(
@@ -238,3 +268,4 @@ send_rate_limit = sa.Table(
 client_t: sa.Table = Client.__table__  # type: ignore[attr-defined]
 dispatch_t: sa.Table = Dispatch.__table__  # type: ignore[attr-defined]
 message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
+dispatch_event_t: sa.Table = DispatchEvent.__table__  # type: ignore[attr-defined]

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "mailing"
     # Sends run on a task queue of their own so that the server can cap their rate.
     temporal_send_task_queue: str = "mailing-send"
+    # How long the API waits for a dispatch workflow to take a pause, resume or cancel; past
+    # it (no worker running), the API changes the row itself and the workflow catches up.
+    control_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Base of the external API, e.g. https://probe.fbrq.cloud/v1. Unset: the built-in simulator.
     send_api_url: str | None = None
@@ -40,6 +43,11 @@ class Settings(BaseSettings):
     send_rate_per_second: float | None = Field(default=None, gt=0)
     send_retry_initial_seconds: float = Field(default=1.0, gt=0)
     send_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # Error budget: a dispatch pauses itself when more than this share of its last
+    # ERROR_BUDGET_WINDOW attempts failed (any failure: rejected, unavailable, timed out).
+    # Unset: off, and an outage of any length is ridden out.
+    error_budget_share: float | None = Field(default=None, gt=0, lt=1)
+    error_budget_window: int = Field(default=200, ge=10)
 
     # Per-client shape: clients selected and started per page.
     audience_page_size: int = Field(default=500, ge=1, le=5000)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from core.search import dev_server_flags
 from core.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def temporal_dev_server_command(
         "--log-level",
         "warn",
         *dynamic_config_flags(),
+        *dev_server_flags(),
     ]
     if db_file is not None:
         command += ["--db-filename", str(db_file), *sqlite_pragma_flags()]

@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.db import Database, migrate
+from core.search import dev_server_flags, ensure_search_attributes
 from core.settings import Settings
 from devstack.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
 from simulator.app import SimulatorConfig, SimulatorState
@@ -109,6 +110,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=bin_path("temporal-test-server")
     )
+    await ensure_search_attributes(env.client, "default")
     yield env
     await env.shutdown()
 
@@ -124,6 +126,7 @@ async def clock_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=bin_path("temporal-test-server")
     )
+    await ensure_search_attributes(env.client, "default")
     yield env
     await env.shutdown()
 
@@ -132,7 +135,7 @@ async def clock_env() -> AsyncIterator[WorkflowEnvironment]:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=bin_path("temporal"),
-        dev_server_extra_args=dynamic_config_flags(),
+        dev_server_extra_args=[*dynamic_config_flags(), *dev_server_flags()],
     )
     yield env
     await env.shutdown()
@@ -153,7 +156,8 @@ async def api_app(
     Not the time-skipping server: workflow tasks waiting there for a worker would stop time
     from skipping for the workflow tests that share it.
     """
-    app = create_app(settings_for(settings, dev_env.client, queues))
+    # No worker takes a control update here: the API applies it itself after this long.
+    app = create_app(settings_for(settings, dev_env.client, queues, control_timeout_seconds=1.0))
     async with app.router.lifespan_context(app):
         yield app
 

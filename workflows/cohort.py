@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         dispatch_workflow_id,
     )
     from core.models import MessageStatus
+    from core.search import of_dispatch
     from core.windows import next_send_instant
     from workflows.delivery import DeliveryWorkflow
 
@@ -48,6 +49,9 @@ BATCH_TIMEOUT = timedelta(hours=2)
 # ever at full speed).
 STARVED_POLL = timedelta(seconds=1)
 STARVED_POLL_MAX = timedelta(minutes=1)
+# Since this patch a cohort woken by a change reads the dispatch again (an edit of end_at or of
+# the window applies to the sleep that follows).
+RELOADS_ON_CHANGE = "cohort-reloads-on-change"
 
 
 @workflow.defn(name="CohortWorkflow")
@@ -64,6 +68,8 @@ class CohortWorkflow:
         self._phase = "loading"
         self._sent = 0
         self._handed_off = 0
+        self._batches = 0
+        self._waiting_until: datetime | None = None
         # Deliveries started by this run; it finishes after them, so that the Temporal UI shows
         # the cohort open while any of its messages is still being retried.
         self._deliveries: list[workflow.ChildWorkflowHandle[DeliveryWorkflow, DeliveryResult]] = []
@@ -78,7 +84,13 @@ class CohortWorkflow:
 
     @workflow.query
     def progress(self) -> CohortProgress:
-        return CohortProgress(phase=self._phase, sent=self._sent, handed_off=self._handed_off)
+        return CohortProgress(
+            phase=self._phase,
+            sent=self._sent,
+            handed_off=self._handed_off,
+            waiting_until=self._waiting_until,
+            batches=self._batches,
+        )
 
     @workflow.run
     async def run(self, input: CohortInput) -> CohortResult:
@@ -135,15 +147,25 @@ class CohortWorkflow:
                 return
             if opens > now:
                 self._phase = "waiting for the window" if zone else "waiting"
-                if await self._sleep(opens - now):
-                    # Woken by a change of the dispatch (a resume, a cancel): a batch judges
-                    # every message now (outside the window it sends nothing and says so).
+                self._waiting_until = opens
+                woken = await self._sleep(opens - now)
+                self._waiting_until = None
+                if woken:
+                    # Woken by a change of the dispatch (a resume, a cancel, an edit): a batch
+                    # judges every message now (outside the window it sends nothing and says
+                    # so), and the next sleep follows the dispatch as it is now.
                     not_before = None
+                    if workflow.patched(RELOADS_ON_CHANGE):
+                        plan = await self._load(input)
+                        if not plan.found:
+                            return
+                        window = plan.window.send_window() if plan.window else None
             self._phase = "sending"
             # A change that lands while the batch runs must still cut the next sleep short.
             self._changed = False
             audience_was_done = self._audience_done
             result = await self._batch(input, cursor)
+            self._batches += 1
             await self._hand_off(input, plan, result.handoffs)
             self._sent += result.sent
             if result.stopped == SendOutcome.DELETED:
@@ -184,6 +206,13 @@ class CohortWorkflow:
                         handed_off=self._handed_off,
                     )
                 )
+
+    async def _load(self, input: CohortInput) -> DispatchPlan:
+        return await workflow.execute_activity_method(
+            DispatchActivities.load_dispatch,
+            LoadDispatchInput(input.dispatch_id),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
 
     async def _sleep(self, duration: timedelta) -> bool:
         """Sleeps durably; True when a change of the dispatch woke it early."""
@@ -250,6 +279,7 @@ class CohortWorkflow:
                     delay_seconds=handoff.delay_seconds,
                 ),
                 id=delivery_workflow_id(input.dispatch_id, handoff.client_id),
+                search_attributes=of_dispatch(input.dispatch_id, handoff.client_id),
                 # Deliveries outlive the cohort (it finishes, or continues as new).
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -5,11 +5,14 @@ Runs for every client of a per-client dispatch, and for each message a cohort's 
 (its send failed transiently, or its client moved to another zone).
 """
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
@@ -17,23 +20,43 @@ with workflow.unsafe.imports_passed_through():
     from core.contracts import (
         DB_TIMEOUT,
         DELIVERY_FINISHED,
+        DISPATCH_CHANGED,
         ERROR_MAX_LENGTH,
         REMOTE_REJECTED,
         DeliveryFinished,
         DeliveryInput,
         DeliveryResult,
+        DispatchChanged,
+        DispatchPlan,
         FinishMessageInput,
+        LoadDispatchInput,
         SendInput,
         SendResult,
         dispatch_workflow_id,
     )
     from core.models import MessageStatus
-    from core.windows import next_send_instant
+    from core.windows import SendWindow, next_send_instant
+
+# Since this patch a delivery wakes on `dispatch_changed` (a resume, a cancel, an edit, its
+# client moving zone), from a sleep or from an attempt waiting to be retried, and reads the
+# dispatch again; runs that began before it keep sleeping as they did (workflow.patched).
+WAKEABLE = "delivery-wakes-on-change"
 
 
 @workflow.defn(name="DeliveryWorkflow.v2")
 class DeliveryWorkflow:
     """Sleeps until the client's window opens, then sends under a retry policy until end_at."""
+
+    @workflow.init
+    def __init__(self, input: DeliveryInput) -> None:
+        self._changed = False
+        self._start_at, self._end_at = input.start_at, input.end_at
+        self._window: SendWindow | None = input.window.send_window() if input.window else None
+
+    @workflow.signal(name=DISPATCH_CHANGED)
+    def dispatch_changed(self, input: DispatchChanged) -> None:
+        """Its dispatch or client changed: stop waiting and judge the message again."""
+        self._changed = True
 
     @workflow.run
     async def run(self, input: DeliveryInput) -> DeliveryResult:
@@ -51,31 +74,83 @@ class DeliveryWorkflow:
         return DeliveryResult(message_id=input.message_id, status=status)
 
     async def _deliver(self, input: DeliveryInput) -> str:
-        window = input.window.send_window() if input.window else None
         not_before: datetime | None = None
+        # The activity's judgement (its zone and window as stored now) of when to try again.
+        judged = False
         if input.delay_seconds > 0:
             not_before = workflow.now() + timedelta(seconds=input.delay_seconds)
         while True:
             now = workflow.now()
-            opens = next_send_instant(
-                now=max(now, not_before or now),
-                start_at=input.start_at,
-                end_at=input.end_at,
-                window=window,
-                timezone=input.timezone,
-            )
+            lower = max(now, not_before or now)
+            opens: datetime | None
+            if judged and workflow.patched(WAKEABLE):
+                opens = lower if lower < self._end_at else None
+            else:
+                opens = next_send_instant(
+                    now=lower,
+                    start_at=self._start_at,
+                    end_at=self._end_at,
+                    window=self._window,
+                    timezone=input.timezone,
+                )
             if opens is None:
                 return await self._finish(input, MessageStatus.EXPIRED, "no window before end")
             if opens > now:
-                await workflow.sleep(opens - now)
+                if workflow.patched(WAKEABLE):
+                    if await self._sleep(opens - now):
+                        await self._reload(input)
+                else:
+                    await workflow.sleep(opens - now)
             result = await self._send(input)
             if result.next_open_at is None:
                 return result.status
             # Outside the window (or paused) by the activity's clock: wait for what it saw.
-            not_before = result.next_open_at
+            not_before, judged = result.next_open_at, True
+
+    async def _sleep(self, duration: timedelta) -> bool:
+        """Sleeps durably; True when a change woke it early."""
+        self._changed = False
+        try:
+            await workflow.wait_condition(lambda: self._changed, timeout=duration)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _reload(self, input: DeliveryInput) -> None:
+        """Reads the dispatch's times and window again, after a change woke the delivery."""
+        plan: DispatchPlan = await workflow.execute_activity_method(
+            DispatchActivities.load_dispatch,
+            LoadDispatchInput(input.dispatch_id),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        if plan.found:
+            self._start_at, self._end_at = plan.start_at, plan.end_at
+            self._window = plan.window.send_window() if plan.window else None
 
     async def _send(self, input: DeliveryInput) -> SendResult:
-        remaining = input.end_at - workflow.now()
+        if not workflow.patched(WAKEABLE):
+            return await self._attempts(input)
+        while True:
+            self._changed = False
+            attempts = asyncio.ensure_future(self._attempts(input, wakeable=True))
+            await workflow.wait_condition(self._done_or_changed(attempts))
+            if attempts.done():
+                return await attempts
+            # Woken while an attempt waits to be retried: stop it (one in flight finishes
+            # first), read the dispatch again, and attempt anew; the attempt judges the
+            # message as it is now stored (cancelled, paused, moved, edited).
+            attempts.cancel()
+            try:
+                return await attempts
+            except asyncio.CancelledError:
+                pass
+            await self._reload(input)
+
+    def _done_or_changed(self, task: "asyncio.Future[SendResult]") -> Callable[[], bool]:
+        return lambda: task.done() or self._changed
+
+    async def _attempts(self, input: DeliveryInput, *, wakeable: bool = False) -> SendResult:
+        remaining = self._end_at - workflow.now()
         if remaining <= timedelta(0):
             # A timer can fire late (no worker for a while): the message must still end final.
             status = await self._finish(input, MessageStatus.EXPIRED, "end time passed")
@@ -95,8 +170,16 @@ class DeliveryWorkflow:
                     maximum_interval=timedelta(seconds=options.retry_max_seconds),
                     non_retryable_error_types=[REMOTE_REJECTED],
                 ),
+                # A request in flight is never abandoned to start another of the same message.
+                cancellation_type=(
+                    ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                    if wakeable
+                    else ActivityCancellationType.TRY_CANCEL
+                ),
             )
         except ActivityError as error:
+            if wakeable and is_cancelled_exception(error):
+                raise asyncio.CancelledError from error
             cause = error.cause
             if isinstance(cause, ApplicationError) and cause.type == REMOTE_REJECTED:
                 return SendResult(input.message_id, MessageStatus.FAILED)

@@ -8,6 +8,7 @@ from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
+    ApplicationError,
     WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
@@ -18,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from core.contracts import (
         AUDIENCE_COMPLETE,
         COHORT_FINISHED,
+        CONTROL_REFUSED,
+        CONTROL_UPDATE,
         DB_TIMEOUT,
         DELIVERY_FINISHED,
         DISPATCH_CHANGED,
@@ -27,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ControlInput,
         ControlResult,
         ControlSignal,
+        ControlUpdate,
         CountOpenInput,
         DeliveryFinished,
         DeliveryInput,
@@ -41,14 +45,21 @@ with workflow.unsafe.imports_passed_through():
         LoadDispatchInput,
         Recipient,
         SetDispatchStatusInput,
+        WakeDeliveriesInput,
         cohort_workflow_id,
         delivery_workflow_id,
     )
     from core.control import Command
     from core.models import DispatchStatus
+    from core.search import of_dispatch
     from workflows.cohort import CohortWorkflow
     from workflows.delivery import DeliveryWorkflow
 
+# Waking every delivery of a dispatch may take a while for a large per-client one.
+WAKE_TIMEOUT = timedelta(hours=1)
+# Since this patch the workflow lets its handlers (a control update, a wake of deliveries)
+# finish before it completes or continues as new.
+AWAITS_HANDLERS = "dispatch-awaits-handlers"
 # Cohorts and deliveries signal when they finish; this is only the backstop for a lost wake-up.
 COMPLETION_RECHECK = timedelta(minutes=10)
 # Finished signals that arrive together are counted with one query.
@@ -72,46 +83,101 @@ class DispatchWorkflow:
         self._cohorts: list[str] = []
         self._cohorts_finished: set[str] = set()
         self._cancelled = False
+        self._background: list[asyncio.Future[object]] = []
 
     @workflow.signal(name=DISPATCH_CHANGED)
     async def dispatch_changed(self, input: DispatchChanged) -> None:
-        """The API changed the row (an edit, a pause, a resume, a cancel): wake up, and wake
-        the cohorts, which read the row again."""
+        """The API changed the row (an edit, a client moving zone): wake up, and wake the
+        cohorts and deliveries, which read the row again."""
         self._changed = True
         if input.reason == Command.CANCEL:
             self._cancelled = True
         await self._wake_cohorts()
+        if input.reason != Command.PAUSE:
+            self._wake_deliveries(input.reason)
+
+    @workflow.update(name=CONTROL_UPDATE)
+    async def control(self, input: ControlUpdate) -> ControlResult:
+        """Pause, resume or cancel, as the API sends it: answers once the row has changed (every
+        batch and attempt reads it before a request) and the cohorts are woken; a command the
+        status refuses fails with the reason."""
+        return await self._control(Command(input.command), input.reason, input.actor)
+
+    @control.validator
+    def _validate_control(self, input: ControlUpdate) -> None:
+        Command(input.command)
 
     @workflow.signal(name=Command.PAUSE)
     async def pause(self, input: ControlSignal) -> None:
-        await self._control(Command.PAUSE, input)
+        await self._control_by_signal(Command.PAUSE, input)
 
     @workflow.signal(name=Command.RESUME)
     async def resume(self, input: ControlSignal) -> None:
-        await self._control(Command.RESUME, input)
+        await self._control_by_signal(Command.RESUME, input)
 
     @workflow.signal(name=Command.CANCEL)
     async def cancel(self, input: ControlSignal) -> None:
-        await self._control(Command.CANCEL, input)
+        await self._control_by_signal(Command.CANCEL, input)
 
-    async def _control(self, command: Command, input: ControlSignal) -> None:
-        """A command sent from the Temporal UI or CLI: the same transition as the API's."""
+    async def _control_by_signal(self, command: Command, input: ControlSignal) -> None:
+        """A command sent from the Temporal UI or CLI: the same handler as the update's; a
+        refusal has nobody to answer, so it is logged."""
+        try:
+            await self._control(command, input.reason, "temporal")
+        except ApplicationError as error:
+            workflow.logger.warning(
+                "%s refused: %s", command, error, extra={"dispatch_id": self._dispatch_id}
+            )
+
+    async def _control(self, command: Command, reason: str | None, actor: str) -> ControlResult:
         dispatch_id = self._dispatch_id
         log_ids = {"dispatch_id": dispatch_id}
         try:
             result: ControlResult = await workflow.execute_activity_method(
                 DispatchActivities.control_dispatch,
-                ControlInput(dispatch_id, command, input.reason),
+                ControlInput(dispatch_id, command, reason, actor=actor),
                 start_to_close_timeout=DB_TIMEOUT,
             )
         except ActivityError as error:
-            workflow.logger.warning("%s refused: %s", command, error.cause, extra=log_ids)
-            return
+            cause = error.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type) from None
+            raise ApplicationError(str(error), type=CONTROL_REFUSED) from None
         workflow.logger.info("%s: dispatch is %s", command, result.status, extra=log_ids)
+        if not result.changed:
+            return result
         self._changed = True
         if command == Command.CANCEL:
             self._cancelled = True
         await self._wake_cohorts()
+        if command != Command.PAUSE:
+            # Pause needs no wake-up: every attempt reads the row before its request.
+            self._wake_deliveries(command)
+        return result
+
+    def _wake_deliveries(self, reason: str) -> None:
+        """Signals the dispatch's delivery workflows, in the background (a per-client dispatch
+        may have a million); the workflow finishes after it."""
+        if not workflow.patched(AWAITS_HANDLERS):
+            return
+        self._background.append(
+            asyncio.ensure_future(
+                workflow.execute_activity_method(
+                    DispatchActivities.wake_deliveries,
+                    WakeDeliveriesInput(self._dispatch_id, reason),
+                    start_to_close_timeout=WAKE_TIMEOUT,
+                    heartbeat_timeout=DB_TIMEOUT,
+                )
+            )
+        )
+
+    async def _await_handlers(self) -> None:
+        """Before completing or continuing as new: the handlers in progress finish first."""
+        if not workflow.patched(AWAITS_HANDLERS):
+            return
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
 
     async def _wake_cohorts(self) -> None:
         dispatch_id = self._dispatch_id
@@ -144,13 +210,19 @@ class DispatchWorkflow:
     @workflow.query
     def progress(self) -> DispatchProgress:
         return DispatchProgress(
-            phase=self._phase, started=self._started, after_client_id=self._cursor
+            phase=self._phase,
+            started=self._started,
+            after_client_id=self._cursor,
+            cohorts=list(self._cohorts),
+            cohorts_finished=sorted(self._cohorts_finished),
         )
 
     @workflow.run
     async def run(self, input: DispatchInput) -> DispatchResult:
         try:
-            return await self._run(input)
+            result = await self._run(input)
+            await self._await_handlers()
+            return result
         except (asyncio.CancelledError, ActivityError) as error:
             # A cancellation request (the Temporal UI's "Cancel", the CLI, or the API's
             # DELETE), arriving during a wait or during an activity: the dispatch is cancelled
@@ -175,6 +247,8 @@ class DispatchWorkflow:
         workflow.logger.info("dispatch workflow cancelled", extra=log_ids)
         self._cancelled = True
         await self._wake_cohorts()
+        self._wake_deliveries(Command.CANCEL)
+        await self._await_handlers()
 
     async def _run(self, input: DispatchInput) -> DispatchResult:
         self._started, self._cursor = input.started, input.after_client_id
@@ -204,7 +278,8 @@ class DispatchWorkflow:
         total = await self._await_messages(input)
         await self._set_status(input, DispatchStatus.COMPLETED, [DispatchStatus.RUNNING])
         status = DispatchStatus.CANCELLED if self._cancelled else DispatchStatus.COMPLETED
-        workflow.logger.info("dispatch %s with %d messages", status, total, extra=log_ids)
+        # Logged by the activity that moved the status (once), not here: a workflow task that
+        # a late signal makes Temporal retry would log it twice.
         return DispatchResult(input.dispatch_id, status, total)
 
     async def _load(self, input: DispatchInput) -> DispatchPlan:
@@ -277,6 +352,7 @@ class DispatchWorkflow:
             if page.done or self._cancelled:
                 break
             if workflow.info().get_current_history_length() > input.send.history_limit:
+                await self._await_handlers()
                 workflow.continue_as_new(self._next_run(input, audience_done=False))
         await asyncio.gather(*(self._audience_complete(input, c) for c in self._cohorts))
 
@@ -286,6 +362,7 @@ class DispatchWorkflow:
                 CohortWorkflow.run,
                 CohortInput(dispatch_id=input.dispatch_id, cohort=cohort, send=input.send),
                 id=cohort_workflow_id(input.dispatch_id, cohort),
+                search_attributes=of_dispatch(input.dispatch_id),
                 # Cohorts outlive the run that started them (continue-as-new).
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -325,6 +402,7 @@ class DispatchWorkflow:
                 started_this_run >= input.send.children_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ):
+                await self._await_handlers()
                 workflow.continue_as_new(self._next_run(input, audience_done=False))
 
     async def _start_one(self, input: DispatchInput, plan: DispatchPlan, r: Recipient) -> None:
@@ -342,6 +420,7 @@ class DispatchWorkflow:
                     send=input.send,
                 ),
                 id=delivery_workflow_id(input.dispatch_id, r.client_id),
+                search_attributes=of_dispatch(input.dispatch_id, r.client_id),
                 # Deliveries outlive the run that started them (continue-as-new).
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 # A delivery that ran once never runs again, whatever restarts above it.
@@ -368,6 +447,7 @@ class DispatchWorkflow:
             if counts.open == 0 and self._cohorts_finished.issuperset(self._cohorts):
                 return counts.total
             if workflow.info().is_continue_as_new_suggested():
+                await self._await_handlers()
                 workflow.continue_as_new(self._next_run(input, audience_done=True))
             try:
                 await workflow.wait_condition(

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api import services
-from api.deps import IdPath, SessionDep, SettingsDep
+from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.schemas import (
     ClientCreate,
     ClientPublic,
@@ -12,7 +12,6 @@ from api.schemas import (
     OperatorCode,
     Page,
     Tag,
-    messages_page,
 )
 from core.models import MessageStatus
 
@@ -57,16 +56,24 @@ async def get_client(client_id: IdPath, session: SessionDep) -> ClientPublic:
 
 
 @router.patch("/{client_id}", response_model=ClientPublic)
-async def update_client(client_id: IdPath, data: ClientUpdate, session: SessionDep) -> ClientPublic:
-    """Change some of a client's fields."""
-    client = await services.update_client(session=session, client_id=client_id, data=data)
+async def update_client(
+    client_id: IdPath, data: ClientUpdate, session: SessionDep, temporal: TemporalClientDep
+) -> ClientPublic:
+    """Change some of a client's fields. Messages not yet sent follow: a new phone is where
+    they go, a new time zone is the window they wait for (also a message already waiting)."""
+    client = await services.update_client(
+        session=session, temporal=temporal, client_id=client_id, data=data
+    )
     return ClientPublic.model_validate(client)
 
 
 @router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_client(client_id: IdPath, session: SessionDep) -> None:
-    """Delete a client; its messages stay in the statistics, unsent ones end cancelled."""
-    await services.delete_client(session=session, client_id=client_id)
+async def delete_client(
+    client_id: IdPath, session: SessionDep, temporal: TemporalClientDep
+) -> None:
+    """Delete a client; its messages stay in the statistics with the phone they were for, and
+    unsent ones end cancelled at once."""
+    await services.delete_client(session=session, temporal=temporal, client_id=client_id)
 
 
 @router.get("/{client_id}/messages", response_model=Page[MessagePublic])
@@ -78,7 +85,6 @@ async def client_messages(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Page[MessagePublic]:
     """One client's messages across every dispatch, by id, optionally of one status."""
-    messages, total = await services.list_client_messages(
+    return await services.list_client_messages(
         session=session, client_id=client_id, status=status, limit=limit, offset=offset
     )
-    return messages_page(messages, total=total, limit=limit, offset=offset)

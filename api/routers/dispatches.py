@@ -1,3 +1,4 @@
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -7,12 +8,12 @@ from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.schemas import (
     ControlBody,
     DispatchCreate,
+    DispatchEventPublic,
     DispatchPublic,
     DispatchStats,
     DispatchUpdate,
     MessagePublic,
     Page,
-    messages_page,
 )
 from core.audience import audience_size
 from core.control import Command
@@ -81,7 +82,9 @@ async def get_dispatch(dispatch_id: IdPath, session: SessionDep) -> DispatchPubl
 async def update_dispatch(
     dispatch_id: IdPath, data: DispatchUpdate, session: SessionDep, temporal: TemporalClientDep
 ) -> DispatchPublic:
-    """Edit a dispatch that has not started yet (409 once it runs)."""
+    """Edit a dispatch. Before its start, any field. Running or paused: `end_at` (earlier or
+    later), `text` (for messages not yet sent) and `window`, which reach the workflows already
+    running (409 naming any other field). After its end: 409."""
     dispatch = await services.update_dispatch(
         session=session, temporal=temporal, dispatch_id=dispatch_id, data=data
     )
@@ -90,10 +93,16 @@ async def update_dispatch(
 
 @router.delete("/{dispatch_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_dispatch(
-    dispatch_id: IdPath, session: SessionDep, temporal: TemporalClientDep
+    dispatch_id: IdPath, session: SessionDep, temporal: TemporalClientDep, settings: SettingsDep
 ) -> None:
-    """Cancel a dispatch's workflow and delete it with its messages; nothing more is sent."""
-    await services.delete_dispatch(session=session, temporal=temporal, dispatch_id=dispatch_id)
+    """Delete a dispatch with its messages. One not finished is cancelled first (nothing more
+    is sent, every workflow of it ends); its events stay listed."""
+    await services.delete_dispatch(
+        session=session,
+        temporal=temporal,
+        dispatch_id=dispatch_id,
+        update_wait=timedelta(seconds=settings.control_timeout_seconds),
+    )
 
 
 async def _control(
@@ -102,6 +111,7 @@ async def _control(
     body: ControlBody | None,
     session: SessionDep,
     temporal: TemporalClientDep,
+    settings: SettingsDep,
 ) -> DispatchPublic:
     dispatch = await services.control_dispatch(
         session=session,
@@ -109,6 +119,7 @@ async def _control(
         dispatch_id=dispatch_id,
         command=command,
         reason=body.reason if body else None,
+        update_wait=timedelta(seconds=settings.control_timeout_seconds),
     )
     return await services.dispatch_with_counts(session=session, dispatch=dispatch)
 
@@ -118,10 +129,12 @@ async def pause_dispatch(
     dispatch_id: IdPath,
     session: SessionDep,
     temporal: TemporalClientDep,
+    settings: SettingsDep,
     body: ControlBody | None = None,
 ) -> DispatchPublic:
-    """Pause a running dispatch: no new request starts a second after the answer."""
-    return await _control(dispatch_id, Command.PAUSE, body, session, temporal)
+    """Pause a running dispatch: no new request starts a second after the answer (one in
+    flight may finish)."""
+    return await _control(dispatch_id, Command.PAUSE, body, session, temporal, settings)
 
 
 @router.post("/{dispatch_id}/resume", response_model=DispatchPublic)
@@ -129,10 +142,11 @@ async def resume_dispatch(
     dispatch_id: IdPath,
     session: SessionDep,
     temporal: TemporalClientDep,
+    settings: SettingsDep,
     body: ControlBody | None = None,
 ) -> DispatchPublic:
     """Resume a paused dispatch where it stopped; nothing already sent is sent again."""
-    return await _control(dispatch_id, Command.RESUME, body, session, temporal)
+    return await _control(dispatch_id, Command.RESUME, body, session, temporal, settings)
 
 
 @router.post("/{dispatch_id}/cancel", response_model=DispatchPublic)
@@ -140,11 +154,12 @@ async def cancel_dispatch(
     dispatch_id: IdPath,
     session: SessionDep,
     temporal: TemporalClientDep,
+    settings: SettingsDep,
     body: ControlBody | None = None,
 ) -> DispatchPublic:
     """Cancel a dispatch: nothing more is sent, its unsent messages end cancelled, its history
     stays."""
-    return await _control(dispatch_id, Command.CANCEL, body, session, temporal)
+    return await _control(dispatch_id, Command.CANCEL, body, session, temporal, settings)
 
 
 @router.get("/{dispatch_id}/stats", response_model=DispatchStats)
@@ -162,7 +177,20 @@ async def dispatch_messages(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Page[MessagePublic]:
     """A dispatch's messages by id, optionally of one status."""
-    messages, total = await services.list_messages(
+    return await services.list_messages(
         session=session, dispatch_id=dispatch_id, status=status, limit=limit, offset=offset
     )
-    return messages_page(messages, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{dispatch_id}/events", response_model=Page[DispatchEventPublic])
+async def dispatch_events(
+    dispatch_id: IdPath,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> Page[DispatchEventPublic]:
+    """The dispatch's control actions, oldest first: created, edited, paused, resumed,
+    cancelled, deleted, each with its time, actor and reason (kept after a delete)."""
+    return await services.list_events(
+        session=session, dispatch_id=dispatch_id, limit=limit, offset=offset
+    )

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import FastAPI
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -10,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.main import create_app
 from core.contracts import dispatch_workflow_id
 from core.db import Database
+from core.models import dispatch_t
 from core.settings import Settings
 from devstack.embedded import bin_path
 from tests.factories import make_client
@@ -166,18 +168,43 @@ async def test_stats_and_messages(api: httpx.AsyncClient, db: Database) -> None:
     assert listed["items"][0]["messages"]["total"] == 2
 
 
-async def test_started_dispatch_cannot_be_edited(api: httpx.AsyncClient, db: Database) -> None:
+async def test_running_dispatch_edits_only_end_text_window(
+    api: httpx.AsyncClient, db: Database
+) -> None:
     created = (await api.post(DISPATCHES, json=payload())).json()
-    async with db.sessions() as session:
-        from core.models import Dispatch
+    url = f"{DISPATCHES}/{created['id']}"
 
-        dispatch = await session.get(Dispatch, created["id"])
-        assert dispatch is not None
-        dispatch.status = "running"  # type: ignore[assignment]
-        await session.commit()
-    response = await api.patch(f"{DISPATCHES}/{created['id']}", json={"text": "late"})
+    async def set_status(status: str) -> None:
+        async with db.sessions() as session:
+            await session.execute(
+                sa.update(dispatch_t).where(dispatch_t.c.id == created["id"]).values(status=status)
+            )
+            await session.commit()
+
+    await set_status("running")
+    response = await api.patch(url, json={"text": "late", "filter": {"tags": ["x"]}})
     assert response.status_code == 409
     assert "running" in response.json()["detail"]
+    assert "not filter" in response.json()["detail"]
+    # One shape for every error: a line, and the problems by field (none for a 409).
+    assert response.json()["errors"] == [{"field": None, "message": response.json()["detail"]}]
+    invalid = await api.patch(url, json={"text": "", "window": {"start": "25:00", "end": "x"}})
+    assert invalid.status_code == 422
+    fields = {e["field"] for e in invalid.json()["errors"]}
+    assert {"text", "window.start"} <= fields, invalid.json()
+    assert "Value error" not in invalid.text
+    assert invalid.json()["detail"].startswith("text: ")
+    edited = await api.patch(url, json={"text": "Fixed typo", "window": None})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["text"] == "Fixed typo"
+    await set_status("completed")
+    response = await api.patch(url, json={"text": "too late"})
+    assert response.status_code == 409
+    assert "completed: it can no longer be edited" in response.json()["detail"]
+    events = (await api.get(f"{url}/events")).json()
+    assert [e["action"] for e in events["items"]] == ["created", "edited"]
+    assert events["items"][1]["details"] == {"fields": ["text", "window"]}
+    assert events["items"][1]["actor"] == "api"
 
 
 async def test_without_temporal_nothing_is_kept(

@@ -30,6 +30,8 @@ def api_url(settings: Settings, dev_env: WorkflowEnvironment) -> Iterator[str]:
         "ENVIRONMENT": "test",
         "DATABASE_URL": str(settings.database_url),
         "TEMPORAL_ADDRESS": target_of(dev_env.client),
+        # No worker runs: a delete or control applies itself after this long.
+        "CONTROL_TIMEOUT_SECONDS": "1",
         "TEMPORAL_TASK_QUEUE": queues.main,
         "TEMPORAL_SEND_TASK_QUEUE": queues.send,
         "LOG_LEVEL": "WARNING",
