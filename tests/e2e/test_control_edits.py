@@ -199,3 +199,33 @@ async def test_error_budget_pauses_a_dispatch_failing_most_sends(
     done = await until(api, dispatch_id, "completed", seconds=30)
     assert done["messages"]["pending"] == 0
     assert done["messages"]["sent"] + done["messages"]["failed"] == 60
+
+
+async def test_pause_during_an_outage_holds_every_request_until_resume(
+    stack: httpx.AsyncClient, db: Database, simulator: RunningSimulator
+) -> None:
+    """The remote is down; the operator pauses: the cohort's probes and the deliveries'
+    retries stop. The remote comes back, the operator resumes: everything goes, once."""
+    api = stack
+    clients = 30
+    for _ in range(clients):
+        await make_client(db)
+    simulator.state.set_config(SimulatorConfig(outage=True))
+    dispatch_id = await create(api)
+    async with asyncio.timeout(30):
+        while (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["messages"]["retrying"] < 5:
+            await asyncio.sleep(0.2)
+    paused = await api.post(f"{DISPATCHES}/{dispatch_id}/pause", json={"reason": "provider down"})
+    assert paused.json()["status"] == "paused"
+    await asyncio.sleep(1.0)
+    held = simulator.state.stats()["received"]
+    await asyncio.sleep(3.0)
+    assert simulator.state.stats()["received"] == held
+    simulator.state.set_config(SimulatorConfig())
+    await asyncio.sleep(1.0)
+    assert simulator.state.stats()["received"] == held  # back up, but still paused
+    assert (await api.post(f"{DISPATCHES}/{dispatch_id}/resume")).status_code == 200
+    done = await until(api, dispatch_id, "completed", seconds=60)
+    assert done["messages"]["sent"] == clients
+    stats = simulator.state.stats()
+    assert (stats["unique_accepted"], stats["duplicates"]) == (clients, 0)
