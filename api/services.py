@@ -35,6 +35,7 @@ from api.schemas import (
     WindowSchema,
 )
 from core.contracts import (
+    CLIENT_MOVED,
     CONTROL_UPDATE,
     DISPATCH_CHANGED,
     DISPATCH_NOT_FOUND,
@@ -157,7 +158,7 @@ async def update_client(
             if kind == "dispatch"
             else delivery_workflow_id(dispatch_id, client_id)
         )
-        await _signal_changed(temporal, workflow_id, "client moved", dispatch_id)
+        await _signal_changed(temporal, workflow_id, CLIENT_MOVED, dispatch_id)
     return client
 
 

@@ -26,6 +26,7 @@ DELIVERY_FINISHED = "delivery_finished"
 COHORT_FINISHED = "cohort_finished"
 AUDIENCE_COMPLETE = "audience_complete"
 DISPATCH_CHANGED = "dispatch_changed"
+CLIENT_MOVED = "client moved"  # the reason of a dispatch_changed sent for a client's new zone
 
 # The cohort of a dispatch without a window: every client can be sent to at once.
 COHORT_ALL = "all"

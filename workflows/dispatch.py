@@ -3,6 +3,7 @@ shapes: zone cohorts sending in batches (the default), or one delivery child per
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
@@ -18,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from core.contracts import (
         AUDIENCE_COMPLETE,
+        CLIENT_MOVED,
         COHORT_FINISHED,
         CONTROL_REFUSED,
         CONTROL_UPDATE,
@@ -60,6 +62,8 @@ WAKE_TIMEOUT = timedelta(hours=1)
 # Since this patch the workflow lets its handlers (a control update, a wake of deliveries)
 # finish before it completes or continues as new.
 AWAITS_HANDLERS = "dispatch-awaits-handlers"
+# Since this patch a cancel answers after its deliveries are woken, not before.
+CANCEL_AWAITS_WAKE = "cancel-awaits-wake"
 # Cohorts and deliveries signal when they finish; this is only the backstop for a lost wake-up.
 COMPLETION_RECHECK = timedelta(minutes=10)
 # Finished signals that arrive together are counted with one query.
@@ -83,17 +87,18 @@ class DispatchWorkflow:
         self._cohorts: list[str] = []
         self._cohorts_finished: set[str] = set()
         self._cancelled = False
-        self._background: list[asyncio.Future[object]] = []
+        self._background: list[asyncio.Future[Any]] = []
 
     @workflow.signal(name=DISPATCH_CHANGED)
     async def dispatch_changed(self, input: DispatchChanged) -> None:
-        """The API changed the row (an edit, a client moving zone): wake up, and wake the
-        cohorts and deliveries, which read the row again."""
+        """The API changed the row (an edit; a command it applied itself; a client moving
+        zone, whose own delivery the API wakes): wake up, and wake the cohorts and, but for a
+        pause or a move, the deliveries, which read the row again."""
         self._changed = True
         if input.reason == Command.CANCEL:
             self._cancelled = True
         await self._wake_cohorts()
-        if input.reason != Command.PAUSE:
+        if input.reason not in (Command.PAUSE, CLIENT_MOVED):
             self._wake_deliveries(input.reason)
 
     @workflow.update(name=CONTROL_UPDATE)
@@ -150,26 +155,32 @@ class DispatchWorkflow:
         if command == Command.CANCEL:
             self._cancelled = True
         await self._wake_cohorts()
-        if command != Command.PAUSE:
+        if command == Command.CANCEL and workflow.patched(CANCEL_AWAITS_WAKE):
+            # Answered once every delivery has heard, so that a DELETE that follows finds no
+            # workflow of the dispatch still waiting (and the wake still finds their rows).
+            await self._wake_deliveries(command)
+        elif command != Command.PAUSE:
             # Pause needs no wake-up: every attempt reads the row before its request.
             self._wake_deliveries(command)
         return result
 
-    def _wake_deliveries(self, reason: str) -> None:
-        """Signals the dispatch's delivery workflows, in the background (a per-client dispatch
-        may have a million); the workflow finishes after it."""
+    def _wake_deliveries(self, reason: str) -> "asyncio.Future[Any]":
+        """Signals the dispatch's delivery workflows, in the background unless awaited (a
+        per-client dispatch may have a million); the workflow finishes after it."""
         if not workflow.patched(AWAITS_HANDLERS):
-            return
-        self._background.append(
-            asyncio.ensure_future(
-                workflow.execute_activity_method(
-                    DispatchActivities.wake_deliveries,
-                    WakeDeliveriesInput(self._dispatch_id, reason),
-                    start_to_close_timeout=WAKE_TIMEOUT,
-                    heartbeat_timeout=DB_TIMEOUT,
-                )
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        wake = asyncio.ensure_future(
+            workflow.execute_activity_method(
+                DispatchActivities.wake_deliveries,
+                WakeDeliveriesInput(self._dispatch_id, reason),
+                start_to_close_timeout=WAKE_TIMEOUT,
+                heartbeat_timeout=DB_TIMEOUT,
             )
         )
+        self._background.append(wake)
+        return wake
 
     async def _await_handlers(self) -> None:
         """Before completing or continuing as new: the handlers in progress finish first."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
@@ -229,3 +230,44 @@ async def test_pause_during_an_outage_holds_every_request_until_resume(
     assert done["messages"]["sent"] == clients
     stats = simulator.state.stats()
     assert (stats["unique_accepted"], stats["duplicates"]) == (clients, 0)
+
+
+async def test_deleting_a_dispatch_ends_its_sleeping_deliveries(
+    stack: httpx.AsyncClient, db: Database, dev_env: WorkflowEnvironment
+) -> None:
+    """Per-client deliveries asleep until a window hours away: DELETE leaves none running."""
+    api = stack
+    clients = [await make_client(db, timezone="UTC") for _ in range(3)]
+    now = datetime.now(UTC)
+    opens = (now + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    dispatch_id = await create(
+        api,
+        delivery="per_client",
+        end_at=(now + timedelta(days=1)).isoformat(),
+        window={"start": hhmm(opens), "end": hhmm(opens + timedelta(hours=1))},
+    )
+    handles = []
+    for client in clients:
+        assert client.id is not None
+        handles.append(
+            dev_env.client.get_workflow_handle(delivery_workflow_id(dispatch_id, client.id))
+        )
+    async with asyncio.timeout(20):
+        for handle in handles:
+            while True:
+                try:
+                    if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                        break
+                except RPCError:
+                    pass
+                await asyncio.sleep(0.2)
+    assert (await api.delete(f"{DISPATCHES}/{dispatch_id}")).status_code == 204
+    closed = {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CANCELED}
+    async with asyncio.timeout(20):
+        for handle in handles:
+            while (await handle.describe()).status not in closed:
+                await asyncio.sleep(0.2)
+    actions = [
+        e["action"] for e in (await api.get(f"{DISPATCHES}/{dispatch_id}/events")).json()["items"]
+    ]
+    assert actions == ["created", "cancelled", "deleted"]
