@@ -300,8 +300,8 @@ def _apply_filter_and_window(
 
 
 async def _created_before(*, session: AsyncSession, key: str, request_hash: str) -> Dispatch | None:
-    """The dispatch an earlier create with this Idempotency-Key made, if any; the same key
-    with another body is refused."""
+    """The dispatch an earlier create (or control command) with this Idempotency-Key acted on,
+    if any; the same key with another request is refused."""
     earlier = await session.get(IdempotencyKey, key)
     if earlier is None:
         return None
@@ -437,13 +437,23 @@ async def control_dispatch(
     reason: str | None,
     update_wait: timedelta,
     actor: str = Actor.API,
-) -> Dispatch:
+    idempotency_key: str | None = None,
+) -> tuple[Dispatch, bool]:
     """Pauses, resumes or cancels the dispatch through its workflow's `control` update, which
     answers once the row has changed (every batch and attempt reads it before a request) and
     the sleeping cohorts are woken. A workflow that has ended (or never started) cannot take
     it, nor one that no worker runs within `update_wait`: the row is changed here (which also
     answers a repeat or refuses with the reason), and a running workflow is signalled to
-    catch up. A repeat changes nothing; a command the status refuses is a Conflict."""
+    catch up. A repeat changes nothing; a command the status refuses is a Conflict. With an
+    Idempotency-Key already used for the same command, nothing is applied again (the bool
+    says so): a retried pause cannot undo a resume that came in between."""
+    request_hash = hashlib.sha256(f"{command}\n{dispatch_id}\n{reason}".encode()).hexdigest()
+    if idempotency_key is not None:
+        earlier = await _created_before(
+            session=session, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is not None:
+            return earlier, True
     await get_dispatch(session=session, dispatch_id=dispatch_id)
     await session.rollback()
     handle: WorkflowHandle[Any, Any] = temporal.get_workflow_handle(
@@ -496,8 +506,16 @@ async def control_dispatch(
         "" if changed else ", unchanged",
         extra=ids(dispatch_id=dispatch_id),
     )
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyKey(key=idempotency_key, request_hash=request_hash, dispatch_id=dispatch_id)
+        )
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()  # the same key, kept by a concurrent retry
     session.expire_all()
-    return await get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await get_dispatch(session=session, dispatch_id=dispatch_id), False
 
 
 async def delete_dispatch(
@@ -515,7 +533,7 @@ async def delete_dispatch(
     dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
     if dispatch.status in UNFINISHED:
         await session.rollback()
-        await control_dispatch(
+        dispatch, _ = await control_dispatch(
             session=session,
             temporal=temporal,
             dispatch_id=dispatch_id,
@@ -524,7 +542,6 @@ async def delete_dispatch(
             update_wait=update_wait,
             actor=actor,
         )
-        dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
     await record_event(session, dispatch_id=dispatch_id, action=Action.DELETED, actor=actor)
     await session.delete(dispatch)
     await session.commit()

@@ -21,6 +21,18 @@ from core.models import IDEMPOTENCY_KEY_MAX_LENGTH, DispatchStatus, MessageStatu
 
 router = APIRouter(prefix="/dispatches", tags=["dispatches"])
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="A retry with the same key and request acts once: a create returns the "
+        "same dispatch, a command is not applied again (header Idempotent-Replayed: true); "
+        "the same key with another request is a 422.",
+    ),
+]
+
 
 @router.post("", response_model=DispatchPublic, status_code=status.HTTP_201_CREATED)
 async def create_dispatch(
@@ -29,16 +41,7 @@ async def create_dispatch(
     temporal: TemporalClientDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-            description="Retrying with the same key and body returns the same dispatch "
-            "(header Idempotent-Replayed: true), never a second one.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> DispatchPublic:
     """Create a dispatch and start its workflow: it waits for start_at by itself."""
     dispatch, replayed = await services.create_dispatch(
@@ -112,15 +115,20 @@ async def _control(
     session: SessionDep,
     temporal: TemporalClientDep,
     settings: SettingsDep,
+    response: Response,
+    idempotency_key: str | None,
 ) -> DispatchPublic:
-    dispatch = await services.control_dispatch(
+    dispatch, replayed = await services.control_dispatch(
         session=session,
         temporal=temporal,
         dispatch_id=dispatch_id,
         command=command,
         reason=body.reason if body else None,
         update_wait=timedelta(seconds=settings.control_timeout_seconds),
+        idempotency_key=idempotency_key,
     )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return await services.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
@@ -130,11 +138,15 @@ async def pause_dispatch(
     session: SessionDep,
     temporal: TemporalClientDep,
     settings: SettingsDep,
+    response: Response,
     body: ControlBody | None = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> DispatchPublic:
     """Pause a running dispatch: no new request starts a second after the answer (one in
     flight may finish)."""
-    return await _control(dispatch_id, Command.PAUSE, body, session, temporal, settings)
+    return await _control(
+        dispatch_id, Command.PAUSE, body, session, temporal, settings, response, idempotency_key
+    )
 
 
 @router.post("/{dispatch_id}/resume", response_model=DispatchPublic)
@@ -143,10 +155,14 @@ async def resume_dispatch(
     session: SessionDep,
     temporal: TemporalClientDep,
     settings: SettingsDep,
+    response: Response,
     body: ControlBody | None = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> DispatchPublic:
     """Resume a paused dispatch where it stopped; nothing already sent is sent again."""
-    return await _control(dispatch_id, Command.RESUME, body, session, temporal, settings)
+    return await _control(
+        dispatch_id, Command.RESUME, body, session, temporal, settings, response, idempotency_key
+    )
 
 
 @router.post("/{dispatch_id}/cancel", response_model=DispatchPublic)
@@ -155,11 +171,15 @@ async def cancel_dispatch(
     session: SessionDep,
     temporal: TemporalClientDep,
     settings: SettingsDep,
+    response: Response,
     body: ControlBody | None = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> DispatchPublic:
     """Cancel a dispatch: nothing more is sent, its unsent messages end cancelled, its history
     stays."""
-    return await _control(dispatch_id, Command.CANCEL, body, session, temporal, settings)
+    return await _control(
+        dispatch_id, Command.CANCEL, body, session, temporal, settings, response, idempotency_key
+    )
 
 
 @router.get("/{dispatch_id}/stats", response_model=DispatchStats)

@@ -277,3 +277,25 @@ async def test_refused_credentials_pause_the_dispatch_until_resumed(
     done = await until(api, dispatch_id, "completed")
     assert done["messages"]["sent"] == clients
     assert simulator.state.stats()["unique_accepted"] == clients
+
+
+async def test_a_retried_command_with_its_idempotency_key_acts_once(
+    stack: httpx.AsyncClient, db: Database
+) -> None:
+    """A pause retried after a timeout, once someone has resumed meanwhile, must not pause the
+    dispatch again."""
+    api = stack
+    dispatch_id = await waiting_for_its_window(api, db, clients=1)
+    url = f"{DISPATCHES}/{dispatch_id}"
+    key = {"Idempotency-Key": "pause-1"}
+    first = await api.post(f"{url}/pause", json={"reason": "check"}, headers=key)
+    assert (first.status_code, first.json()["status"]) == (200, "paused")
+    assert "Idempotent-Replayed" not in first.headers
+    assert (await api.post(f"{url}/resume")).json()["status"] == "running"
+    retried = await api.post(f"{url}/pause", json={"reason": "check"}, headers=key)
+    assert (retried.status_code, retried.json()["status"]) == (200, "running")
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    reused = await api.post(f"{url}/cancel", headers=key)
+    assert reused.status_code == 422
+    assert "different request" in reused.json()["detail"]
+    assert (await api.get(url)).json()["status"] == "running"
