@@ -27,6 +27,13 @@ pytestmark = pytest.mark.slow
 __all__ = ["stack"]  # the fixture, shared with the control tests
 
 
+async def at_least(api: httpx.AsyncClient, dispatch_id: int, status: str, count: int) -> None:
+    """Until `count` of the dispatch's messages have this status."""
+    async with asyncio.timeout(30):
+        while (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["messages"][status] < count:
+            await asyncio.sleep(0.2)
+
+
 def hhmm(at: datetime) -> str:
     return at.strftime("%H:%M")
 
@@ -121,9 +128,7 @@ async def test_a_client_moving_zone_reaches_its_waiting_message(
         f"/api/v1/clients/{first['client_id']}", json={"timezone": "Europe/Moscow"}
     )
     assert moved.status_code == 200, moved.text
-    async with asyncio.timeout(30):
-        while (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["messages"]["sent"] < 1:
-            await asyncio.sleep(0.2)
+    await at_least(api, dispatch_id, "sent", 1)
     after = {m["id"]: m for m in await messages_of(api, dispatch_id)}
     assert after[first["id"]]["status"] == "sent"
     assert after[second["id"]]["status"] == "pending"
@@ -141,9 +146,7 @@ async def test_cancel_ends_per_client_deliveries_that_retry(
     clients = [await make_client(db) for _ in range(5)]
     simulator.state.set_config(SimulatorConfig(outage=True))
     dispatch_id = await create(api, delivery="per_client")
-    async with asyncio.timeout(30):
-        while (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["messages"]["retrying"] < 5:
-            await asyncio.sleep(0.2)
+    await at_least(api, dispatch_id, "retrying", 5)
     cancelled = await api.post(f"{DISPATCHES}/{dispatch_id}/cancel", json={"reason": "outage"})
     assert cancelled.json()["messages"]["cancelled"] == 5
     received = simulator.state.stats()["received"]
@@ -213,9 +216,7 @@ async def test_pause_during_an_outage_holds_every_request_until_resume(
         await make_client(db)
     simulator.state.set_config(SimulatorConfig(outage=True))
     dispatch_id = await create(api)
-    async with asyncio.timeout(30):
-        while (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["messages"]["retrying"] < 5:
-            await asyncio.sleep(0.2)
+    await at_least(api, dispatch_id, "retrying", 5)
     paused = await api.post(f"{DISPATCHES}/{dispatch_id}/pause", json={"reason": "provider down"})
     assert paused.json()["status"] == "paused"
     await asyncio.sleep(1.0)
