@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install simulator worker api bench clean
+.PHONY: run test lint install simulator worker api bench clean token
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 ## bench: figures, not tests, on a stack of its own; e.g. BENCH_ARGS="--clients 1000 --latencies 0"
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## token: a bearer token of the embedded mode; e.g. TOKEN_ARGS="--permissions clients:read --hours 1"
+token: $(STAMP)
+	@$(BIN)/python -m devstack.token $(TOKEN_ARGS)
 
 simulator: $(STAMP)
 	$(BIN)/python -m simulator

@@ -12,7 +12,9 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from api.auth import install_docs, install_openapi
 from api.routers import clients, dispatches, health, stats
+from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import configure_logging
@@ -22,6 +24,7 @@ from core.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+REALM = "mailing"
 
 DESCRIPTION = """
 A mailing service on Temporal. Keep a directory of **clients** (Russian mobile numbers with an
@@ -29,6 +32,11 @@ operator code, a tag and a time zone) and run **dispatches** to them: each dispa
 workflow that starts by itself at `start_at`, sends one message per matching client inside that
 client's local send window, retries while the remote API fails, and sends nothing after `end_at`.
 Statistics count every dispatch's messages by status.
+
+Every `/api/v1` operation needs `Authorization: Bearer <JWT>` carrying the permission it names
+(`clients:read`, `clients:write`, `dispatches:read`, `dispatches:write`, `dispatches:control`):
+401 without a valid token, 403 without the permission. `/healthz`, `/docs` and `/openapi.json`
+are open.
 
 Every error answer has one shape: `{"detail": "end_at: must be after start_at",
 "errors": [{"field": "end_at", "message": "must be after start_at"}]}` (`field` is null when
@@ -43,6 +51,11 @@ attempt is scheduled), `sent`, `failed` (the remote refused it for good), `expir
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    if settings.auth_disabled:
+        log.warning(
+            "AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who reaches the port may "
+            "do anything; for local experiments only"
+        )
     app.state.database = Database(settings)
     app.state.temporal = await Client.connect(
         settings.temporal_target, namespace=settings.temporal_namespace
@@ -76,8 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.state.verifier = Verifier(settings)
+    install_docs(app, settings)
+    install_openapi(app, settings)
     for router in (clients.router, dispatches.router, stats.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
@@ -92,9 +110,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             [ErrorItem.of_validation(item) for item in error.errors()],
         )
 
+    async def unauthenticated(request: Request, error: Exception) -> JSONResponse:
+        # RFC 6750: no token at all gets the bare challenge; a bad one says why.
+        has_token = request.headers.get("authorization", "").lower().startswith("bearer ")
+        challenge = f'Bearer realm="{REALM}"'
+        if has_token:
+            description = str(error).replace('"', "'")
+            challenge += f', error="invalid_token", error_description="{description}"'
+        response = error_response(status.HTTP_401_UNAUTHORIZED, [ErrorItem(None, str(error))])
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    async def forbidden(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, Forbidden)
+        response = error_response(status.HTTP_403_FORBIDDEN, [ErrorItem(None, str(error))])
+        response.headers["WWW-Authenticate"] = (
+            f'Bearer realm="{REALM}", error="insufficient_scope", scope="{error.permission}"'
+        )
+        return response
+
+    async def provider_unavailable(request: Request, error: Exception) -> JSONResponse:
+        return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, [ErrorItem(None, str(error))])
+
     for error_type in ERROR_STATUS:
         app.add_exception_handler(error_type, domain_error)
     app.add_exception_handler(RequestValidationError, invalid_input)
+    app.add_exception_handler(Unauthenticated, unauthenticated)
+    app.add_exception_handler(Forbidden, forbidden)
+    app.add_exception_handler(ProviderUnavailable, provider_unavailable)
     return app
 
 

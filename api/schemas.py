@@ -309,3 +309,18 @@ class Health(BaseModel):
     status: str
     database: str
     temporal: str
+
+
+class ErrorField(BaseModel):
+    field: str | None = Field(
+        description="Dotted path of the field, e.g. `window.start`; null "
+        "when the problem is the request as a whole."
+    )
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error answer."""
+
+    detail: str = Field(description="Every problem on one line, each prefixed by its field.")
+    errors: list[ErrorField]

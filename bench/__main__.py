@@ -34,7 +34,9 @@ from bench.rig import Rig
 from bench.run import run_dispatch
 from bench.stack import BenchStack, connect_temporal, wait_until_ready
 from bench.zones import ZoneRunSettings, run_zones
+from core.auth import embedded_tokens
 from core.logging import configure_logging
+from core.settings import Settings
 
 log = logging.getLogger("bench")
 
@@ -139,7 +141,12 @@ async def run_bench(
     await wait_until_ready(stack, temporal)
     db = await data.connect(stack.database_url)
     try:
-        async with httpx.AsyncClient(timeout=30) as http:
+        # The API checks tokens signed with the key under the stack's DATA_DIR.
+        token = embedded_tokens(Settings(data_dir=stack.data_dir, _env_file=None)).mint(
+            subject="bench"
+        )
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
             simulator = SimulatorControl(http, stack.simulator_url)
             rig = Rig(stack, temporal, http, simulator, memory, db)
             await _scenarios(rig, args, report)

@@ -63,14 +63,40 @@ class Settings(BaseSettings):
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
 
+    # Authentication. With AUTH_ISSUER, tokens of that OIDC provider (Auth0, Keycloak);
+    # without, tokens the service signs itself with a key under DATA_DIR (`make token`).
+    auth_issuer: str | None = None
+    auth_audience: str = "mailing-api"
+    # The client id of /docs (and the admin page) for the provider's authorization code flow.
+    auth_client_id: str | None = None
+    auth_algorithms: list[Literal["RS256", "ES256"]] = ["RS256", "ES256"]
+    auth_jwks_refresh_seconds: float = Field(default=30.0, gt=0)
+    # The embedded mode's key (PEM, RSA); unset: DATA_DIR/auth/signing-key.pem, made once.
+    auth_signing_key_file: Path | None = None
+    # Turns authentication off, for local experiments only (a warning at every start).
+    auth_disabled: bool = False
+
     data_dir: Path = PROJECT_ROOT / ".data"
     log_level: str = "INFO"
     log_json: bool = False
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> "Settings":
-        if self.environment == "production" and self.send_api_token == PLACEHOLDER_TOKEN:
-            raise ValueError("SEND_API_TOKEN must be set to the real token in production")
+        if self.environment != "production":
+            return self
+        missing = []
+        if self.send_api_token == PLACEHOLDER_TOKEN:
+            missing.append("SEND_API_TOKEN (the real token, not the placeholder)")
+        if self.auth_disabled:
+            missing.append("authentication (AUTH_DISABLED must not be true)")
+        if not self.auth_issuer and self.auth_signing_key_file is None:
+            missing.append("AUTH_ISSUER (an OIDC provider) or AUTH_SIGNING_KEY_FILE")
+        if self.database_url is None:
+            missing.append("DATABASE_URL (not the embedded PostgreSQL)")
+        if self.temporal_address is None:
+            missing.append("TEMPORAL_ADDRESS (not the embedded dev server)")
+        if missing:
+            raise ValueError("in production, set " + "; ".join(missing))
         return self
 
     @property

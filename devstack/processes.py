@@ -1,6 +1,7 @@
 """Processes of the embedded stack that tests and benchmarks start, kill and start again."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,8 +17,9 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     caller's own settings variables leak in."""
     fields = {name.upper() for name in Settings.model_fields}
     env = {key: value for key, value in os.environ.items() if key not in fields}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[name.upper()] = str(value)
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        # Lists and dicts as JSON, as pydantic-settings reads them back.
+        env[name.upper()] = value if isinstance(value, str) else json.dumps(value)
     env["PYTHONUNBUFFERED"] = "1"
     return env | extra
 

@@ -164,12 +164,20 @@ class Stack:
             lines.append(
                 f"  Send API simulator:    http://{s.simulator_host}:{s.simulator_port}/_sim/stats"
             )
+        auth = '-H "Authorization: Bearer $TOKEN" '
+        if s.auth_disabled:
+            how = ["  AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): local experiments only"]
+        elif s.auth_issuer:
+            how = [f"  TOKEN=<an access token from {s.auth_issuer}>"]
+        else:
+            how = ["  TOKEN=$(make -s token)    # every /api/v1 call needs a bearer token"]
         lines += [
             f"  Data:                  {s.data_dir}",
             "Try it:",
-            f"  curl -s -X POST {api}/api/v1/clients -H 'content-type: application/json' "
+            *how,
+            f"  curl -s -X POST {api}/api/v1/clients {auth}-H 'content-type: application/json' "
             '-d \'{"phone": "79161234567", "tag": "vip"}\'',
-            f"  curl -s {api}/api/v1/stats",
+            f"  curl -s {auth}{api}/api/v1/stats",
             "",
         ]
         return "\n".join(lines)

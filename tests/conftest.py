@@ -22,7 +22,7 @@ from core.settings import Settings
 from devstack.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
 from simulator.app import SimulatorConfig, SimulatorState
 from simulator.app import create_app as create_simulator
-from tests.support import Queues, new_queues, settings_for
+from tests.support import Queues, api_client, new_queues, settings_for
 
 TOKEN = "test-token"
 
@@ -75,9 +75,14 @@ async def simulator(simulator_server: RunningSimulator) -> RunningSimulator:
 
 
 @pytest.fixture(scope="session")
-def settings(postgres: EmbeddedPostgres, simulator_server: RunningSimulator) -> Settings:
+def settings(
+    postgres: EmbeddedPostgres,
+    simulator_server: RunningSimulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
     return Settings(
         environment="test",
+        auth_signing_key_file=tmp_path_factory.mktemp("auth") / "signing-key.pem",
         database_url=postgres.url("mailing_test"),
         send_api_url=simulator_server.base_url,
         send_api_token=TOKEN,
@@ -164,8 +169,7 @@ async def api_app(
 
 @pytest.fixture
 async def api(api_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=api_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+    async with api_client(api_app) as client:
         yield client
 
 

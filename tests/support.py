@@ -6,12 +6,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 import sqlalchemy as sa
+from fastapi import FastAPI
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.remote import RemoteClient
+from core.auth import ALL_PERMISSIONS, embedded_tokens
 from core.contracts import delivery_workflow_id
 from core.db import Database
 from core.models import Message
@@ -109,3 +112,21 @@ async def start_workers(settings: Settings, client: Client, database: Database) 
         client=client, settings=settings, sessions=database.sessions, remote=remote
     )
     return RunningWorkers(list(workers), remote, client, database)
+
+
+def auth_headers(
+    settings: Settings, permissions: frozenset[str] = ALL_PERMISSIONS, subject: str = "tester"
+) -> dict[str, str]:
+    """A bearer token of the embedded mode, signed with the test settings' key."""
+    token = embedded_tokens(settings).mint(subject=subject, permissions=permissions)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
+    """An HTTP client of the app in process, authenticated with every permission."""
+    settings: Settings = app.state.settings
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://api",
+        headers={**auth_headers(settings), **headers},
+    )

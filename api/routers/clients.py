@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api import services
+from api.auth import guarded
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.schemas import (
     ClientCreate,
@@ -13,12 +14,18 @@ from api.schemas import (
     Page,
     Tag,
 )
+from core.auth import Permission
 from core.models import MessageStatus
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 
 
-@router.post("", response_model=ClientPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=ClientPublic,
+    status_code=status.HTTP_201_CREATED,
+    **guarded(Permission.CLIENTS_WRITE),
+)
 async def create_client(
     data: ClientCreate, session: SessionDep, settings: SettingsDep
 ) -> ClientPublic:
@@ -27,7 +34,7 @@ async def create_client(
     return ClientPublic.model_validate(client)
 
 
-@router.get("", response_model=Page[ClientPublic])
+@router.get("", response_model=Page[ClientPublic], **guarded(Permission.CLIENTS_READ))
 async def list_clients(
     session: SessionDep,
     tag: Annotated[Tag | None, Query()] = None,
@@ -47,7 +54,7 @@ async def list_clients(
     )
 
 
-@router.get("/{client_id}", response_model=ClientPublic)
+@router.get("/{client_id}", response_model=ClientPublic, **guarded(Permission.CLIENTS_READ))
 async def get_client(client_id: IdPath, session: SessionDep) -> ClientPublic:
     """One client."""
     return ClientPublic.model_validate(
@@ -55,7 +62,7 @@ async def get_client(client_id: IdPath, session: SessionDep) -> ClientPublic:
     )
 
 
-@router.patch("/{client_id}", response_model=ClientPublic)
+@router.patch("/{client_id}", response_model=ClientPublic, **guarded(Permission.CLIENTS_WRITE))
 async def update_client(
     client_id: IdPath, data: ClientUpdate, session: SessionDep, temporal: TemporalClientDep
 ) -> ClientPublic:
@@ -67,7 +74,11 @@ async def update_client(
     return ClientPublic.model_validate(client)
 
 
-@router.delete("/{client_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{client_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    **guarded(Permission.CLIENTS_WRITE),
+)
 async def delete_client(
     client_id: IdPath, session: SessionDep, temporal: TemporalClientDep
 ) -> None:
@@ -76,7 +87,11 @@ async def delete_client(
     await services.delete_client(session=session, temporal=temporal, client_id=client_id)
 
 
-@router.get("/{client_id}/messages", response_model=Page[MessagePublic])
+@router.get(
+    "/{client_id}/messages",
+    response_model=Page[MessagePublic],
+    **guarded(Permission.CLIENTS_READ),
+)
 async def client_messages(
     client_id: IdPath,
     session: SessionDep,

@@ -4,6 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from api import services
+from api.auth import DispatchesController, DispatchesWriter, guarded
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.schemas import (
     ControlBody,
@@ -16,6 +17,7 @@ from api.schemas import (
     Page,
 )
 from core.audience import audience_size
+from core.auth import Permission, Principal
 from core.control import Command
 from core.models import IDEMPOTENCY_KEY_MAX_LENGTH, DispatchStatus, MessageStatus
 
@@ -34,8 +36,14 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-@router.post("", response_model=DispatchPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=DispatchPublic,
+    status_code=status.HTTP_201_CREATED,
+    **guarded(Permission.DISPATCHES_WRITE),
+)
 async def create_dispatch(
+    principal: DispatchesWriter,
     data: DispatchCreate,
     session: SessionDep,
     temporal: TemporalClientDep,
@@ -50,6 +58,7 @@ async def create_dispatch(
         settings=settings,
         data=data,
         idempotency_key=idempotency_key,
+        actor=principal.subject,
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -60,7 +69,7 @@ async def create_dispatch(
     return answer
 
 
-@router.get("", response_model=Page[DispatchPublic])
+@router.get("", response_model=Page[DispatchPublic], **guarded(Permission.DISPATCHES_READ))
 async def list_dispatches(
     session: SessionDep,
     status: DispatchStatus | None = None,
@@ -74,29 +83,45 @@ async def list_dispatches(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{dispatch_id}", response_model=DispatchPublic)
+@router.get("/{dispatch_id}", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_READ))
 async def get_dispatch(dispatch_id: IdPath, session: SessionDep) -> DispatchPublic:
     """One dispatch with its messages counted by status."""
     dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
     return await services.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
-@router.patch("/{dispatch_id}", response_model=DispatchPublic)
+@router.patch(
+    "/{dispatch_id}", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_WRITE)
+)
 async def update_dispatch(
-    dispatch_id: IdPath, data: DispatchUpdate, session: SessionDep, temporal: TemporalClientDep
+    principal: DispatchesWriter,
+    dispatch_id: IdPath,
+    data: DispatchUpdate,
+    session: SessionDep,
+    temporal: TemporalClientDep,
 ) -> DispatchPublic:
     """Edit a dispatch. Before its start, any field. Running or paused: `end_at` (earlier or
     later), `text` (for messages not yet sent) and `window`, which reach the workflows already
     running (409 naming any other field). After its end: 409."""
     dispatch = await services.update_dispatch(
-        session=session, temporal=temporal, dispatch_id=dispatch_id, data=data
+        session=session,
+        temporal=temporal,
+        dispatch_id=dispatch_id,
+        data=data,
+        actor=principal.subject,
     )
     return await services.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
-@router.delete("/{dispatch_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{dispatch_id}", status_code=status.HTTP_204_NO_CONTENT, **guarded(Permission.DISPATCHES_WRITE)
+)
 async def delete_dispatch(
-    dispatch_id: IdPath, session: SessionDep, temporal: TemporalClientDep, settings: SettingsDep
+    principal: DispatchesWriter,
+    dispatch_id: IdPath,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    settings: SettingsDep,
 ) -> None:
     """Delete a dispatch with its messages. One not finished is cancelled first (nothing more
     is sent, every workflow of it ends); its events stay listed."""
@@ -105,10 +130,12 @@ async def delete_dispatch(
         temporal=temporal,
         dispatch_id=dispatch_id,
         update_wait=timedelta(seconds=settings.control_timeout_seconds),
+        actor=principal.subject,
     )
 
 
 async def _control(
+    principal: Principal,
     dispatch_id: int,
     command: Command,
     body: ControlBody | None,
@@ -126,14 +153,18 @@ async def _control(
         reason=body.reason if body else None,
         update_wait=timedelta(seconds=settings.control_timeout_seconds),
         idempotency_key=idempotency_key,
+        actor=principal.subject,
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return await services.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
-@router.post("/{dispatch_id}/pause", response_model=DispatchPublic)
+@router.post(
+    "/{dispatch_id}/pause", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_CONTROL)
+)
 async def pause_dispatch(
+    principal: DispatchesController,
     dispatch_id: IdPath,
     session: SessionDep,
     temporal: TemporalClientDep,
@@ -145,12 +176,23 @@ async def pause_dispatch(
     """Pause a running dispatch: no new request starts a second after the answer (one in
     flight may finish)."""
     return await _control(
-        dispatch_id, Command.PAUSE, body, session, temporal, settings, response, idempotency_key
+        principal,
+        dispatch_id,
+        Command.PAUSE,
+        body,
+        session,
+        temporal,
+        settings,
+        response,
+        idempotency_key,
     )
 
 
-@router.post("/{dispatch_id}/resume", response_model=DispatchPublic)
+@router.post(
+    "/{dispatch_id}/resume", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_CONTROL)
+)
 async def resume_dispatch(
+    principal: DispatchesController,
     dispatch_id: IdPath,
     session: SessionDep,
     temporal: TemporalClientDep,
@@ -161,12 +203,23 @@ async def resume_dispatch(
 ) -> DispatchPublic:
     """Resume a paused dispatch where it stopped; nothing already sent is sent again."""
     return await _control(
-        dispatch_id, Command.RESUME, body, session, temporal, settings, response, idempotency_key
+        principal,
+        dispatch_id,
+        Command.RESUME,
+        body,
+        session,
+        temporal,
+        settings,
+        response,
+        idempotency_key,
     )
 
 
-@router.post("/{dispatch_id}/cancel", response_model=DispatchPublic)
+@router.post(
+    "/{dispatch_id}/cancel", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_CONTROL)
+)
 async def cancel_dispatch(
+    principal: DispatchesController,
     dispatch_id: IdPath,
     session: SessionDep,
     temporal: TemporalClientDep,
@@ -178,17 +231,33 @@ async def cancel_dispatch(
     """Cancel a dispatch: nothing more is sent, its unsent messages end cancelled, its history
     stays."""
     return await _control(
-        dispatch_id, Command.CANCEL, body, session, temporal, settings, response, idempotency_key
+        principal,
+        dispatch_id,
+        Command.CANCEL,
+        body,
+        session,
+        temporal,
+        settings,
+        response,
+        idempotency_key,
     )
 
 
-@router.get("/{dispatch_id}/stats", response_model=DispatchStats)
+@router.get(
+    "/{dispatch_id}/stats",
+    response_model=DispatchStats,
+    **guarded(Permission.DISPATCHES_READ),
+)
 async def dispatch_stats(dispatch_id: IdPath, session: SessionDep) -> DispatchStats:
     """One dispatch's messages counted by status."""
     return await services.dispatch_stats(session=session, dispatch_id=dispatch_id)
 
 
-@router.get("/{dispatch_id}/messages", response_model=Page[MessagePublic])
+@router.get(
+    "/{dispatch_id}/messages",
+    response_model=Page[MessagePublic],
+    **guarded(Permission.DISPATCHES_READ),
+)
 async def dispatch_messages(
     dispatch_id: IdPath,
     session: SessionDep,
@@ -202,7 +271,11 @@ async def dispatch_messages(
     )
 
 
-@router.get("/{dispatch_id}/events", response_model=Page[DispatchEventPublic])
+@router.get(
+    "/{dispatch_id}/events",
+    response_model=Page[DispatchEventPublic],
+    **guarded(Permission.DISPATCHES_READ),
+)
 async def dispatch_events(
     dispatch_id: IdPath,
     session: SessionDep,

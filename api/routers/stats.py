@@ -3,13 +3,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api import services
+from api.auth import guarded
 from api.deps import SessionDep
 from api.schemas import OverallStats
+from core.auth import Permission
 
 router = APIRouter(prefix="/stats", tags=["stats"])
 
 
-@router.get("", response_model=OverallStats)
+@router.get("", response_model=OverallStats, **guarded(Permission.DISPATCHES_READ))
 async def overall_stats(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,

@@ -15,7 +15,7 @@ from core.models import dispatch_t
 from core.settings import Settings
 from devstack.embedded import bin_path
 from tests.factories import make_client
-from tests.support import Queues, settings_for
+from tests.support import Queues, api_client, settings_for
 
 DISPATCHES = "/api/v1/dispatches"
 
@@ -204,7 +204,7 @@ async def test_running_dispatch_edits_only_end_text_window(
     events = (await api.get(f"{url}/events")).json()
     assert [e["action"] for e in events["items"]] == ["created", "edited"]
     assert events["items"][1]["details"] == {"fields": ["text", "window"]}
-    assert events["items"][1]["actor"] == "api"
+    assert events["items"][1]["actor"] == "tester"  # the token's subject
 
 
 async def test_without_temporal_nothing_is_kept(
@@ -216,8 +216,7 @@ async def test_without_temporal_nothing_is_kept(
     app = create_app(settings_for(settings, env.client, queues))
     async with app.router.lifespan_context(app):
         await env.shutdown()  # Temporal goes away after the API started
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with api_client(app) as api:
             response = await api.post(DISPATCHES, json=payload())
             assert response.status_code == 503, response.text
             assert "unavailable" in response.json()["detail"]

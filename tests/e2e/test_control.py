@@ -19,7 +19,7 @@ from core.settings import Settings
 from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.factories import make_client
-from tests.support import Queues, running_workers, settings_for
+from tests.support import Queues, api_client, running_workers, settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,7 @@ async def stack(
     s = settings_for(settings, dev_env.client, queues, send_concurrency=5, send_batch_size=50)
     app = create_app(s)
     async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with api_client(app) as api:
             yield api
 
 

@@ -20,7 +20,7 @@ from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.e2e.test_control import DISPATCHES, create, stack, until, waiting_for_its_window
 from tests.factories import make_client
-from tests.support import Queues, running_workers, settings_for
+from tests.support import Queues, api_client, running_workers, settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -60,11 +60,11 @@ async def test_every_control_action_is_an_event_kept_after_delete(
     events = (await api.get(f"{DISPATCHES}/{dispatch_id}/events")).json()
     seen = [(e["action"], e["actor"], e["reason"]) for e in events["items"]]
     assert seen == [
-        ("created", "api", None),
-        ("paused", "api", "check text"),
+        ("created", "tester", None),
+        ("paused", "tester", "check text"),
         ("resumed", "temporal", "text checked"),
-        ("cancelled", "api", None),
-        ("deleted", "api", None),
+        ("cancelled", "tester", None),
+        ("deleted", "tester", None),
     ]
     assert events["items"][3]["details"] == {"messages_cancelled": 2}
     assert (await api.get(f"{DISPATCHES}/424242/events")).status_code == 404
@@ -179,8 +179,7 @@ async def budgeted(
     )
     app = create_app(s)
     async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with api_client(app) as api:
             yield api
 
 

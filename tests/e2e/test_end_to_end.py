@@ -15,8 +15,8 @@ from api.main import create_app
 from core.contracts import cohort_workflow_id, delivery_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.settings import Settings
-from tests.conftest import RunningSimulator
-from tests.support import Queues, running_workers, settings_for
+from tests.conftest import TOKEN, RunningSimulator
+from tests.support import Queues, api_client, running_workers, settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +28,19 @@ async def stack(
     s = settings_for(settings, dev_env.client, queues)
     app = create_app(s)
     async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with api_client(app) as api:
             yield api
 
 
 @pytest.mark.parametrize("shape", ["cohorts", "per_client"])
 async def test_dispatch_reaches_every_client(
-    stack: httpx.AsyncClient, dev_env: WorkflowEnvironment, simulator: RunningSimulator, shape: str
+    stack: httpx.AsyncClient,
+    dev_env: WorkflowEnvironment,
+    simulator: RunningSimulator,
+    shape: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("DEBUG")
     api = stack
     phones = ["79161234567", "79031234567", "79261234567"]
     client_ids = []
@@ -103,3 +107,12 @@ async def test_dispatch_reaches_every_client(
             assert status == WorkflowExecutionStatus.COMPLETED
         with pytest.raises(RPCError):
             await temporal.get_workflow_handle(cohort).describe()
+
+    # No secret in the workflow histories, nor in any log line of the run.
+    secrets = [TOKEN, api.headers["Authorization"].removeprefix("Bearer ")]
+    workflow_ids = [dispatch_workflow_id(dispatch_id)]
+    workflow_ids += [cohort] if shape == "cohorts" else children
+    for workflow_id in workflow_ids:
+        history = (await temporal.get_workflow_handle(workflow_id).fetch_history()).to_json()
+        assert not any(secret in history for secret in secrets), workflow_id
+    assert not any(secret in caplog.text for secret in secrets)

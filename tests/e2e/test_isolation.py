@@ -17,7 +17,7 @@ from core.settings import Settings
 from simulator.app import SimulatorConfig
 from tests.conftest import RunningSimulator
 from tests.factories import make_client
-from tests.support import Queues, RunningWorkers, settings_for, start_workers
+from tests.support import Queues, RunningWorkers, api_client, settings_for, start_workers
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ async def start_stack(
     app = create_app(s)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
-    api = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+    api = api_client(app)
 
     async def stop() -> None:
         await api.aclose()

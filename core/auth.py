@@ -1,0 +1,298 @@
+"""Who may call the API: bearer JWTs verified with python-jose, and the permissions they carry.
+
+Two modes, chosen by the settings:
+- an OIDC provider (Auth0, Keycloak: AUTH_ISSUER, AUTH_AUDIENCE): RS256/ES256 tokens checked
+  against the provider's keys, found from its discovery document and cached (refreshed at most
+  once per AUTH_JWKS_REFRESH_SECONDS when a token names an unknown key id);
+- embedded (no provider): the service signs its own RS256 tokens with a key it creates once
+  under DATA_DIR (or AUTH_SIGNING_KEY_FILE); `make token` prints one.
+
+The algorithms accepted come from the settings, never from the token: `alg: none` and an HS256
+token "signed" with a public key are refused before any key is used.
+"""
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwt
+from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
+
+from core.settings import Settings
+
+EMBEDDED_ISSUER = "mailing-embedded"
+EMBEDDED_ALGORITHM = "RS256"
+EMBEDDED_KEY_ID = "embedded-1"
+# Clock skew tolerated on exp, nbf and iat.
+LEEWAY_SECONDS = 30
+DISCOVERY_TIMEOUT_SECONDS = 5
+
+
+class Permission(StrEnum):
+    CLIENTS_READ = "clients:read"
+    CLIENTS_WRITE = "clients:write"
+    DISPATCHES_READ = "dispatches:read"  # dispatches, their messages and events, statistics
+    DISPATCHES_WRITE = "dispatches:write"  # create, edit, delete
+    DISPATCHES_CONTROL = "dispatches:control"  # pause, resume, cancel
+
+
+ALL_PERMISSIONS = frozenset(Permission)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller a valid token names."""
+
+    subject: str
+    permissions: frozenset[str]
+
+
+class Unauthenticated(Exception):
+    """No valid token: 401 with the reason (never the token itself)."""
+
+
+class Forbidden(Exception):
+    """A valid token without the permission the operation needs: 403 naming it."""
+
+    def __init__(self, permission: Permission) -> None:
+        super().__init__(f"this token lacks the permission {permission}")
+        self.permission = permission
+
+
+class ProviderUnavailable(Exception):
+    """The identity provider's keys cannot be fetched: 503, and no token is taken on trust."""
+
+
+def permissions_of(claims: dict[str, Any]) -> frozenset[str]:
+    """Auth0's `permissions` claim (a list), else the space-separated `scope`."""
+    listed = claims.get("permissions")
+    if isinstance(listed, list):
+        return frozenset(str(p) for p in listed)
+    scope = claims.get("scope")
+    return frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+
+
+def _decode(token: str, key: Any, *, algorithms: list[str], issuer: str, audience: str) -> Any:
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            audience=audience,
+            issuer=issuer,
+            options={"leeway": LEEWAY_SECONDS, "require_exp": True, "require_sub": True},
+        )
+    except ExpiredSignatureError:
+        raise Unauthenticated("the token has expired") from None
+    except JWTClaimsError as error:
+        raise Unauthenticated(f"the token's claims are not accepted: {error}") from None
+    except JWTError as error:
+        raise Unauthenticated(f"the token is not valid: {error}") from None
+
+
+def _header(token: str, algorithms: list[str]) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+    except JWTError:
+        raise Unauthenticated("the bearer value is not a JWT") from None
+    algorithm = header.get("alg")
+    if algorithm not in algorithms:
+        raise Unauthenticated(
+            f"tokens signed with {algorithm!r} are not accepted (only {', '.join(algorithms)})"
+        )
+    return dict(header)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("the token names no subject")
+    return Principal(subject=subject, permissions=permissions_of(claims))
+
+
+class EmbeddedTokens:
+    """Tokens the service signs itself, with one RSA key kept in a file."""
+
+    def __init__(self, key_file: Path, audience: str) -> None:
+        self.private_pem = load_or_create_key(key_file)
+        private = serialization.load_pem_private_key(self.private_pem, password=None)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        self.public_pem = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.audience = audience
+
+    def mint(
+        self,
+        *,
+        subject: str,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        lifetime: timedelta = timedelta(hours=12),
+        now: datetime | None = None,
+    ) -> str:
+        issued = now or datetime.now(UTC)
+        claims = {
+            "iss": EMBEDDED_ISSUER,
+            "aud": self.audience,
+            "sub": subject,
+            "iat": int(issued.timestamp()),
+            "nbf": int(issued.timestamp()),
+            "exp": int((issued + lifetime).timestamp()),
+            "jti": uuid.uuid4().hex,
+            "permissions": sorted(permissions),
+        }
+        return str(
+            jwt.encode(
+                claims,
+                self.private_pem.decode(),
+                algorithm=EMBEDDED_ALGORITHM,
+                headers={"kid": EMBEDDED_KEY_ID},
+            )
+        )
+
+    async def verify(self, token: str) -> Principal:
+        header = _header(token, [EMBEDDED_ALGORITHM])
+        if header.get("kid") != EMBEDDED_KEY_ID:
+            raise Unauthenticated("the token's key id is unknown")
+        claims = _decode(
+            token,
+            self.public_pem.decode(),
+            algorithms=[EMBEDDED_ALGORITHM],
+            issuer=EMBEDDED_ISSUER,
+            audience=self.audience,
+        )
+        return _principal(claims)
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The PEM of the RSA signing key at `path`, created (mode 0600) the first time; two
+    processes starting together end up with the same key."""
+    if path.exists():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(pem)
+    try:
+        os.link(temporary, path)  # fails if another process was first: its key wins
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_bytes()
+
+
+class OidcTokens:
+    """Tokens of an OIDC provider, checked against its JWKS."""
+
+    def __init__(
+        self, *, issuer: str, audience: str, algorithms: list[str], refresh_seconds: float
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithms = algorithms
+        self.refresh_seconds = refresh_seconds
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+        self.discovery: dict[str, Any] | None = None
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    async def verify(self, token: str) -> Principal:
+        header = _header(token, self.algorithms)
+        key_id = header.get("kid")
+        if not isinstance(key_id, str):
+            raise Unauthenticated("the token names no key id")
+        key = await self._key(key_id)
+        claims = _decode(
+            token, key, algorithms=self.algorithms, issuer=self.issuer, audience=self.audience
+        )
+        return _principal(claims)
+
+    async def _key(self, key_id: str) -> dict[str, Any]:
+        async with self._lock:
+            if self._fetched_at is None:
+                await self._fetch()
+            elif key_id not in self._keys and self._may_refresh():
+                await self._fetch()
+        key = self._keys.get(key_id)
+        if key is None:
+            raise Unauthenticated("the token's key id is unknown to the provider")
+        return key
+
+    def _may_refresh(self) -> bool:
+        assert self._fetched_at is not None
+        return time.monotonic() - self._fetched_at >= self.refresh_seconds
+
+    async def _fetch(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT_SECONDS)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                async with http.get(self.discovery_url) as response:
+                    response.raise_for_status()
+                    discovery = await response.json(content_type=None)
+                async with http.get(discovery["jwks_uri"]) as response:
+                    response.raise_for_status()
+                    jwks = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, TypeError) as error:
+            raise ProviderUnavailable(
+                f"the identity provider's keys could not be fetched: {type(error).__name__}"
+            ) from None
+        self.discovery = discovery
+        self._keys = {
+            str(key["kid"]): key
+            for key in jwks.get("keys", [])
+            if isinstance(key, dict) and "kid" in key
+        }
+        self._fetched_at = time.monotonic()
+
+
+class Verifier:
+    """The token check the API uses, as the settings choose."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.disabled = settings.auth_disabled
+        self.oidc: OidcTokens | None = None
+        self.embedded: EmbeddedTokens | None = None
+        if settings.auth_issuer:
+            self.oidc = OidcTokens(
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audience,
+                algorithms=list(settings.auth_algorithms),
+                refresh_seconds=settings.auth_jwks_refresh_seconds,
+            )
+        elif not settings.auth_disabled:
+            self.embedded = EmbeddedTokens(signing_key_file(settings), settings.auth_audience)
+
+    async def verify(self, token: str) -> Principal:
+        if self.oidc is not None:
+            return await self.oidc.verify(token)
+        assert self.embedded is not None
+        return await self.embedded.verify(token)
+
+
+def signing_key_file(settings: Settings) -> Path:
+    return settings.auth_signing_key_file or settings.data_dir / "auth" / "signing-key.pem"
+
+
+def embedded_tokens(settings: Settings) -> EmbeddedTokens:
+    return EmbeddedTokens(signing_key_file(settings), settings.auth_audience)

@@ -1,0 +1,341 @@
+"""Authentication and permissions against a fake OIDC provider served over real HTTP (its own
+RSA and EC keys, discovery document and JWKS), and in the embedded mode."""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
+from jose import jwk, jwt
+from pydantic import ValidationError
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from core.auth import ALL_PERMISSIONS, embedded_tokens
+from core.settings import PROJECT_ROOT, Settings
+from devstack.embedded import free_port
+from tests.support import Queues, api_client, auth_headers, settings_for
+
+CLIENTS = "/api/v1/clients"
+AUDIENCE = "mailing-api"
+
+
+def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def public_jwk(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, alg: str) -> Any:
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    data = jwk.construct(public.decode(), alg).to_dict()
+    return {**data, "kid": kid, "alg": alg, "use": "sig"}
+
+
+@dataclass
+class Provider:
+    """A fake OIDC provider: discovery document and JWKS over HTTP; counts JWKS fetches."""
+
+    port: int
+    rsa_key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    ec_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    keys: list[Any] = field(default_factory=list)
+    jwks_fetches: int = 0
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def token(
+        self, *, key: Any = None, alg: str = "RS256", kid: str = "rsa-1", **claims: Any
+    ) -> str:
+        now = int(time.time())
+        body = {
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "sub": "auth0|ann",
+            "iat": now,
+            "exp": now + 600,
+            "permissions": sorted(ALL_PERMISSIONS),
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        signing = key if key is not None else (self.rsa_key if alg == "RS256" else self.ec_key)
+        return str(jwt.encode(body, pem(signing), algorithm=alg, headers={"kid": kid}))
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"issuer": self.issuer, "jwks_uri": f"{self.issuer}.well-known/jwks.json"}
+        )
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        self.jwks_fetches += 1
+        return web.json_response({"keys": self.keys})
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    provider = Provider(port=free_port())
+    provider.keys = [
+        public_jwk(provider.rsa_key, "rsa-1", "RS256"),
+        public_jwk(provider.ec_key, "ec-1", "ES256"),
+    ]
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", provider.discovery)
+    app.router.add_get("/.well-known/jwks.json", provider.jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", provider.port).start()
+    yield provider
+    await runner.cleanup()
+
+
+async def app_with(
+    settings: Settings, dev_env: WorkflowEnvironment, queues: Queues, **changes: Any
+) -> tuple[FastAPI, Settings]:
+    s = settings_for(settings, dev_env.client, queues, **changes)
+    return create_app(s), s
+
+
+@pytest.fixture
+async def oidc_api(
+    provider: Provider, settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> AsyncIterator[httpx.AsyncClient]:
+    app, _ = await app_with(
+        settings,
+        dev_env,
+        queues,
+        auth_issuer=provider.issuer,
+        auth_audience=AUDIENCE,
+        auth_jwks_refresh_seconds=1.0,
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(provider: Provider) -> str:
+    header = b64(json.dumps({"alg": "none", "typ": "JWT", "kid": "rsa-1"}).encode())
+    claims = json.loads(base64.urlsafe_b64decode(provider.token().split(".")[1] + "==").decode())
+    return f"{header}.{b64(json.dumps(claims).encode())}."
+
+
+def hs256_with_public_key(provider: Provider) -> str:
+    """The classic confusion attack: HMAC keyed with the provider's public key."""
+    public = provider.rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
+    payload = provider.token().split(".")[1]
+    signature = hmac.new(public, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64(signature)}"
+
+
+async def refused(api: httpx.AsyncClient, headers: dict[str, str], why: str) -> None:
+    response = await api.get(CLIENTS, headers=headers)
+    assert response.status_code == 401, (why, response.text)
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="mailing"'), why
+    assert why in response.json()["detail"], (why, response.json())
+
+
+async def test_provider_tokens_pass_and_every_forgery_is_refused(
+    oidc_api: httpx.AsyncClient, provider: Provider, settings: Settings
+) -> None:
+    api = oidc_api
+    assert (await api.get(CLIENTS, headers=bearer(provider.token()))).status_code == 200
+    es256 = provider.token(alg="ES256", kid="ec-1")
+    assert (await api.get(CLIENTS, headers=bearer(es256))).status_code == 200
+    # Auth0's `scope` works as well as its `permissions`.
+    scoped = provider.token(permissions=None, scope="openid clients:read")
+    assert (await api.get(CLIENTS, headers=bearer(scoped))).status_code == 200
+
+    now = int(time.time())
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cases = [
+        (provider.token(exp=now - 120), "expired"),
+        (provider.token(nbf=now + 600), "not yet valid"),
+        (provider.token(iss="https://evil.example/"), "claims are not accepted"),
+        (provider.token(aud="another-api"), "claims are not accepted"),
+        (provider.token(key=other_key), "not valid"),
+        (unsigned(provider), "'none' are not accepted"),
+        (hs256_with_public_key(provider), "'HS256' are not accepted"),
+        (provider.token(kid="rotated-away"), "key id is unknown"),
+        (embedded_tokens(settings).mint(subject="local"), "key id is unknown"),
+        ("not.a.jwt", "not a JWT"),
+    ]
+    for token, why in cases:
+        await refused(api, bearer(token), why)
+    await refused(api, {"Authorization": "Basic dXNlcjpwdw=="}, "Bearer token is required")
+    no_token = await api.get(CLIENTS)
+    assert no_token.status_code == 401
+    assert no_token.headers["WWW-Authenticate"] == 'Bearer realm="mailing"'
+    # The error never echoes the token.
+    forged = provider.token(key=other_key)
+    assert forged not in (await api.get(CLIENTS, headers=bearer(forged))).text
+
+
+async def test_a_missing_permission_is_403_naming_it(
+    oidc_api: httpx.AsyncClient, provider: Provider
+) -> None:
+    reader = bearer(provider.token(permissions=["clients:read", "dispatches:read"]))
+    assert (await oidc_api.get(CLIENTS, headers=reader)).status_code == 200
+    response = await oidc_api.post(CLIENTS, json={"phone": "79161234567"}, headers=reader)
+    assert response.status_code == 403
+    assert "clients:write" in response.json()["detail"]
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+    pause = await oidc_api.post("/api/v1/dispatches/1/pause", headers=reader)
+    assert (pause.status_code, "dispatches:control" in pause.text) == (403, True)
+
+
+async def test_keys_refresh_once_for_an_unknown_key_id(
+    oidc_api: httpx.AsyncClient, provider: Provider
+) -> None:
+    assert (await oidc_api.get(CLIENTS, headers=bearer(provider.token()))).status_code == 200
+    assert provider.jwks_fetches == 1
+    # The provider rotates in a new key: the first token naming it makes the API fetch again
+    # (once the refresh interval since the last fetch has passed).
+    await asyncio.sleep(1.1)
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    provider.keys.append(public_jwk(rotated, "rsa-2", "RS256"))
+    token = provider.token(key=rotated, kid="rsa-2")
+    assert (await oidc_api.get(CLIENTS, headers=bearer(token))).status_code == 200
+    assert provider.jwks_fetches == 2
+    # Unknown key ids within the interval do not make it fetch again (no amplification).
+    for n in range(5):
+        await refused(oidc_api, bearer(provider.token(kid=f"bogus-{n}")), "key id is unknown")
+    assert provider.jwks_fetches == 2
+
+
+async def test_an_unreachable_provider_is_503_and_nothing_passes(
+    settings: Settings, dev_env: WorkflowEnvironment, queues: Queues, provider: Provider
+) -> None:
+    app, _ = await app_with(
+        settings, dev_env, queues, auth_issuer=f"http://127.0.0.1:{free_port()}/"
+    )
+    async with app.router.lifespan_context(app), api_client(app) as api:
+        response = await api.get(CLIENTS, headers=bearer(provider.token()))
+        assert response.status_code == 503
+        assert "identity provider" in response.json()["detail"]
+        assert (await api.get("/healthz")).status_code == 200
+
+
+async def test_embedded_mode_tokens_and_permissions(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    assert (await api.get(CLIENTS)).status_code == 200  # the fixture's token
+    anonymous = await api.get(CLIENTS, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    reader = auth_headers(settings, frozenset({"clients:read"}))
+    assert (await api.get(CLIENTS, headers=reader)).status_code == 200
+    denied = await api.get("/api/v1/dispatches", headers=reader)
+    assert denied.status_code == 403 and "dispatches:read" in denied.text
+    for open_path in ("/healthz", "/openapi.json", "/docs", "/redoc"):
+        assert (await api.get(open_path, headers={"Authorization": ""})).status_code == 200
+
+
+async def test_make_token_prints_a_token_the_api_takes(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    env = {"AUTH_SIGNING_KEY_FILE": str(settings.auth_signing_key_file), "PATH": "/usr/bin:/bin"}
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "devstack.token", "--permissions", "clients:read", "--hours", "1"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    printed = made.stdout.strip()
+    ok = await api.get(CLIENTS, headers=bearer(printed))
+    assert ok.status_code == 200
+    claims = jwt.get_unverified_claims(printed)
+    assert claims["permissions"] == ["clients:read"]
+    assert claims["exp"] - claims["iat"] == 3600
+    wrong = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "devstack.token", "--permissions", "everything"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 2 and "unknown permissions" in wrong.stderr
+
+
+async def test_disabled_authentication_is_explicit_and_warned(
+    settings: Settings,
+    dev_env: WorkflowEnvironment,
+    queues: Queues,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _ = await app_with(settings, dev_env, queues, auth_disabled=True)
+    with caplog.at_level("WARNING"):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+                assert (await api.get(CLIENTS)).status_code == 200
+    assert "AUTHENTICATION IS DISABLED" in caplog.text
+
+
+def test_production_refuses_the_embedded_defaults() -> None:
+    with pytest.raises(ValidationError) as refused_settings:
+        Settings(environment="production", _env_file=None)  # type: ignore[call-arg]
+    message = str(refused_settings.value)
+    for needed in ("SEND_API_TOKEN", "AUTH_ISSUER", "DATABASE_URL", "TEMPORAL_ADDRESS"):
+        assert needed in message
+    Settings(  # type: ignore[call-arg]
+        environment="production",
+        send_api_token="real",
+        auth_issuer="https://tenant.eu.auth0.com/",
+        database_url="postgresql+asyncpg://db/mailing",
+        temporal_address="temporal:7233",
+        _env_file=None,
+    )
+
+
+async def test_docs_are_served_without_internet(api: httpx.AsyncClient) -> None:
+    page = await api.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "/docs/assets/swagger-ui-bundle.js" in page.text
+    script = await api.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert (await api.get("/docs/assets/swagger-ui.css")).status_code == 200
+    redoc = await api.get("/redoc")
+    assert "cdn" not in redoc.text.lower() and "fonts.googleapis" not in redoc.text
+    assert (await api.get("/docs/assets/redoc.standalone.js")).status_code == 200
+    schema = (await api.get("/openapi.json")).json()
+    create = schema["paths"]["/api/v1/dispatches"]["post"]
+    assert create["x-required-permission"] == "dispatches:write"
+    assert "dispatches:write" in create["description"]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
