@@ -128,6 +128,7 @@ async def oidc_api(
         queues,
         auth_issuer=provider.issuer,
         auth_audience=AUDIENCE,
+        auth_client_id="docs-spa",
         auth_jwks_refresh_seconds=1.0,
     )
     async with app.router.lifespan_context(app):
@@ -339,3 +340,19 @@ async def test_docs_are_served_without_internet(api: httpx.AsyncClient) -> None:
     assert create["x-required-permission"] == "dispatches:write"
     assert "dispatches:write" in create["description"]
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_docs_offer_the_providers_code_flow_with_pkce(
+    oidc_api: httpx.AsyncClient, provider: Provider
+) -> None:
+    page = (await oidc_api.get("/docs")).text
+    assert '"usePkceWithAuthorizationCodeGrant": true' in page
+    assert '"clientId": "docs-spa"' in page
+    schema = (await oidc_api.get("/openapi.json")).json()
+    oidc = schema["components"]["securitySchemes"]["oidc"]
+    assert oidc == {
+        "type": "openIdConnect",
+        "openIdConnectUrl": f"{provider.issuer}.well-known/openid-configuration",
+    }
+    pause = schema["paths"]["/api/v1/dispatches/{dispatch_id}/pause"]["post"]
+    assert {"oidc": ["dispatches:control"]} in pause["security"]
