@@ -126,7 +126,11 @@ class Reconciler:
     async def _cancel_orphans(self, repairs: Repairs) -> None:
         """Open workflows whose dispatch row is gone (deleted, then a crash before the
         workflows heard): each is asked to cancel, dispatch, cohorts and deliveries alike."""
-        query = f"{DISPATCH_ID.name} IS NOT NULL AND ExecutionStatus = 'Running'"
+        # This deployment's workflows only (its task queue): another one's rows are elsewhere.
+        query = (
+            f"{DISPATCH_ID.name} IS NOT NULL AND ExecutionStatus = 'Running' "
+            f"AND TaskQueue = '{self.settings.temporal_task_queue}'"
+        )
         open_by_dispatch: dict[int, list[str]] = {}
         async for execution in self.temporal.list_workflows(query):
             dispatch_id = execution.typed_search_attributes.get(DISPATCH_ID)

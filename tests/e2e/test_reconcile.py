@@ -71,7 +71,7 @@ async def test_reconciliation_starts_missing_workflows_and_cancels_orphans(
     s = settings_for(settings, temporal, queues)
     reconciler = Reconciler(sessions=db.sessions, temporal=temporal, settings=s)
     orphans = {dispatch_workflow_id(deleted), cohort_workflow_id(deleted, "UTC")}
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(60):
         repairs = await reconciler.reconcile()
         # Visibility lags a moment behind the workflows it lists.
         while not orphans <= set(repairs.cancelled):
