@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         has_token = request.headers.get("authorization", "").lower().startswith("bearer ")
         challenge = f'Bearer realm="{REALM}"'
         if has_token:
-            description = str(error).replace('"', "'")
+            # Header values are Latin-1: anything else in the reason is escaped.
+            description = ascii(str(error))[1:-1].replace('"', "'")
             challenge += f', error="invalid_token", error_description="{description}"'
         response = error_response(status.HTTP_401_UNAUTHORIZED, [ErrorItem(None, str(error))])
         response.headers["WWW-Authenticate"] = challenge

@@ -13,6 +13,7 @@ token "signed" with a public key are refused before any key is used.
 
 import asyncio
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
-from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
+from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
 
 from core.settings import Settings
 
@@ -89,7 +90,14 @@ def _decode(token: str, key: Any, *, algorithms: list[str], issuer: str, audienc
             algorithms=algorithms,
             audience=audience,
             issuer=issuer,
-            options={"leeway": LEEWAY_SECONDS, "require_exp": True, "require_sub": True},
+            options={
+                "leeway": LEEWAY_SECONDS,
+                "require_exp": True,
+                "require_sub": True,
+                # jose skips the audience and issuer checks of a token that has none.
+                "require_aud": True,
+                "require_iss": True,
+            },
         )
     except ExpiredSignatureError:
         raise Unauthenticated("the token has expired") from None
@@ -97,6 +105,9 @@ def _decode(token: str, key: Any, *, algorithms: list[str], issuer: str, audienc
         raise Unauthenticated(f"the token's claims are not accepted: {error}") from None
     except JWTError as error:
         raise Unauthenticated(f"the token is not valid: {error}") from None
+    except (JOSEError, ValueError, TypeError, KeyError):
+        # A key that does not fit the token (jose builds it unguarded): a forgery, not a 500.
+        raise Unauthenticated("the token is not valid: its key does not fit it") from None
 
 
 def _header(token: str, algorithms: list[str]) -> dict[str, Any]:
@@ -107,9 +118,13 @@ def _header(token: str, algorithms: list[str]) -> dict[str, Any]:
     algorithm = header.get("alg")
     if algorithm not in algorithms:
         raise Unauthenticated(
-            f"tokens signed with {algorithm!r} are not accepted (only {', '.join(algorithms)})"
+            f"tokens signed with {algorithm!a} are not accepted (only {', '.join(algorithms)})"
         )
     return dict(header)
+
+
+# The key type each accepted algorithm needs: an EC key named for an RS256 token is a forgery.
+KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
@@ -185,9 +200,9 @@ def load_or_create_key(path: Path) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    temporary = Path(name)
+    with os.fdopen(descriptor, "wb") as out:  # mkstemp: mode 0600
         out.write(pem)
     try:
         os.link(temporary, path)  # fails if another process was first: its key wins
@@ -210,6 +225,7 @@ class OidcTokens:
         self.refresh_seconds = refresh_seconds
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
         self.discovery: dict[str, Any] | None = None
 
@@ -223,27 +239,38 @@ class OidcTokens:
         if not isinstance(key_id, str):
             raise Unauthenticated("the token names no key id")
         key = await self._key(key_id)
+        algorithm = header["alg"]
+        if key.get("kty") != KEY_TYPES.get(algorithm) or key.get("alg", algorithm) != algorithm:
+            raise Unauthenticated(f"the token's key does not sign {algorithm}")
         claims = _decode(
             token, key, algorithms=self.algorithms, issuer=self.issuer, audience=self.audience
         )
         return _principal(claims)
 
     async def _key(self, key_id: str) -> dict[str, Any]:
+        key = self._keys.get(key_id)
+        if key is not None:
+            return key  # cached: no lock, no wait behind a fetch
         async with self._lock:
-            if self._fetched_at is None:
+            if key_id not in self._keys and self._may_fetch():
                 await self._fetch()
-            elif key_id not in self._keys and self._may_refresh():
-                await self._fetch()
+        if self._fetched_at is None:
+            raise ProviderUnavailable("the identity provider's keys could not be fetched yet")
         key = self._keys.get(key_id)
         if key is None:
             raise Unauthenticated("the token's key id is unknown to the provider")
         return key
 
-    def _may_refresh(self) -> bool:
-        assert self._fetched_at is not None
-        return time.monotonic() - self._fetched_at >= self.refresh_seconds
+    def _may_fetch(self) -> bool:
+        """At most one attempt per refresh interval, failed ones included: neither unknown key
+        ids nor a provider that is down make every request wait for a fetch."""
+        return (
+            self._attempted_at is None
+            or time.monotonic() - self._attempted_at >= self.refresh_seconds
+        )
 
     async def _fetch(self) -> None:
+        self._attempted_at = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=DISCOVERY_TIMEOUT_SECONDS)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -257,11 +284,12 @@ class OidcTokens:
             raise ProviderUnavailable(
                 f"the identity provider's keys could not be fetched: {type(error).__name__}"
             ) from None
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not isinstance(keys, list):
+            raise ProviderUnavailable("the identity provider's JWKS holds no key list")
         self.discovery = discovery
         self._keys = {
-            str(key["kid"]): key
-            for key in jwks.get("keys", [])
-            if isinstance(key, dict) and "kid" in key
+            str(key["kid"]): key for key in keys if isinstance(key, dict) and "kid" in key
         }
         self._fetched_at = time.monotonic()
 

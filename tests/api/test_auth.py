@@ -100,6 +100,7 @@ async def provider() -> AsyncIterator[Provider]:
     provider.keys = [
         public_jwk(provider.rsa_key, "rsa-1", "RS256"),
         public_jwk(provider.ec_key, "ec-1", "ES256"),
+        {"kid": "broken", "kty": "RSA", "alg": "RS256", "e": "AQAB"},  # no modulus
     ]
     app = web.Application()
     app.router.add_get("/.well-known/openid-configuration", provider.discovery)
@@ -151,6 +152,11 @@ def unsigned(provider: Provider) -> str:
     return f"{header}.{b64(json.dumps(claims).encode())}."
 
 
+def with_header(provider: Provider, header: dict[str, str]) -> str:
+    _, payload, signature = provider.token().split(".")
+    return f"{b64(json.dumps(header).encode())}.{payload}.{signature}"
+
+
 def hs256_with_public_key(provider: Provider) -> str:
     """The classic confusion attack: HMAC keyed with the provider's public key."""
     public = provider.rsa_key.public_key().public_bytes(
@@ -191,6 +197,13 @@ async def test_provider_tokens_pass_and_every_forgery_is_refused(
         (unsigned(provider), "'none' are not accepted"),
         (hs256_with_public_key(provider), "'HS256' are not accepted"),
         (provider.token(kid="rotated-away"), "key id is unknown"),
+        # An EC-signed token naming the RSA key (and the reverse): refused, never a 500.
+        (provider.token(alg="ES256", kid="rsa-1"), "does not sign ES256"),
+        (provider.token(alg="RS256", kid="ec-1"), "does not sign RS256"),
+        (provider.token(kid="broken"), "its key does not fit"),
+        (provider.token(aud=None), "missing required key"),
+        (provider.token(iss=None), "missing required key"),
+        (with_header(provider, {"alg": "\u0101", "kid": "rsa-1"}), "are not accepted"),
         (embedded_tokens(settings).mint(subject="local"), "key id is unknown"),
         ("not.a.jwt", "not a JWT"),
     ]
@@ -247,6 +260,12 @@ async def test_an_unreachable_provider_is_503_and_nothing_passes(
         response = await api.get(CLIENTS, headers=bearer(provider.token()))
         assert response.status_code == 503
         assert "identity provider" in response.json()["detail"]
+        # Within the refresh interval nobody waits for another attempt: 503 at once.
+        started = time.monotonic()
+        for n in range(5):
+            again = await api.get(CLIENTS, headers=bearer(provider.token(kid=f"k{n}")))
+            assert again.status_code == 503
+        assert time.monotonic() - started < 1.0
         assert (await api.get("/healthz")).status_code == 200
 
 
