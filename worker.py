@@ -13,7 +13,9 @@ import logging
 import signal
 from collections.abc import Sequence
 
+from prometheus_client import start_http_server
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -43,6 +45,19 @@ WORKFLOWS = [
     LegacyDispatchWorkflow,
     LegacyDeliveryWorkflow,
 ]
+
+
+def runtime_of(settings: Settings) -> Runtime:
+    """The SDK's runtime, exporting its own metrics in Prometheus format when a port is set."""
+    if not settings.worker_sdk_metrics_port:
+        return Runtime.default()
+    address = f"{settings.metrics_host}:{settings.worker_sdk_metrics_port}"
+    # Counters with `_total` and durations in seconds, as Prometheus conventions (and promtool)
+    # want them.
+    exporter = PrometheusConfig(
+        bind_address=address, counters_total_suffix=True, durations_as_seconds=True
+    )
+    return Runtime(telemetry=TelemetryConfig(metrics=exporter))
 
 
 def create_remote(settings: Settings) -> RemoteClient:
@@ -111,7 +126,16 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
 async def main() -> None:
     settings = get_settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
-    client = await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
+    client = await Client.connect(
+        settings.temporal_target,
+        namespace=settings.temporal_namespace,
+        runtime=runtime_of(settings),
+    )
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
+        log.info(
+            "metrics on http://%s:%d/metrics", settings.metrics_host, settings.worker_metrics_port
+        )
     try:
         await ensure_search_attributes(client, settings.temporal_namespace)
     except RPCError as error:

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.records import confirm_handoffs, finish_open_message
+from core import metrics
 from core.audience import audience_filter
 from core.contracts import (
     COHORT_ALL,
@@ -223,6 +224,7 @@ class DispatchActivities:
             )
             await session.commit()
         changed = int(result.rowcount)  # type: ignore[attr-defined]
+        metrics.MESSAGES_FINISHED.labels(input.status).inc(changed)
         log.info(
             "cohort %s: %d messages %s: %s",
             input.cohort,
@@ -342,6 +344,8 @@ class DispatchActivities:
         changed = await finish_open_message(
             self.sessions, message_id=input.message_id, status=input.status, error=input.error
         )
+        if changed:
+            metrics.MESSAGES_FINISHED.labels(input.status).inc()
         return FinishMessageResult(changed=changed)
 
 

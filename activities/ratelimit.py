@@ -12,6 +12,7 @@ import time
 
 import sqlalchemy as sa
 
+from core import metrics
 from core.db import SessionFactory
 
 # Each reservation covers about this long of sending (at least one send).
@@ -43,6 +44,16 @@ class SendRateLimiter:
     async def acquire(self) -> None:
         if self.rate is None:
             return
+        started = time.monotonic()
+        metrics.RATE_THROTTLED.inc()
+        try:
+            await self._acquire()
+        finally:
+            metrics.RATE_THROTTLED.dec()
+            metrics.RATE_WAIT_SECONDS.observe(time.monotonic() - started)
+
+    async def _acquire(self) -> None:
+        assert self.rate is not None
         async with self._lock:
             now = time.monotonic()
             # A reserved send whose instant passed long ago would burst on top of newer ones.

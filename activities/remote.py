@@ -9,11 +9,14 @@ Once the remote answers quickly, a worker's send rate is bounded by that CPU, no
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
 
 import aiohttp
+
+from core import metrics
 
 
 class RemoteError(Exception):
@@ -28,11 +31,15 @@ class RemoteError(Exception):
         self,
         reason: str,
         *,
+        kind: str,
         permanent: bool = False,
         retry_after: float | None = None,
         credentials: bool = False,
     ) -> None:
         super().__init__(reason)
+        # The error class, a bounded label of the metrics: timeout, transport, throttled,
+        # server, garbage, rejected, credentials.
+        self.kind = kind
         self.permanent = permanent
         self.retry_after = retry_after
         self.credentials = credentials
@@ -64,23 +71,25 @@ def _text(body: bytes, limit: int) -> str:
 def check_answer(*, status: int, headers: Mapping[str, str], body: bytes) -> None:
     """Raises RemoteError unless the answer is HTTP 200 with JSON code 0."""
     if status == 429:
-        raise RemoteError("HTTP 429 throttled", retry_after=_retry_after(headers))
+        raise RemoteError("HTTP 429 throttled", kind="throttled", retry_after=_retry_after(headers))
     if status == 408 or status >= 500:
-        raise RemoteError(f"HTTP {status}")
+        raise RemoteError(f"HTTP {status}", kind="server")
     if status in (401, 403):
-        raise RemoteError(f"HTTP {status}: {_text(body, 200)}", credentials=True)
+        raise RemoteError(
+            f"HTTP {status}: {_text(body, 200)}", kind="credentials", credentials=True
+        )
     if 400 <= status < 500:
-        raise RemoteError(f"HTTP {status}: {_text(body, 200)}", permanent=True)
+        raise RemoteError(f"HTTP {status}: {_text(body, 200)}", kind="rejected", permanent=True)
     if status != 200:
-        raise RemoteError(f"unexpected HTTP {status}")
+        raise RemoteError(f"unexpected HTTP {status}", kind="garbage")
     try:
         answer = json.loads(body)
     # ValueError covers invalid JSON and bytes that are not UTF-8; RecursionError, JSON nested
     # deeper than the parser's stack.
     except (ValueError, RecursionError):
-        raise RemoteError(f"garbage answer: {_text(body, 100)!r}") from None
+        raise RemoteError(f"garbage answer: {_text(body, 100)!r}", kind="garbage") from None
     if not isinstance(answer, dict) or answer.get("code") != 0:
-        raise RemoteError(f"answer code is not 0: {str(answer)[:100]}")
+        raise RemoteError(f"answer code is not 0: {str(answer)[:100]}", kind="garbage")
 
 
 class RemoteClient:
@@ -139,6 +148,7 @@ class RemoteClient:
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode()
+        started = time.monotonic()
         try:
             async with session.post(
                 f"{self.base_url}/send/{message_id}",
@@ -149,12 +159,21 @@ class RemoteClient:
                 body = await response.read()
         # Before OSError: TimeoutError is one, and so are aiohttp's own timeouts.
         except TimeoutError as error:
-            raise RemoteError("timed out") from error
+            metrics.observe_remote(started, "timeout")
+            raise RemoteError("timed out", kind="timeout") from error
         # aiohttp wraps what goes wrong on the wire (refused, reset, a malformed or truncated
         # answer) in ClientError; OSError for anything from the socket that it lets through.
         except (aiohttp.ClientError, OSError) as error:
-            raise RemoteError(f"transport error: {type(error).__name__}: {error}") from error
-        check_answer(status=response.status, headers=response.headers, body=body)
+            metrics.observe_remote(started, "transport")
+            raise RemoteError(
+                f"transport error: {type(error).__name__}: {error}", kind="transport"
+            ) from error
+        try:
+            check_answer(status=response.status, headers=response.headers, body=body)
+        except RemoteError as error:
+            metrics.observe_remote(started, error.kind)
+            raise
+        metrics.observe_remote(started, "accepted")
 
     async def aclose(self) -> None:
         """Closes the connections; a later send raises RuntimeError."""

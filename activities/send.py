@@ -31,6 +31,7 @@ from activities.records import (
     record_outcomes,
 )
 from activities.remote import RemoteClient, RemoteError
+from core import metrics
 from core.contracts import (
     REMOTE_REJECTED,
     REMOTE_UNAVAILABLE,
@@ -161,6 +162,8 @@ class SendActivities:
                     sent_at=activity_now(),
                 )
                 self.budget.record(row.dispatch_id, failed=False)
+                metrics.count_attempt("sent")
+                metrics.MESSAGES_FINISHED.labels(MessageStatus.SENT).inc()
                 log.info("message sent", extra=log_ids)
                 return SendResult(message_id=message_id, status=MessageStatus.SENT)
             reason = error_text(error)
@@ -172,6 +175,7 @@ class SendActivities:
             else:
                 status = MessageStatus.RETRYING
             await record_attempt(self.sessions, message_id=message_id, status=status, error=reason)
+        count_failure(error)
         spent = self.budget.record(row.dispatch_id, failed=True)
         if spent is not None:
             await self._pause_itself(row.dispatch_id, spent)
@@ -223,6 +227,7 @@ class SendActivities:
             log.error("dispatch paused: %s", why, extra=ids(dispatch_id=dispatch_id))
 
     async def _not_sent(self, row: Any, decision: Decision) -> SendResult:
+        count_judged(decision)
         if decision.action == Action.SKIP:
             return SendResult(message_id=row.id, status=row.status)
         if decision.action == Action.WAIT:
@@ -291,6 +296,8 @@ class SendActivities:
                 handoffs=batch.handoffs,
                 stopped=stopped,
             )
+        metrics.BATCH_SIZE.observe(len(message_ids))
+        started = clock.monotonic()
         heartbeat = asyncio.create_task(batch.heartbeat_forever())
         try:
             for chunk in _chunks(message_ids, LOAD_CHUNK):
@@ -308,6 +315,7 @@ class SendActivities:
         if batch.budget_spent is not None:
             await self._pause_itself(input.dispatch_id, batch.budget_spent)
         result = batch.result(message_ids)
+        metrics.BATCH_SECONDS.labels(result.stopped or "done").observe(clock.monotonic() - started)
         log.info(
             "batch of cohort %s: %d sent, %d final, %d handed off%s",
             input.cohort,
@@ -350,6 +358,30 @@ class SendActivities:
         if settled:
             await confirm_handoffs(self.sessions, message_ids=settled)
         return handoffs
+
+
+def count_judged(decision: Decision) -> None:
+    """A message the rules kept from a request: outside its window, paused, or final."""
+    if decision.action == Action.SKIP:
+        return
+    if decision.action in FINAL_STATUS_OF:
+        status = FINAL_STATUS_OF[decision.action]
+        metrics.count_attempt(str(status))
+        metrics.MESSAGES_FINISHED.labels(status).inc()
+    elif decision.reason == SendOutcome.PAUSED:
+        metrics.count_attempt("paused")
+    else:
+        metrics.count_attempt("outside_window")
+
+
+def count_failure(error: RemoteError) -> None:
+    if error.credentials:
+        metrics.count_attempt("paused", error.kind)
+    elif error.permanent:
+        metrics.count_attempt("rejected", error.kind)
+        metrics.MESSAGES_FINISHED.labels(MessageStatus.FAILED).inc()
+    else:
+        metrics.count_attempt("retried", error.kind)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -443,6 +475,7 @@ class _Batch:
 
     def _judged(self, row: Any, decision: Decision) -> None:
         """A message the rules keep from sending now."""
+        count_judged(decision)
         if decision.action == Action.SKIP:
             return
         if decision.action in FINAL_STATUS_OF:
@@ -475,6 +508,11 @@ class _Batch:
 
     def _outcome_of(self, row: Any, error: RemoteError | None) -> Outcome:
         log_ids = ids(message_id=row.id, dispatch_id=row.dispatch_id, client_id=row.client_id)
+        if error is None:
+            metrics.count_attempt("sent")
+            metrics.MESSAGES_FINISHED.labels(MessageStatus.SENT).inc()
+        else:
+            count_failure(error)
         spent = self.owner.budget.record(row.dispatch_id, failed=error is not None)
         if spent is not None:
             self.budget_spent = spent

@@ -6,13 +6,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from api import metrics as api_metrics
 from api.auth import install_docs, install_openapi
+from api.metrics import install_metrics, remember_route
 from api.routers import clients, dispatches, health, stats
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(remember_route)],
     )
     app.state.settings = settings
     app.state.verifier = Verifier(settings)
@@ -99,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (clients.router, dispatches.router, stats.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
+    app.include_router(api_metrics.router)
+    install_metrics(app)
 
     async def domain_error(request: Request, error: Exception) -> JSONResponse:
         return error_response(ERROR_STATUS[type(error)], [ErrorItem(None, str(error))])

@@ -64,7 +64,7 @@ async def _httpx_send(*, base_url: str, token: str, connections: int) -> AsyncIt
                     headers=headers,
                 )
             except httpx.HTTPError as error:
-                raise RemoteError(f"{type(error).__name__}: {error}") from error
+                raise RemoteError(f"{type(error).__name__}: {error}", kind="transport") from error
             check_answer(
                 status=response.status_code, headers=response.headers, body=response.content
             )

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     # Without a zone from the number, a client gets this one.
     default_timezone: str = "Europe/Moscow"
 
+    # Each worker process serves its metrics (prometheus_client) on WORKER_METRICS_PORT and the
+    # Temporal SDK's own (task slots, schedule-to-start latency, ...) on
+    # WORKER_SDK_METRICS_PORT; 0 turns either off (two workers on one host need their own).
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    worker_sdk_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     simulator_host: str = "127.0.0.1"

@@ -157,7 +157,16 @@ class Stack:
             "Mailing service is up. Ctrl-C stops everything.",
             f"  API docs (Swagger UI): {api}/docs",
             f"  Health:                {api}/healthz",
+            f"  Metrics (API):         {api}/metrics",
         ]
+        if s.worker_metrics_port:
+            lines.append(
+                f"  Metrics (worker):      http://{s.metrics_host}:{s.worker_metrics_port}/metrics"
+            )
+        if s.worker_sdk_metrics_port:
+            lines.append(
+                f"  Metrics (Temporal SDK): http://{s.metrics_host}:{s.worker_sdk_metrics_port}/metrics"
+            )
         if s.temporal_address is None:
             lines.append(f"  Temporal UI:           http://127.0.0.1:{s.temporal_ui_port}")
         if s.send_api_url is None:

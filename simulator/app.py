@@ -41,6 +41,12 @@ class SimulatorConfig(BaseModel):
         default=0, ge=0, description="Extra delay drawn uniformly from [0, jitter]."
     )
     error_rate: Rate = Field(default=0, description="Probability of 500.")
+    fail_first: int = Field(
+        default=0,
+        ge=0,
+        description="Answer the first N sends after this config is set with 500, then go on "
+        "as configured (a failure that happens exactly once, for tests).",
+    )
     garbage_rate: Rate = Field(default=0, description="Probability of 200 with a non-JSON body.")
     garbage_code_rate: Rate = Field(default=0, description='Probability of 200 with "code": 1.')
     throttle_rate: Rate = Field(default=0, description="Probability of 429 with Retry-After.")
@@ -88,6 +94,7 @@ class SimulatorState:
 
     __slots__ = (
         "_decide_rng",
+        "_failures_left",
         "_jitter_rng",
         "_texts",
         "accepted",
@@ -107,11 +114,13 @@ class SimulatorState:
         self.token = token
         self.in_flight = 0
         self.config = config or SimulatorConfig()
+        self._failures_left = self.config.fail_first
         self.reset_counters()
 
     def set_config(self, config: SimulatorConfig) -> None:
         """Replace the config and restart the random streams from its seed."""
         self.config = config
+        self._failures_left = config.fail_first
         self._reseed()
 
     def _reseed(self) -> None:
@@ -140,6 +149,9 @@ class SimulatorState:
         config = self.config
         if config.outage:
             return Outcome.OUTAGE
+        if self._failures_left > 0:
+            self._failures_left -= 1
+            return Outcome.ERROR
         draw = self._decide_rng.random
         # A rate of 0 draws nothing, so that switching one failure on keeps the others' stream.
         if config.reject_rate and draw() < config.reject_rate:

@@ -83,6 +83,9 @@ def settings(
     return Settings(
         environment="test",
         auth_signing_key_file=tmp_path_factory.mktemp("auth") / "signing-key.pem",
+        # Worker processes of the tests serve no metrics unless a test asks (ports collide).
+        worker_metrics_port=0,
+        worker_sdk_metrics_port=0,
         database_url=postgres.url("mailing_test"),
         send_api_url=simulator_server.base_url,
         send_api_token=TOKEN,

@@ -1,0 +1,88 @@
+"""The API's /metrics (Prometheus text format, open like /healthz) and the middleware that
+counts and times every request by its route template (never by its concrete path, which would
+carry ids)."""
+
+import time
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import SessionDep
+from core import metrics
+from core.models import DispatchStatus, MessageStatus, dispatch_t, message_t
+
+router = APIRouter(tags=["health"])
+
+# Pending messages of running dispatches whose client's local time is outside the window now.
+_WAITING = sa.text(
+    """
+    SELECT count(*) FROM message m
+    JOIN dispatch d ON d.id = m.dispatch_id
+    JOIN client c ON c.id = m.client_id
+    WHERE m.status = 'pending' AND d.status = 'running' AND d.window_start IS NOT NULL
+      AND NOT CASE WHEN d.window_start < d.window_end
+        THEN (now() AT TIME ZONE c.timezone)::time >= d.window_start
+             AND (now() AT TIME ZONE c.timezone)::time < d.window_end
+        ELSE (now() AT TIME ZONE c.timezone)::time >= d.window_start
+             OR (now() AT TIME ZONE c.timezone)::time < d.window_end
+      END
+    """
+)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(session: SessionDep) -> Response:
+    """Counters of this process, and dispatches and messages by status read now."""
+    dispatches: dict[str, int] = dict(
+        (
+            await session.execute(
+                sa.select(dispatch_t.c.status, sa.func.count()).group_by(dispatch_t.c.status)
+            )
+        ).all()
+    )
+    for status in DispatchStatus:
+        metrics.DISPATCHES.labels(status).set(dispatches.get(status, 0))
+    messages: dict[str, int] = dict(
+        (
+            await session.execute(
+                sa.select(message_t.c.status, sa.func.count()).group_by(message_t.c.status)
+            )
+        ).all()
+    )
+    for message_status in MessageStatus:
+        metrics.MESSAGES.labels(message_status).set(messages.get(message_status, 0))
+    metrics.MESSAGES_WAITING.set((await session.execute(_WAITING)).scalar_one())
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def remember_route(request: Request) -> None:
+    """An app-wide dependency: notes the path template of the route that matched (with the
+    prefixes it was included under, which the route itself does not carry), for the
+    middleware's labels."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return
+    concrete = request.scope["path"].rstrip("/").split("/")
+    own = template.strip("/").split("/") if template.strip("/") else []
+    prefix = "/".join(concrete[: max(1, len(concrete) - len(own))])
+    request.state.route_template = prefix + template
+
+
+def install_metrics(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = getattr(request.state, "route_template", "unmatched")
+            metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+            metrics.HTTP_SECONDS.labels(request.method, route).observe(time.monotonic() - started)

@@ -1,0 +1,77 @@
+"""The service's Prometheus metrics (prometheus_client), in one place for the API and the
+workers; docs/metrics.md lists each with its meaning and the queries an operator needs.
+
+Labels stay bounded: outcomes, error classes, statuses, route templates; never an id.
+"""
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Remote answers take milliseconds to seconds; batches seconds to minutes.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_SECONDS_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+
+# API
+HTTP_REQUESTS = Counter(
+    "mailing_http_requests",
+    "HTTP requests answered by the API, by route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "mailing_http_request_duration_seconds",
+    "Time the API took to answer, by route template.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+DISPATCHES = Gauge("mailing_dispatches", "Dispatches by status (read at scrape time).", ["status"])
+MESSAGES = Gauge("mailing_messages", "Messages by status (read at scrape time).", ["status"])
+MESSAGES_WAITING = Gauge(
+    "mailing_messages_waiting_for_window",
+    "Pending messages of running dispatches whose client's window is closed now (at scrape).",
+)
+
+# Workers
+SEND_ATTEMPTS = Counter(
+    "mailing_send_attempts",
+    "Messages judged for sending, by outcome (sent, retried, rejected, paused, expired, "
+    "cancelled, outside_window) and, for a failed request, the error class.",
+    ["outcome", "error_class"],
+)
+REMOTE_SECONDS = Histogram(
+    "mailing_remote_request_duration_seconds",
+    "Time of one request to the remote, by answer class (accepted or an error class).",
+    ["answer"],
+    buckets=LATENCY_BUCKETS,
+)
+MESSAGES_FINISHED = Counter(
+    "mailing_messages_finished",
+    "Messages this worker moved to a final status, by status.",
+    ["status"],
+)
+RATE_WAIT_SECONDS = Histogram(
+    "mailing_rate_limit_wait_seconds",
+    "Time a send waited for the global rate cap (0 when it was not throttled).",
+    buckets=(0, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+)
+RATE_THROTTLED = Gauge(
+    "mailing_rate_limit_waiting", "Sends of this worker waiting for the rate cap right now."
+)
+BATCH_SIZE = Histogram(
+    "mailing_batch_messages", "Messages a cohort's batch took on.", buckets=BATCH_SIZE_BUCKETS
+)
+BATCH_SECONDS = Histogram(
+    "mailing_batch_duration_seconds",
+    "Time of one batch activity, by how it ended (done, or why it stopped).",
+    ["ended"],
+    buckets=BATCH_SECONDS_BUCKETS,
+)
+
+
+def observe_remote(started: float, answer: str) -> None:
+    REMOTE_SECONDS.labels(answer).observe(time.monotonic() - started)
+
+
+def count_attempt(outcome: str, error_class: str = "") -> None:
+    SEND_ATTEMPTS.labels(outcome, error_class).inc()
