@@ -117,6 +117,9 @@ class BenchStack:
             "TEMPORAL_PORT": str(self.ports.temporal),
             "TEMPORAL_UI_PORT": str(self.ports.temporal_ui),
             "PYTHONUNBUFFERED": "1",
+            # The counters still count; no exporter port that could collide with `make run`.
+            "WORKER_METRICS_PORT": "0",
+            "WORKER_SDK_METRICS_PORT": "0",
         }
         return env | self.extra_env
 
