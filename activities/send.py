@@ -164,7 +164,7 @@ class SendActivities:
                 self.budget.record(row.dispatch_id, failed=False)
                 metrics.count_attempt("sent")
                 metrics.MESSAGES_FINISHED.labels(MessageStatus.SENT).inc()
-                log.info("message sent", extra=log_ids)
+                log.info("remote accepted: message sent", extra=log_ids)
                 return SendResult(message_id=message_id, status=MessageStatus.SENT)
             reason = error_text(error)
             if error.credentials:
@@ -180,6 +180,7 @@ class SendActivities:
         if spent is not None:
             await self._pause_itself(row.dispatch_id, spent)
         if error.credentials:
+            log.warning("remote refused our credentials: %s", reason, extra=log_ids)
             await self._pause_itself(
                 row.dispatch_id, f"the remote refused our credentials: {reason}"
             )
@@ -478,9 +479,12 @@ class _Batch:
         count_judged(decision)
         if decision.action == Action.SKIP:
             return
+        log_ids = ids(message_id=row.id, dispatch_id=row.dispatch_id, client_id=row.client_id)
         if decision.action in FINAL_STATUS_OF:
             self.finished += 1
-            self._write(Outcome(row.id, FINAL_STATUS_OF[decision.action], error=decision.reason))
+            status = FINAL_STATUS_OF[decision.action]
+            log.info("message is %s: %s", status, decision.reason, extra=log_ids)
+            self._write(Outcome(row.id, status, error=decision.reason))
             return
         # WAIT: the cohort's own window closed, or the dispatch is paused: the cohort waits.
         # A client who moved to another zone since the layout waits in a delivery of its own,
@@ -488,6 +492,7 @@ class _Batch:
         if decision.reason == SendOutcome.PAUSED or self.input.cohort == row.timezone:
             self.stop(decision.reason, decision.not_before)
             return
+        log.info("handed to a delivery of its own: its zone is %s", row.timezone, extra=log_ids)
         self._write(Outcome(row.id, MessageStatus.PENDING, hand_off=True))
         self.handoffs.append(Handoff(row.id, row.client_id, row.timezone))
 
@@ -520,9 +525,11 @@ class _Batch:
         if error is None:
             self.sent += 1
             self.consecutive_failures = 0
+            log.info("remote accepted: message sent", extra=log_ids)
             return Outcome(row.id, MessageStatus.SENT, attempted=True, sent_at=activity_now())
         reason = error_text(error)
         if error.credentials:
+            log.warning("remote refused our credentials: %s", reason, extra=log_ids)
             self.credentials_refused = reason
             self.stop(SendOutcome.PAUSED, activity_now() + PAUSE_RECHECK)
             return Outcome(row.id, MessageStatus.PENDING, attempted=True, error=reason)

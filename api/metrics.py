@@ -1,8 +1,11 @@
 """The API's /metrics (Prometheus text format, open like /healthz) and the middleware that
 counts and times every request by its route template (never by its concrete path, which would
-carry ids)."""
+carry ids), and gives it a request id (the caller's X-Request-ID, or a new one) that every log
+line of the request carries and the answer returns."""
 
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
@@ -11,9 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import SessionDep
 from core import metrics
+from core.logging import REQUEST_ID
 from core.models import DispatchStatus, MessageStatus, dispatch_t, message_t
 
 router = APIRouter(tags=["health"])
+
+# A caller's X-Request-ID is kept when it is a plain token; otherwise a new one is made.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Pending messages of running dispatches whose client's local time is outside the window now.
 _WAITING = sa.text(
@@ -78,11 +85,16 @@ def install_metrics(app: FastAPI) -> None:
     ) -> Response:
         started = time.monotonic()
         status = 500
+        given = request.headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
         try:
             response = await call_next(request)
             status = response.status_code
+            response.headers["X-Request-ID"] = request_id
             return response
         finally:
+            REQUEST_ID.reset(token)
             route = getattr(request.state, "route_template", "unmatched")
             metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
             metrics.HTTP_SECONDS.labels(request.method, route).observe(time.monotonic() - started)

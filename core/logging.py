@@ -8,10 +8,24 @@ log query finds everything about one dispatch id, message id or client id.
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-ID_FIELDS = ("dispatch_id", "message_id", "client_id", "workflow_id", "attempt")
+from temporalio import activity
+
+ID_FIELDS = (
+    "dispatch_id",
+    "message_id",
+    "client_id",
+    "workflow_id",
+    "run_id",
+    "attempt",
+    "request_id",
+)
+
+# The API request being served (set by the API's middleware), for every line it logs.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def ids(**values: Any) -> dict[str, Any]:
@@ -21,12 +35,41 @@ def ids(**values: Any) -> dict[str, Any]:
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     found = {key: getattr(record, key) for key in ID_FIELDS if hasattr(record, key)}
-    # The Temporal SDK puts the workflow or activity info in these extras.
+    # The Temporal SDK puts the workflow or activity info in these extras (workflow.logger).
     for source in ("temporal_workflow", "temporal_activity"):
         info = getattr(record, source, None)
         if isinstance(info, dict) and "workflow_id" in info:
             found.setdefault("workflow_id", info["workflow_id"])
+            run_id = info.get("run_id") or info.get("workflow_run_id")
+            if run_id:
+                found.setdefault("run_id", run_id)
+            if source == "temporal_activity" and "attempt" in info:
+                found.setdefault("attempt", info["attempt"])
     return found
+
+
+_make_record = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Every record, whatever its logger, learns where it was made: inside an activity, its
+    workflow, run and attempt; inside an API request, the request id."""
+    record = _make_record(*args, **kwargs)
+    if activity.in_activity():
+        info = activity.info()
+        record.workflow_id = info.workflow_id
+        record.run_id = info.workflow_run_id
+        record.attempt = info.attempt
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        record.request_id = request_id
+    return record
+
+
+def install_context() -> None:
+    """Idempotent: the record factory that adds the context ids."""
+    if logging.getLogRecordFactory() is not _record_with_context:
+        logging.setLogRecordFactory(_record_with_context)
 
 
 class TextFormatter(logging.Formatter):
@@ -51,6 +94,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(*, level: str = "INFO", json_output: bool = False) -> None:
+    install_context()
     handler = logging.StreamHandler(sys.stderr)
     if json_output:
         handler.setFormatter(JsonFormatter())

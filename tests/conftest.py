@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from core.db import Database, migrate
+from core.logging import install_context
 from core.search import dev_server_flags, ensure_search_attributes
 from core.settings import Settings
 from devstack.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
@@ -25,6 +26,9 @@ from simulator.app import create_app as create_simulator
 from tests.support import Queues, api_client, new_queues, settings_for
 
 TOKEN = "test-token"
+
+# Log records carry the ids of their activity and request, in the tests as in the services.
+install_context()
 
 
 @pytest.fixture(scope="session")

@@ -24,4 +24,4 @@ def test_ids_end_text_lines_and_workflow_info_is_picked_up() -> None:
     line = TextFormatter("%(message)s").format(
         record("message expired", temporal_workflow=workflow, **ids(message_id=7))
     )
-    assert line == "message expired message_id=7 workflow_id=dispatch-3-client-9"
+    assert line == "message expired message_id=7 workflow_id=dispatch-3-client-9 run_id=r"

@@ -38,7 +38,8 @@ def test_taken_port_is_named() -> None:
 
 @pytest.mark.slow
 def test_run_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("API", "TEMPORAL", "TEMPORAL_UI", "SIMULATOR")}
+    names = ("API", "TEMPORAL", "TEMPORAL_UI", "SIMULATOR", "WORKER_METRICS", "WORKER_SDK_METRICS")
+    ports = {name: free_port() for name in names}
     env = {
         **os.environ,
         "DATA_DIR": str(tmp_path / "data"),

@@ -203,6 +203,9 @@ async def rig(tmp_path: Path, simulator: RunningSimulator) -> AsyncIterator[Rig]
             send_retry_max_seconds=2.0,
             audience_page_size=PAGE_SIZE,
             send_batch_size=BATCH_SIZE,
+            # A restarted worker must not wait for its predecessor's metrics ports.
+            worker_metrics_port=0,
+            worker_sdk_metrics_port=0,
             _env_file=None,
         )
         db = Database(settings)
