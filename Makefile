@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install simulator worker api bench clean token
+.PHONY: run test lint install simulator worker api bench clean token report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(STAMP)
 ## token: a bearer token of the embedded mode; e.g. TOKEN_ARGS="--permissions clients:read --hours 1"
 token: $(STAMP)
 	@$(BIN)/python -m devstack.token $(TOKEN_ARGS)
+
+## report: mail the daily report now (needs make run's worker); e.g. REPORT_ARGS="--day 2026-11-27"
+report: $(STAMP)
+	@$(BIN)/python -m devstack.report $(REPORT_ARGS)
 
 simulator: $(STAMP)
 	$(BIN)/python -m simulator

@@ -24,6 +24,7 @@ from activities.dispatch import DispatchActivities
 from activities.ratelimit import SendRateLimiter
 from activities.reconcile import Reconciler
 from activities.remote import RemoteClient
+from activities.report import ReportActivities, ensure_report_schedule
 from activities.send import SendActivities
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
@@ -33,6 +34,7 @@ from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
 from workflows.legacy import LegacyDeliveryWorkflow, LegacyDispatchWorkflow
+from workflows.report import DailyReportWorkflow
 
 log = logging.getLogger("worker")
 
@@ -40,6 +42,7 @@ log = logging.getLogger("worker")
 # started before an upgrade (they finish on their own code).
 WORKFLOWS = [
     DispatchWorkflow,
+    DailyReportWorkflow,
     CohortWorkflow,
     DeliveryWorkflow,
     LegacyDispatchWorkflow,
@@ -102,6 +105,7 @@ def build_workers(
             dispatch_activities.confirm_handoffs,
             dispatch_activities.control_dispatch,
             dispatch_activities.wake_deliveries,
+            ReportActivities(sessions=sessions, settings=settings).send_report,
         ],
     )
     sends = Worker(
@@ -161,6 +165,11 @@ async def main() -> None:
             settings.temporal_send_task_queue,
             settings.temporal_target,
         )
+        try:
+            await ensure_report_schedule(client, settings)
+        except RPCError as error:
+            # Sending must not wait for the report: say so and go on.
+            log.error("report schedule not created or updated: %s", error)
         reconciler = Reconciler(sessions=database.sessions, temporal=client, settings=settings)
         reconciling = asyncio.create_task(reconciler.run_forever(stop))
         await run_workers(workers, stop)

@@ -20,6 +20,7 @@ REMOTE_UNAVAILABLE = "RemoteUnavailable"  # timeouts, refused connections, 5xx, 
 CONTROL_REFUSED = "ControlRefused"  # a pause, resume or cancel the dispatch's status refuses
 DISPATCH_NOT_FOUND = "DispatchNotFound"  # a command for a dispatch deleted meanwhile
 CONTROL_UPDATE = "control"  # the dispatch workflow's update: pause, resume or cancel
+REPORT_WORKFLOW = "DailyReportWorkflow"
 
 # Signal names, shared by the senders and the workflows that define them.
 DELIVERY_FINISHED = "delivery_finished"
@@ -462,3 +463,18 @@ class DeliveryFinished:
 
     message_id: int
     status: str
+
+
+@dataclass
+class ReportInput:
+    """The daily report of `day` (ISO date; None: yesterday in `timezone`)."""
+
+    timezone: str
+    day: str | None = None
+
+
+@dataclass
+class ReportResult:
+    day: str
+    subject: str
+    recipients: int

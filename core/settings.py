@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     worker_sdk_metrics_port: int = Field(default=9465, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 
+    # The daily report: a Temporal Schedule (REPORT_SCHEDULE_ID) starts it every day at
+    # REPORT_HOUR in REPORT_TIMEZONE; it mails the previous day's figures to REPORT_RECIPIENTS
+    # over SMTP. No recipients: the schedule still runs and the report is only logged.
+    report_schedule_id: str = "daily-report"
+    report_hour: int = Field(default=8, ge=0, le=23)
+    report_timezone: str = "Europe/Moscow"
+    report_recipients: list[str] = []
+    report_sender: str = "mailing-service@localhost"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     simulator_host: str = "127.0.0.1"

@@ -1,0 +1,107 @@
+"""The daily report: the figures of one local day (per dispatch by status, totals, failure
+reasons by count), read from PostgreSQL, and its rendering as plain text and HTML."""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from html import escape
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import MessageStatus, message_t
+
+# Failure reasons listed, the most frequent first.
+TOP_REASONS = 20
+
+
+@dataclass
+class ReportFigures:
+    """What happened to messages during one local day: the messages whose status last changed
+    that day, by dispatch and status; and the reasons of those that failed or expired."""
+
+    day: str  # ISO date
+    timezone: str
+    by_dispatch: dict[int, dict[str, int]] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    reasons: list[tuple[str, int]] = field(default_factory=list)
+
+
+def previous_day(now: datetime, timezone: str) -> str:
+    """The ISO date of the day before `now`'s, in `timezone`."""
+    return (now.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)).isoformat()
+
+
+def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+
+
+async def gather(session: AsyncSession, *, day: date, timezone: str) -> ReportFigures:
+    start, end = day_bounds(day, timezone)
+    in_day = (message_t.c.updated_at >= start, message_t.c.updated_at < end)
+    figures = ReportFigures(day=day.isoformat(), timezone=timezone)
+    rows = await session.execute(
+        sa.select(message_t.c.dispatch_id, message_t.c.status, sa.func.count())
+        .where(*in_day)
+        .group_by(message_t.c.dispatch_id, message_t.c.status)
+        .order_by(message_t.c.dispatch_id)
+    )
+    for dispatch_id, status, count in rows:
+        figures.by_dispatch.setdefault(dispatch_id, {})[status] = count
+        figures.totals[status] = figures.totals.get(status, 0) + count
+    reasons = await session.execute(
+        sa.select(message_t.c.last_error, sa.func.count())
+        .where(
+            *in_day,
+            message_t.c.status.in_([MessageStatus.FAILED, MessageStatus.EXPIRED]),
+        )
+        .group_by(message_t.c.last_error)
+        .order_by(sa.func.count().desc(), message_t.c.last_error)
+        .limit(TOP_REASONS)
+    )
+    figures.reasons = [(reason or "(none)", count) for reason, count in reasons]
+    return figures
+
+
+STATUSES = [str(status) for status in MessageStatus]
+
+
+def subject(figures: ReportFigures) -> str:
+    sent = figures.totals.get(MessageStatus.SENT, 0)
+    return f"Mailing report for {figures.day}: {sent} sent, {sum(figures.totals.values())} in all"
+
+
+def as_text(figures: ReportFigures) -> str:
+    lines = [subject(figures), f"Day {figures.day} in {figures.timezone}.", ""]
+    header = "dispatch  " + "  ".join(f"{s:>9}" for s in STATUSES)
+    lines.append(header)
+    for dispatch_id, counts in figures.by_dispatch.items():
+        cells = "  ".join(f"{counts.get(s, 0):>9}" for s in STATUSES)
+        lines.append(f"{dispatch_id:>8}  {cells}")
+    lines.append("   total  " + "  ".join(f"{figures.totals.get(s, 0):>9}" for s in STATUSES))
+    lines += ["", "Failure reasons:"]
+    lines += [f"  {count:>6}  {reason}" for reason, count in figures.reasons] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
+def as_html(figures: ReportFigures) -> str:
+    def row(label: str, counts: dict[str, int], tag: str = "td") -> str:
+        cells = "".join(f"<{tag}>{counts.get(s, 0)}</{tag}>" for s in STATUSES)
+        return f"<tr><{tag}>{escape(label)}</{tag}>{cells}</tr>"
+
+    head = "".join(f"<th>{s}</th>" for s in STATUSES)
+    body = "".join(row(f"#{d}", counts) for d, counts in figures.by_dispatch.items())
+    reasons = "".join(
+        f"<tr><td>{count}</td><td>{escape(reason)}</td></tr>" for reason, count in figures.reasons
+    )
+    return (
+        f"<html><body><h1>{escape(subject(figures))}</h1>"
+        f"<p>Day {figures.day} in {escape(figures.timezone)}.</p>"
+        f"<table border='1' cellpadding='4'><tr><th>dispatch</th>{head}</tr>{body}"
+        f"{row('total', figures.totals, 'th')}</table>"
+        "<h2>Failure reasons</h2>"
+        f"<table border='1' cellpadding='4'><tr><th>count</th><th>reason</th></tr>{reasons}</table>"
+        "</body></html>"
+    )

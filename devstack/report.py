@@ -1,0 +1,43 @@
+"""`make report`: mails the daily report now, through the worker (the same workflow the
+schedule starts every day).
+
+    make report                                 # yesterday, in REPORT_TIMEZONE
+    make report REPORT_ARGS="--day 2026-11-27"
+"""
+
+import argparse
+import asyncio
+import sys
+import uuid
+from datetime import date
+
+from temporalio.client import Client
+
+from core.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
+from core.settings import get_settings
+
+
+async def run(day: str | None) -> ReportResult:
+    settings = get_settings()
+    client = await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
+    result: ReportResult = await client.execute_workflow(
+        REPORT_WORKFLOW,
+        ReportInput(timezone=settings.report_timezone, day=day),
+        id=f"report-now-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.temporal_task_queue,
+        result_type=ReportResult,
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make report", description=__doc__.splitlines()[0])
+    parser.add_argument("--day", type=date.fromisoformat, help="ISO date; default yesterday")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args.day.isoformat() if args.day else None))
+    sys.stdout.write(f"{result.subject} (mailed to {result.recipients} recipients)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
