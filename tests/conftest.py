@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fastapi import FastAPI
 from temporalio.testing import WorkflowEnvironment
 
@@ -20,10 +19,10 @@ from core.db import Database, migrate
 from core.logging import install_context
 from core.search import dev_server_flags, ensure_search_attributes
 from core.settings import Settings
-from devstack.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags, free_port
+from devstack.embedded import EmbeddedPostgres, bin_path, dynamic_config_flags
 from simulator.app import SimulatorConfig, SimulatorState
 from simulator.app import create_app as create_simulator
-from tests.support import Queues, api_client, new_queues, settings_for
+from tests.support import Queues, api_client, new_queues, serving, settings_for
 
 TOKEN = "test-token"
 
@@ -53,16 +52,8 @@ class RunningSimulator:
 @pytest.fixture(scope="session")
 async def simulator_server() -> AsyncIterator[RunningSimulator]:
     app = create_simulator(token=TOKEN)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield RunningSimulator(state=app.state.simulator, port=port)
-    server.should_exit = True
-    await task
+    async with serving(app, lifespan="off") as port:
+        yield RunningSimulator(state=app.state.simulator, port=port)
 
 
 @pytest.fixture

@@ -5,9 +5,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
+import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
@@ -19,6 +21,7 @@ from core.contracts import delivery_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings
+from devstack.embedded import free_port
 from worker import build_workers, create_remote
 
 
@@ -130,3 +133,20 @@ def api_client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
         base_url="http://api",
         headers={**auth_headers(settings), **headers},
     )
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
+    """Serves an ASGI app over real HTTP on a free port, for the test's length."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await task

@@ -6,26 +6,17 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from devstack.embedded import free_port
+from tests.support import serving
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 async def api_port(api_app: FastAPI) -> AsyncIterator[int]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(api_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield port
-    server.should_exit = True
-    await task
+    async with serving(api_app, lifespan="off") as port:
+        yield port
 
 
 async def rendered(url: str) -> str:

@@ -3,33 +3,19 @@ its dispatch id, from the request that created it to its completion; by one mess
 message's whole life; by the client id, what was done to the client."""
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
-from core.db import Database
-from core.settings import Settings
 from simulator.app import SimulatorConfig
 from tests.conftest import TOKEN, RunningSimulator
 from tests.e2e.test_control import until
-from tests.support import Queues, api_client, running_workers, settings_for
+from tests.e2e.test_end_to_end import stack
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-async def stack(
-    dev_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
-) -> AsyncIterator[httpx.AsyncClient]:
-    s = settings_for(settings, dev_env.client, queues)
-    app = create_app(s)
-    async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
-        async with api_client(app) as api:
-            yield api
+__all__ = ["stack"]  # the fixture, shared with the end-to-end test
 
 
 def about(records: list[logging.LogRecord], **ids: int) -> list[logging.LogRecord]:
