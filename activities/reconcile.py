@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.contracts import DispatchInput, SendOptions, dispatch_workflow_id
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import DispatchStatus, dispatch_t, utcnow
+from core.models import UNFINISHED_DISPATCH_STATUSES, dispatch_t, utcnow
 from core.search import DISPATCH_ID, of_dispatch
 from core.settings import Settings
 from workflows.dispatch import DispatchWorkflow
@@ -37,7 +37,6 @@ BROKEN = {
     WorkflowExecutionStatus.FAILED,
     WorkflowExecutionStatus.TIMED_OUT,
 }
-UNFINISHED = [DispatchStatus.SCHEDULED, DispatchStatus.RUNNING, DispatchStatus.PAUSED]
 
 
 @dataclass
@@ -81,7 +80,7 @@ class Reconciler:
                     await session.execute(
                         sa.select(dispatch_t.c.id)
                         .where(
-                            dispatch_t.c.status.in_(UNFINISHED),
+                            dispatch_t.c.status.in_(UNFINISHED_DISPATCH_STATUSES),
                             dispatch_t.c.created_at < utcnow() - GRACE,
                         )
                         .order_by(dispatch_t.c.id)

@@ -2,7 +2,7 @@
 the Temporal Schedule that starts the report every day, created or updated at worker start."""
 
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -38,7 +38,9 @@ class ReportActivities:
     async def send_report(self, input: ReportInput) -> ReportResult:
         """Gathers the day's figures and mails them; an SMTP failure fails the attempt (the
         workflow's retry policy tries again later), nothing else."""
-        day = date.fromisoformat(input.day) if input.day else date.today() - timedelta(days=1)
+        day = date.fromisoformat(
+            input.day or report.previous_day(datetime.now(UTC), input.timezone)
+        )
         async with self.sessions() as session:
             figures = await report.gather(session, day=day, timezone=input.timezone)
         subject = report.subject(figures)

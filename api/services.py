@@ -54,6 +54,7 @@ from core.events import Action, Actor, record_event
 from core.logging import ids
 from core.models import (
     OPEN_MESSAGE_STATUSES,
+    UNFINISHED_DISPATCH_STATUSES,
     Client,
     Dispatch,
     DispatchEvent,
@@ -81,7 +82,6 @@ M = TypeVar("M", Client, Dispatch, Message, DispatchEvent)
 # What a running or paused dispatch lets an edit change: the workflows already running read
 # them again. The filter and start_at shaped the audience and its layout, and stay.
 EDITABLE_WHILE_RUNNING = frozenset({"end_at", "text", "window"})
-UNFINISHED = (DispatchStatus.SCHEDULED, DispatchStatus.RUNNING, DispatchStatus.PAUSED)
 
 
 async def fetch_page(
@@ -391,7 +391,7 @@ async def update_dispatch(
         raise NotFound("dispatch", dispatch_id)
     changes = data.model_dump(exclude_unset=True)
     current = dispatch.status
-    if current not in UNFINISHED:
+    if current not in UNFINISHED_DISPATCH_STATUSES:
         await session.rollback()
         raise Conflict(f"dispatch {dispatch_id} is {current}: it can no longer be edited")
     if current != DispatchStatus.SCHEDULED and (
@@ -473,32 +473,20 @@ async def control_dispatch(
         if isinstance(cause, ApplicationError) and cause.type == DISPATCH_NOT_FOUND:
             raise NotFound("dispatch", dispatch_id) from None
         raise Conflict(message) from None
-    except WorkflowUpdateRPCTimeoutOrCancelledError:
-        # No worker took it in time: the row changes here, which every batch and attempt
-        # reads; the signal wakes the cohorts once a worker runs (the update, if it is still
-        # delivered later, is a harmless repeat).
-        log.warning("%s not taken in time", command, extra=ids(dispatch_id=dispatch_id))
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as error:
+        # No worker took it in time, or the workflow has ended (or never started): the row
+        # changes here, which every batch and attempt reads, and a workflow still running is
+        # signalled to wake its cohorts (an update delivered later is a harmless repeat).
+        if isinstance(error, RPCError) and error.status != RPCStatusCode.NOT_FOUND:
+            log.error("%s not delivered: %s", command, error, extra=ids(dispatch_id=dispatch_id))
+            raise EngineUnavailable("the workflow service is unavailable; try again") from error
+        log.warning("%s applied by the API: %s", command, error, extra=ids(dispatch_id=dispatch_id))
         applied = await apply_command(
             session=session, dispatch_id=dispatch_id, command=command, actor=actor, reason=reason
         )
         changed = applied.changed
         if changed:
             await _signal_changed(temporal, dispatch_workflow_id(dispatch_id), command, dispatch_id)
-    except RPCError as error:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            log.error("%s not delivered: %s", command, error, extra=ids(dispatch_id=dispatch_id))
-            raise EngineUnavailable("the workflow service is unavailable; try again") from error
-        applied = await apply_command(
-            session=session, dispatch_id=dispatch_id, command=command, actor=actor, reason=reason
-        )
-        changed = applied.changed
-        if changed:
-            log.warning(
-                "%s applied without a workflow: %s",
-                command,
-                error,
-                extra=ids(dispatch_id=dispatch_id),
-            )
     log.info(
         "dispatch %s (%s)%s",
         command,
@@ -531,7 +519,7 @@ async def delete_dispatch(
     then the rows go, and its workflow is asked to cancel: no workflow keeps running for a
     deleted dispatch. Its events stay, with the deletion."""
     dispatch = await get_dispatch(session=session, dispatch_id=dispatch_id)
-    if dispatch.status in UNFINISHED:
+    if dispatch.status in UNFINISHED_DISPATCH_STATUSES:
         await session.rollback()
         dispatch, _ = await control_dispatch(
             session=session,

@@ -16,6 +16,7 @@ from core.events import Action, record_event
 from core.models import (
     OPEN_MESSAGE_STATUSES,
     STATUS_REASON_MAX_LENGTH,
+    UNFINISHED_DISPATCH_STATUSES,
     DispatchStatus,
     MessageStatus,
     dispatch_t,
@@ -44,7 +45,7 @@ TRANSITIONS = {
         frozenset({DispatchStatus.PAUSED}), DispatchStatus.RUNNING, Action.RESUMED
     ),
     Command.CANCEL: Transition(
-        frozenset({DispatchStatus.SCHEDULED, DispatchStatus.RUNNING, DispatchStatus.PAUSED}),
+        frozenset(UNFINISHED_DISPATCH_STATUSES),
         DispatchStatus.CANCELLED,
         Action.CANCELLED,
     ),

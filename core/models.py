@@ -63,6 +63,12 @@ class MessageSender(StrEnum):
 
 
 OPEN_MESSAGE_STATUSES = (MessageStatus.PENDING, MessageStatus.RETRYING)
+# A dispatch that may still send: it can be cancelled, edited in part, and needs a workflow.
+UNFINISHED_DISPATCH_STATUSES = (
+    DispatchStatus.SCHEDULED,
+    DispatchStatus.RUNNING,
+    DispatchStatus.PAUSED,
+)
 FINAL_MESSAGE_STATUSES = (
     MessageStatus.SENT,
     MessageStatus.FAILED,

@@ -7,6 +7,7 @@ schedule starts every day).
 
 import argparse
 import asyncio
+import os
 import sys
 import uuid
 from datetime import date
@@ -40,4 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal client's native runtime has no close; left to interpreter finalization its
+    # threads can abort the process (PyGILState_Release) after the work is done. Exit at once.
+    os._exit(code)
