@@ -30,6 +30,7 @@ from core.db import Database, SessionFactory
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
+from core.stats import compact_counts_forever
 from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
@@ -172,8 +173,10 @@ async def main() -> None:
             log.error("report schedule not created or updated: %s", error)
         reconciler = Reconciler(sessions=database.sessions, temporal=client, settings=settings)
         reconciling = asyncio.create_task(reconciler.run_forever(stop))
+        compacting = asyncio.create_task(compact_counts_forever(database.sessions, stop))
         await run_workers(workers, stop)
         await reconciling
+        await compacting
     await database.dispose()
     log.info("worker stopped")
 

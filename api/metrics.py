@@ -15,7 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import SessionDep
 from core import metrics
 from core.logging import REQUEST_ID
-from core.models import DispatchStatus, MessageStatus, dispatch_t, message_t
+from core.models import DispatchStatus, MessageStatus, dispatch_t
+from core.stats import total_counts
 
 router = APIRouter(tags=["health"])
 
@@ -51,15 +52,9 @@ async def prometheus_metrics(session: SessionDep) -> Response:
     )
     for status in DispatchStatus:
         metrics.DISPATCHES.labels(status).set(dispatches.get(status, 0))
-    messages: dict[str, int] = dict(
-        (
-            await session.execute(
-                sa.select(message_t.c.status, sa.func.count()).group_by(message_t.c.status)
-            )
-        ).all()
-    )
+    messages = await total_counts(session=session)
     for message_status in MessageStatus:
-        metrics.MESSAGES.labels(message_status).set(messages.get(message_status, 0))
+        metrics.MESSAGES.labels(message_status).set(messages[message_status])
     metrics.MESSAGES_WAITING.set((await session.execute(_WAITING)).scalar_one())
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

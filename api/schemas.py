@@ -222,6 +222,7 @@ class StatusCounts(BaseModel):
     failed: int = 0
     expired: int = 0
     cancelled: int = 0
+    opted_out: int = Field(default=0, description="Not sent: the client opted out first.")
     total: int = 0
 
     @classmethod

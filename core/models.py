@@ -54,6 +54,8 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    # The client opted out (the stop list) before the message could go.
+    OPTED_OUT = "opted_out"
 
 
 class MessageSender(StrEnum):
@@ -74,6 +76,7 @@ FINAL_MESSAGE_STATUSES = (
     MessageStatus.FAILED,
     MessageStatus.EXPIRED,
     MessageStatus.CANCELLED,
+    MessageStatus.OPTED_OUT,
 )
 DELIVERY_SHAPES = ("cohorts", "per_client")
 
@@ -92,6 +95,11 @@ class Client(SQLModel, table=True):
         default="", sa_column=sa.Column(sa.String(TAG_MAX_LENGTH), nullable=False, index=True)
     )
     timezone: str = Field(sa_column=sa.Column(sa.String(TIMEZONE_MAX_LENGTH), nullable=False))
+    # The stop list: never sent to (judged at each send), and left out of new audiences.
+    opted_out: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    opted_out_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
 
@@ -157,9 +165,10 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("dispatch_id", "client_id", name="uq_message_dispatch_client"),
         sa.CheckConstraint(_status_check(MessageStatus), name="status"),
-        sa.Index("ix_message_dispatch_status", "dispatch_id", "status"),
-        # Deleting a client nulls its messages' client_id.
-        sa.Index("ix_message_client_id", "client_id"),
+        # A dispatch's messages of one status, by id (keyset pages).
+        sa.Index("ix_message_dispatch_status", "dispatch_id", "status", "id"),
+        # A client's messages by id; deleting a client nulls their client_id.
+        sa.Index("ix_message_client_id", "client_id", "id"),
         sa.CheckConstraint(_status_check(MessageSender, "sender"), name="sender"),
         # A cohort's batches read its pending messages by id; sent ones leave the index.
         sa.Index(
@@ -268,6 +277,19 @@ send_rate_limit = sa.Table(
     SQLModel.metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("next_free", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Message counts by dispatch and status, kept in step by statement-level triggers on `message`
+# (migration d4a8c61e5f02): each INSERT, UPDATE or DELETE of messages appends its net change,
+# in its own transaction; a count is the sum of its rows, and `core.stats.compact_counts`
+# folds the rows of a (dispatch, status) into one now and then. TRUNCATE bypasses the
+# triggers: truncate this table with `message`.
+message_count_t = sa.Table(
+    "message_count",
+    SQLModel.metadata,
+    sa.Column("dispatch_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
 )
 
 # Core table handles for bulk statements (activities, statistics).

@@ -1,13 +1,42 @@
-"""Message counts by status, per dispatch and in total."""
+"""Message counts by status, per dispatch and in total, read from the counts the database keeps
+in step with the messages (`message_count`), so that they cost the same at any table size."""
 
+import asyncio
+import logging
 from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import MessageStatus, message_t
+from core.db import SessionFactory
+from core.models import MessageStatus, message_count_t
+
+log = logging.getLogger(__name__)
 
 StatusCounts = dict[str, int]
+
+# How often a worker folds the count rows; between two folds each statement that changed
+# messages has added a row or a few.
+COMPACT_INTERVAL_SECONDS = 60.0
+# Only one process folds at a time (pg_try_advisory_xact_lock).
+_COMPACT_LOCK = 0x6D73675F636E74  # "msg_cnt"
+
+
+_FOLD = sa.text(
+    """
+    WITH gone AS (
+        DELETE FROM message_count
+        WHERE (dispatch_id, status) IN (
+            SELECT dispatch_id, status FROM message_count
+            GROUP BY dispatch_id, status HAVING count(*) > 1)
+        RETURNING dispatch_id, status, n),
+    folded AS (
+        INSERT INTO message_count (dispatch_id, status, n)
+        SELECT dispatch_id, status, sum(n) FROM gone
+        GROUP BY dispatch_id, status HAVING sum(n) <> 0)
+    SELECT count(*) FROM gone
+    """
+)
 
 
 def empty_counts() -> StatusCounts:
@@ -22,22 +51,47 @@ async def counts_by_dispatch(
     result = {dispatch_id: empty_counts() for dispatch_id in wanted}
     if not wanted:
         return result
+    c = message_count_t.c
     rows = await session.execute(
-        sa.select(message_t.c.dispatch_id, message_t.c.status, sa.func.count())
-        .where(message_t.c.dispatch_id.in_(wanted))
-        .group_by(message_t.c.dispatch_id, message_t.c.status)
+        sa.select(c.dispatch_id, c.status, sa.func.sum(c.n))
+        .where(c.dispatch_id.in_(wanted))
+        .group_by(c.dispatch_id, c.status)
     )
     for dispatch_id, status, count in rows:
-        result[dispatch_id][status] = count
+        result[dispatch_id][status] = int(count)
     return result
 
 
 async def total_counts(*, session: AsyncSession) -> StatusCounts:
     """Every message of every dispatch counted by status."""
     counts = empty_counts()
-    rows = await session.execute(
-        sa.select(message_t.c.status, sa.func.count()).group_by(message_t.c.status)
-    )
+    c = message_count_t.c
+    rows = await session.execute(sa.select(c.status, sa.func.sum(c.n)).group_by(c.status))
     for status, count in rows:
-        counts[status] = count
+        counts[status] = int(count)
     return counts
+
+
+async def compact_counts(session: AsyncSession) -> int:
+    """Folds the rows of each (dispatch, status) that has several into one (none when the sum
+    is 0: a deleted dispatch leaves nothing). Concurrent writers only append, so nothing they
+    add is lost. Says how many rows were folded; 0 when another process is folding."""
+    if not await session.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(_COMPACT_LOCK))):
+        return 0
+    removed = await session.scalar(_FOLD)
+    await session.commit()
+    return int(removed or 0)
+
+
+async def compact_counts_forever(sessions: SessionFactory, stop: asyncio.Event) -> None:
+    """Folds the count rows every COMPACT_INTERVAL_SECONDS until `stop`; a failure is logged."""
+    while not stop.is_set():
+        try:
+            async with sessions() as session:
+                await compact_counts(session)
+        except (OSError, sa.exc.SQLAlchemyError) as error:
+            log.error("folding message counts failed: %s", error)
+        try:
+            await asyncio.wait_for(stop.wait(), COMPACT_INTERVAL_SECONDS)
+        except TimeoutError:
+            pass
