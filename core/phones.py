@@ -1,13 +1,25 @@
 """Russian mobile numbers: validation, the operator (DEF) code and a default time zone."""
 
+import functools
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from phonenumbers import PhoneNumberType
+from phonenumbers import PhoneMetadata, PhoneNumberType, is_number_type_geographical
 from phonenumbers import timezone as phone_timezones
+from phonenumbers.phonenumberutil import _number_type_helper
+
+# The zones phonenumbers gives every non-geographical number of country code 7.
+_COUNTRY_ZONES: tuple[str, ...] = tuple(
+    phone_timezones._country_level_time_zones_for_number(
+        phonenumbers.PhoneNumber(country_code=7, national_number=9161234567)
+    )
+)
 
 _SEPARATORS = re.compile(r"[\s()\-]")
+_DOMESTIC = re.compile(r"8\d{10}")
+_DIGITS = re.compile(r"\d+")
+_RUSSIAN_FORM = re.compile(r"7\d{10}")
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
 
@@ -26,21 +38,23 @@ def normalize_phone(value: str | int) -> str:
         raise InvalidPhone("phone must be a string or an integer")
     text = _SEPARATORS.sub("", str(value))
     digits = text.removeprefix("+")
-    if not text.startswith("+") and re.fullmatch(r"8\d{10}", digits):
+    if not text.startswith("+") and _DOMESTIC.fullmatch(digits):
         digits = "7" + digits[1:]
-    if not re.fullmatch(r"\d+", digits):
+    if not _DIGITS.fullmatch(digits):
         raise InvalidPhone("phone must hold digits only (separators and a leading + allowed)")
-    if not re.fullmatch(r"7\d{10}", digits):
+    if not _RUSSIAN_FORM.fullmatch(digits):
         raise InvalidPhone(
             f"{digits[:15]} is not a Russian mobile number: only Russian mobiles are taken, "
             "11 digits starting with 7 (or 8), e.g. 79161234567"
         )
-    parsed = phonenumbers.parse("+" + digits)
-    if not phonenumbers.is_valid_number(parsed) or parsed.country_code != 7:
+    region, kind = _classify(digits)
+    # The verdicts of phonenumbers' is_valid_number, region_code_for_number and number_type,
+    # in that order, from one region lookup and one type match (see _classify).
+    if region is None or kind == PhoneNumberType.UNKNOWN:
         raise InvalidPhone(f"{digits} is not a valid Russian number")
-    if phonenumbers.region_code_for_number(parsed) != "RU":
+    if region != "RU":
         raise InvalidPhone(f"{digits} is not a Russian number")
-    if phonenumbers.number_type(parsed) not in _MOBILE_TYPES:
+    if kind not in _MOBILE_TYPES:
         raise InvalidPhone(f"{digits} is not a mobile number")
     return digits
 
@@ -52,13 +66,53 @@ def operator_code(phone: str) -> str:
 
 def default_timezone(phone: str, *, fallback: str) -> str:
     """The number's own zone when phonenumbers knows exactly one, else the fallback."""
-    zones = phone_timezones.time_zones_for_number(phonenumbers.parse("+" + phone))
+    zones = _zones(phone)
     if len(zones) == 1:
         try:
             return validate_timezone(str(zones[0]))
         except InvalidTimezone:
             pass
     return fallback
+
+
+# A bulk import judges tens of thousands of numbers a second: phonenumbers' public calls
+# each parse the number and find its region and type again (about 46 µs a row for a number
+# and its zone). The same verdicts come from one parse-free number object, one region lookup
+# and one type match per number, remembered for the zone lookup that follows.
+# tests/core/test_phones.py checks every verdict against the public calls.
+
+
+def _number(digits: str) -> phonenumbers.PhoneNumber:
+    """What phonenumbers.parse("+" + digits) gives for 11 digits starting with 7."""
+    if digits[1] == "0":  # a national number with a leading zero: let parse mark it
+        return phonenumbers.parse("+" + digits)
+    return phonenumbers.PhoneNumber(country_code=7, national_number=int(digits[1:]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify(digits: str) -> tuple[str | None, int]:
+    """The region (RU, KZ or None) and the PhoneNumberType of an 11-digit number 7…, as
+    is_valid_number and number_type judge them."""
+    number = _number(digits)
+    region = phonenumbers.region_code_for_number(number)
+    if region is None:
+        return None, PhoneNumberType.UNKNOWN
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    if metadata is None:
+        return None, PhoneNumberType.UNKNOWN
+    national = phonenumbers.national_significant_number(number)
+    return region, _number_type_helper(national, metadata)
+
+
+def _zones(phone: str) -> tuple[str, ...]:
+    """phonenumbers.timezone.time_zones_for_number, with the type already known."""
+    _, kind = _classify(phone)
+    if kind == PhoneNumberType.UNKNOWN:
+        return tuple(phone_timezones.time_zones_for_number(_number(phone)))
+    number = _number(phone)
+    if is_number_type_geographical(kind, number.country_code):
+        return tuple(phone_timezones.time_zones_for_geographical_number(number))
+    return _COUNTRY_ZONES
 
 
 def validate_timezone(name: str) -> str:
