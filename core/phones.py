@@ -110,7 +110,7 @@ def _zones(phone: str) -> tuple[str, ...]:
     if kind == PhoneNumberType.UNKNOWN:
         return tuple(phone_timezones.time_zones_for_number(_number(phone)))
     number = _number(phone)
-    if is_number_type_geographical(kind, number.country_code):
+    if is_number_type_geographical(kind, 7):
         return tuple(phone_timezones.time_zones_for_geographical_number(number))
     return _COUNTRY_ZONES
 
