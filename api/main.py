@@ -3,8 +3,6 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +12,8 @@ from temporalio.service import RPCError
 
 from api import metrics as api_metrics
 from api.auth import install_docs, install_openapi
+from api.errors import ErrorItem, error_response
+from api.imports import FileRefused, TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
 from api.routers import clients, dispatches, health, stats
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
@@ -81,6 +81,9 @@ ERROR_STATUS: dict[type[Exception], int] = {
     Conflict: status.HTTP_409_CONFLICT,
     InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
     EngineUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    FileRefused: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    TooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+    UnsupportedFile: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
 
 
@@ -145,38 +148,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(ProviderUnavailable, provider_unavailable)
     return app
-
-
-@dataclass(frozen=True)
-class ErrorItem:
-    """One problem: the field it is about (dotted, e.g. `filter.tags.0`; None for the request
-    as a whole) and what is wrong, in words."""
-
-    field: str | None
-    message: str
-
-    @classmethod
-    def of_validation(cls, item: Any) -> "ErrorItem":
-        location = [str(part) for part in item.get("loc", ())]
-        if location and location[0] in {"body", "query", "path", "header"}:
-            location = location[1:]
-        message = str(item.get("msg", "invalid"))
-        for prefix in ("Value error, ", "Assertion failed, "):
-            message = message.removeprefix(prefix)
-        return cls(".".join(location) or None, message)
-
-
-def error_response(status_code: int, items: list[ErrorItem]) -> JSONResponse:
-    """Every error has one shape: `detail`, one line naming each field with its problem, and
-    `errors`, the same as a list of {field, message}."""
-    detail = "; ".join(f"{i.field}: {i.message}" if i.field else i.message for i in items)
-    return JSONResponse(
-        status_code=status_code,
-        content={
-            "detail": detail,
-            "errors": [{"field": i.field, "message": i.message} for i in items],
-        },
-    )
 
 
 def create_configured_app() -> FastAPI:

@@ -53,6 +53,9 @@ class ClientCreate(BaseModel):
     operator_code: OperatorCode | None = None
     tag: Tag = ""
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Asia/Yekaterinburg")
+    opted_out: bool = Field(
+        default=False, description="On the stop list: never sent to (checked at each send)."
+    )
 
     _normalize_phone = field_validator("phone", mode="before")(_phone)
 
@@ -69,6 +72,9 @@ class ClientUpdate(BaseModel):
     operator_code: OperatorCode | None = None
     tag: Tag | None = None
     timezone: str | None = None
+    opted_out: bool | None = Field(
+        default=None, description="true puts the client on the stop list, false takes it off."
+    )
 
     @field_validator("phone", mode="before")
     @classmethod
@@ -89,8 +95,42 @@ class ClientPublic(BaseModel):
     operator_code: str
     tag: str
     timezone: str
+    opted_out: bool
+    opted_out_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class RejectedRow(BaseModel):
+    """A row an import left out: its line in the file (the header is line 1), the field at
+    fault (None for the row as a whole) and why."""
+
+    line: int
+    field: str | None
+    message: str
+
+
+class ImportReport(BaseModel):
+    """What an import did with each row of the file."""
+
+    rows: int = Field(default=0, description="Rows read (blank lines aside).")
+    created: int = 0
+    updated: int = Field(
+        default=0, description="Rows that changed an existing client (on_duplicate=update)."
+    )
+    skipped: int = Field(
+        default=0, description="Rows whose phone was a client already (on_duplicate=skip)."
+    )
+    rejected: int = Field(default=0, description="Invalid rows, all of them counted.")
+    rejected_rows: list[RejectedRow] = Field(
+        default_factory=list,
+        description="The first IMPORT_ERRORS_SHOWN (100) invalid rows, in file order.",
+    )
+    committed: bool = Field(
+        default=False,
+        description="Whether the rows were taken: false when on_error=reject_file found an "
+        "invalid row, and then nothing was.",
+    )
 
 
 # Dispatches
@@ -325,3 +365,9 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="Every problem on one line, each prefixed by its field.")
     errors: list[ErrorField]
+
+
+class ImportRefused(ErrorBody):
+    """An import that took nothing: the error shape, and what became of each row."""
+
+    report: ImportReport | None = None

@@ -115,14 +115,23 @@ async def _commit_unique_phone(session: AsyncSession, phone: str) -> None:
         raise Conflict(f"a client with phone {phone} already exists") from None
 
 
-async def create_client(*, session: AsyncSession, data: ClientCreate, settings: Settings) -> Client:
+def new_client_values(data: ClientCreate, settings: Settings) -> dict[str, Any]:
+    """The stored fields of a new client: what was given, the operator code and the zone
+    derived from the phone when not. One place for a single create and a bulk import."""
     phone = str(data.phone)
-    client = Client(
-        phone=phone,
-        operator_code=data.operator_code or operator_code(phone),
-        tag=data.tag,
-        timezone=data.timezone or default_timezone(phone, fallback=settings.default_timezone),
-    )
+    return {
+        "phone": phone,
+        "operator_code": data.operator_code or operator_code(phone),
+        "tag": data.tag,
+        "timezone": data.timezone or default_timezone(phone, fallback=settings.default_timezone),
+        "opted_out": data.opted_out,
+    }
+
+
+async def create_client(*, session: AsyncSession, data: ClientCreate, settings: Settings) -> Client:
+    values = new_client_values(data, settings)
+    phone = values["phone"]
+    client = Client(**values, opted_out_at=utcnow() if data.opted_out else None)
     session.add(client)
     await _commit_unique_phone(session, phone)
     log.info("client created", extra=ids(client_id=client.id))
@@ -133,12 +142,14 @@ async def update_client(
     *, session: AsyncSession, temporal: TemporalClient, client_id: int, data: ClientUpdate
 ) -> Client:
     """Changes the client; its messages not yet sent follow: a new phone is where they go, and
-    a new zone reaches a message already waiting for its window (see `_follow_move`)."""
+    a new zone reaches a message already waiting for its window (see `follow_move`)."""
     client = await get_client(session=session, client_id=client_id)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "phone" in changes and "operator_code" not in changes:
         changes["operator_code"] = operator_code(changes["phone"])
     moved = "timezone" in changes and changes["timezone"] != client.timezone
+    if changes.get("opted_out") is not None and changes["opted_out"] != client.opted_out:
+        changes["opted_out_at"] = utcnow() if changes["opted_out"] else None
     for field, value in changes.items():
         setattr(client, field, value)
     open_messages = (
@@ -149,9 +160,17 @@ async def update_client(
         await session.execute(sa.update(Message).where(*open_messages).values(phone=client.phone))
     to_wake: list[tuple[str, int]] = []
     if moved:
-        to_wake = await _follow_move(session, client_id)
+        to_wake = await follow_move(session, client_id)
     await _commit_unique_phone(session, client.phone)
     log.info("client updated: %s", sorted(changes), extra=ids(client_id=client_id))
+    await wake_after_move(temporal, client_id, to_wake)
+    return client
+
+
+async def wake_after_move(
+    temporal: TemporalClient, client_id: int, to_wake: list[tuple[str, int]]
+) -> None:
+    """Wakes, after the commit, the workflows `follow_move` named."""
     for kind, dispatch_id in to_wake:
         workflow_id = (
             dispatch_workflow_id(dispatch_id)
@@ -159,10 +178,9 @@ async def update_client(
             else delivery_workflow_id(dispatch_id, client_id)
         )
         await _signal_changed(temporal, workflow_id, CLIENT_MOVED, dispatch_id)
-    return client
 
 
-async def _follow_move(session: AsyncSession, client_id: int) -> list[tuple[str, int]]:
+async def follow_move(session: AsyncSession, client_id: int) -> list[tuple[str, int]]:
     """A client moved zone: each of its messages a zone cohort still holds becomes a hand-off
     the cohort owes (its dispatch workflow wakes the cohorts; the next batch starts a delivery
     that waits for the new zone's window); a delivery of its own is woken to judge the message

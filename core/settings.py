@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=500, ge=1, le=5000)
     # Without a zone from the number, a client gets this one.
     default_timezone: str = "Europe/Moscow"
+    # Bulk import: the largest file taken (413 above it), and how many rejected rows an
+    # answer lists (all are counted).
+    import_max_bytes: int = Field(default=1 << 30, ge=1)
+    import_errors_shown: int = Field(default=100, ge=0, le=10_000)
 
     # Each worker process serves its metrics (prometheus_client) on WORKER_METRICS_PORT and the
     # Temporal SDK's own (task slots, schedule-to-start latency, ...) on

@@ -1,0 +1,38 @@
+"""The one shape of every error answer."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+
+@dataclass(frozen=True)
+class ErrorItem:
+    """One problem: the field it is about (dotted, e.g. `filter.tags.0`; None for the request
+    as a whole) and what is wrong, in words."""
+
+    field: str | None
+    message: str
+
+    @classmethod
+    def of_validation(cls, item: Any) -> "ErrorItem":
+        location = [str(part) for part in item.get("loc", ())]
+        if location and location[0] in {"body", "query", "path", "header"}:
+            location = location[1:]
+        message = str(item.get("msg", "invalid"))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        return cls(".".join(location) or None, message)
+
+
+def error_response(status_code: int, items: list[ErrorItem]) -> JSONResponse:
+    """Every error has one shape: `detail`, one line naming each field with its problem, and
+    `errors`, the same as a list of {field, message}."""
+    detail = "; ".join(f"{i.field}: {i.message}" if i.field else i.message for i in items)
+    return JSONResponse(
+        status_code=status_code,
+        content={
+            "detail": detail,
+            "errors": [{"field": i.field, "message": i.message} for i in items],
+        },
+    )
