@@ -13,7 +13,7 @@ from temporalio.service import RPCError
 from api import metrics as api_metrics
 from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
-from api.imports import FileRefused, TooLarge, UnsupportedFile
+from api.imports import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
 from api.routers import clients, dispatches, health, stats
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
@@ -81,7 +81,6 @@ ERROR_STATUS: dict[type[Exception], int] = {
     Conflict: status.HTTP_409_CONFLICT,
     InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
     EngineUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
-    FileRefused: status.HTTP_422_UNPROCESSABLE_CONTENT,
     TooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
     UnsupportedFile: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
@@ -109,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
 
     async def domain_error(request: Request, error: Exception) -> JSONResponse:
-        return error_response(ERROR_STATUS[type(error)], [ErrorItem(None, str(error))])
+        code = next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
+        return error_response(code, [ErrorItem(None, str(error))])
 
     async def invalid_input(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

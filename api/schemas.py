@@ -28,12 +28,19 @@ T = TypeVar("T")
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of a list; `total` counts every item that matched."""
+    """One page of a list, by id."""
 
     items: list[T]
-    total: int
+    total: int | None = Field(
+        description="Every item that matched: on a page asked for without a cursor, or with "
+        "with_total=true; else null."
+    )
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; null on the last page.",
+    )
 
 
 # Clients
@@ -344,6 +351,9 @@ class OverallStats(BaseModel):
     dispatches: list[DispatchStats]
     totals: StatusCounts
     dispatch_count: int
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page of dispatches."
+    )
 
 
 class Health(BaseModel):

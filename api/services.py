@@ -19,6 +19,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.paging import Paging
 from api.schemas import (
     ClientCreate,
     ClientUpdate,
@@ -85,16 +86,18 @@ EDITABLE_WHILE_RUNNING = frozenset({"end_at", "text", "window"})
 
 
 async def fetch_page(
-    *, session: AsyncSession, model: type[M], conditions: list[Any], limit: int, offset: int
-) -> tuple[list[M], int]:
-    """Rows of `model` matching all conditions, by id, and how many match in all."""
-    total = (
-        await session.execute(sa.select(sa.func.count()).select_from(model).where(*conditions))
-    ).scalar_one()
-    rows = await session.execute(
-        select(model).where(*conditions).order_by(col(model.id)).limit(limit).offset(offset)
-    )
-    return list(rows.scalars().all()), total
+    *, session: AsyncSession, model: type[M], conditions: list[Any], paging: Paging
+) -> tuple[list[M], int | None, str | None]:
+    """One page of the rows of `model` matching all conditions, by id; how many match in all
+    (when the paging asks for it); the cursor of the next page."""
+    total = await paging.total(session, model, conditions)
+    query = paging.select(select(model).where(*conditions), col(model.id))
+    rows, next_cursor = paging.cut(list((await session.execute(query)).scalars().all()), _id)
+    return rows, total, next_cursor
+
+
+def _id(row: Any) -> int:
+    return int(row.id)
 
 
 # Clients
@@ -256,16 +259,21 @@ async def delete_client(*, session: AsyncSession, temporal: TemporalClient, clie
 
 
 async def list_clients(
-    *, session: AsyncSession, tag: str | None, operator_code: str | None, limit: int, offset: int
-) -> tuple[list[Client], int]:
+    *,
+    session: AsyncSession,
+    tag: str | None,
+    operator_code: str | None,
+    opted_out: bool | None,
+    paging: Paging,
+) -> tuple[list[Client], int | None, str | None]:
     conditions: list[Any] = []
+    if opted_out is not None:
+        conditions.append(col(Client.opted_out) == opted_out)
     if tag is not None:
         conditions.append(col(Client.tag) == tag)
     if operator_code is not None:
         conditions.append(col(Client.operator_code) == operator_code)
-    return await fetch_page(
-        session=session, model=Client, conditions=conditions, limit=limit, offset=offset
-    )
+    return await fetch_page(session=session, model=Client, conditions=conditions, paging=paging)
 
 
 # Dispatches
@@ -567,32 +575,39 @@ async def delete_dispatch(
 
 
 async def list_events(
-    *, session: AsyncSession, dispatch_id: int, limit: int, offset: int
+    *, session: AsyncSession, dispatch_id: int, paging: Paging
 ) -> Page[DispatchEventPublic]:
     """A dispatch's control actions, oldest first; kept after its deletion."""
     conditions = [col(DispatchEvent.dispatch_id) == dispatch_id]
-    rows, total = await fetch_page(
-        session=session, model=DispatchEvent, conditions=conditions, limit=limit, offset=offset
+    rows, total, next_cursor = await fetch_page(
+        session=session, model=DispatchEvent, conditions=conditions, paging=paging
     )
-    if total == 0:
+    if not rows and paging.after_id is None and paging.offset == 0:
         await get_dispatch(session=session, dispatch_id=dispatch_id)
     return Page(
         items=[DispatchEventPublic.model_validate(row) for row in rows],
         total=total,
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
+        next_cursor=next_cursor,
     )
 
 
 async def list_dispatches(
-    *, session: AsyncSession, status: DispatchStatus | None, limit: int, offset: int
-) -> tuple[list[DispatchPublic], int]:
+    *, session: AsyncSession, status: DispatchStatus | None, paging: Paging
+) -> Page[DispatchPublic]:
     conditions: list[Any] = [] if status is None else [col(Dispatch.status) == status]
-    rows, total = await fetch_page(
-        session=session, model=Dispatch, conditions=conditions, limit=limit, offset=offset
+    rows, total, next_cursor = await fetch_page(
+        session=session, model=Dispatch, conditions=conditions, paging=paging
     )
     counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in rows if d.id])
-    return [dispatch_public(d, counts[d.id]) for d in rows if d.id is not None], total
+    return Page(
+        items=[dispatch_public(d, counts[d.id]) for d in rows if d.id is not None],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+        next_cursor=next_cursor,
+    )
 
 
 async def list_messages(
@@ -600,14 +615,13 @@ async def list_messages(
     session: AsyncSession,
     dispatch_id: int,
     status: MessageStatus | None,
-    limit: int,
-    offset: int,
+    paging: Paging,
 ) -> Page[MessagePublic]:
     await get_dispatch(session=session, dispatch_id=dispatch_id)
     conditions: list[Any] = [message_t.c.dispatch_id == dispatch_id]
     if status is not None:
         conditions.append(message_t.c.status == status)
-    return await _message_page(session, conditions, limit=limit, offset=offset)
+    return await _message_page(session, conditions, paging)
 
 
 async def list_client_messages(
@@ -615,26 +629,23 @@ async def list_client_messages(
     session: AsyncSession,
     client_id: int,
     status: MessageStatus | None,
-    limit: int,
-    offset: int,
+    paging: Paging,
 ) -> Page[MessagePublic]:
     """One client's messages across every dispatch, by id."""
     await get_client(session=session, client_id=client_id)
     conditions: list[Any] = [message_t.c.client_id == client_id]
     if status is not None:
         conditions.append(message_t.c.status == status)
-    return await _message_page(session, conditions, limit=limit, offset=offset)
+    return await _message_page(session, conditions, paging)
 
 
 async def _message_page(
-    session: AsyncSession, conditions: list[Any], *, limit: int, offset: int
+    session: AsyncSession, conditions: list[Any], paging: Paging
 ) -> Page[MessagePublic]:
     """Messages by id with their client's zone and, for one waiting for its window, when the
     window next opens."""
-    total = (
-        await session.execute(sa.select(sa.func.count()).select_from(message_t).where(*conditions))
-    ).scalar_one()
-    rows = await session.execute(
+    total = await paging.total(session, message_t, conditions)
+    query = paging.select(
         sa.select(
             message_t,
             client_t.c.timezone,
@@ -646,11 +657,10 @@ async def _message_page(
         .select_from(message_t)
         .join(dispatch_t, dispatch_t.c.id == message_t.c.dispatch_id)
         .outerjoin(client_t, client_t.c.id == message_t.c.client_id)
-        .where(*conditions)
-        .order_by(message_t.c.id)
-        .limit(limit)
-        .offset(offset)
+        .where(*conditions),
+        message_t.c.id,
     )
+    rows, next_cursor = paging.cut(list(await session.execute(query)), _id)
     now = utcnow()
     items = []
     for row in rows:
@@ -666,7 +676,13 @@ async def _message_page(
             if opens is not None and opens > now:
                 item.waiting_until = opens
         items.append(item)
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    return Page(
+        items=items,
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+        next_cursor=next_cursor,
+    )
 
 
 # Statistics
@@ -683,16 +699,10 @@ async def dispatch_stats(*, session: AsyncSession, dispatch_id: int) -> Dispatch
     )
 
 
-async def overall_stats(*, session: AsyncSession, limit: int, offset: int) -> OverallStats:
+async def overall_stats(*, session: AsyncSession, paging: Paging) -> OverallStats:
     """A page of dispatches by id with their counts, and totals over every message."""
-    dispatches = (
-        await session.execute(
-            select(Dispatch.id, Dispatch.status)
-            .order_by(col(Dispatch.id))
-            .limit(limit)
-            .offset(offset)
-        )
-    ).all()
+    query = paging.select(sa.select(dispatch_t.c.id, dispatch_t.c.status), dispatch_t.c.id)
+    dispatches, next_cursor = paging.cut(list(await session.execute(query)), _id)
     counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in dispatches])
     dispatch_count = (
         await session.execute(sa.select(sa.func.count()).select_from(Dispatch))
@@ -704,4 +714,5 @@ async def overall_stats(*, session: AsyncSession, limit: int, offset: int) -> Ov
         ],
         totals=StatusCounts.of(await total_counts(session=session)),
         dispatch_count=dispatch_count,
+        next_cursor=next_cursor,
     )

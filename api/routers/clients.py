@@ -5,6 +5,7 @@ from typing import IO, Annotated
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import services
 from api.auth import guarded
@@ -14,6 +15,7 @@ from api.imports import (
     CSV_TYPES,
     NDJSON_TYPES,
     FileFormat,
+    FileRefused,
     Importer,
     OnDuplicate,
     OnError,
@@ -22,6 +24,7 @@ from api.imports import (
     format_of,
     spool,
 )
+from api.paging import PagingDep
 from api.schemas import (
     ClientCreate,
     ClientPublic,
@@ -166,7 +169,10 @@ async def _import_body(request: Request, settings: Settings) -> tuple[IO[bytes],
     """The file, spooled, and its format: the raw body, or the form's `file` field."""
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=0)
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except StarletteHTTPException as error:  # a malformed form, too many parts
+            raise FileRefused(f"form: {error.detail}") from None
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise UnsupportedFile("a form upload needs the file in a field named file")
@@ -189,20 +195,29 @@ async def _import_body(request: Request, settings: Settings) -> tuple[IO[bytes],
 @router.get("", response_model=Page[ClientPublic], **guarded(Permission.CLIENTS_READ))
 async def list_clients(
     session: SessionDep,
+    paging: PagingDep,
     tag: Annotated[Tag | None, Query()] = None,
     operator_code: Annotated[OperatorCode | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    opted_out: Annotated[
+        bool | None,
+        Query(description="Only those on the stop list (true), or only those off it (false)."),
+    ] = None,
 ) -> Page[ClientPublic]:
-    """List clients by id, optionally only those with a tag and/or an operator code."""
-    clients, total = await services.list_clients(
-        session=session, tag=tag, operator_code=operator_code, limit=limit, offset=offset
+    """List clients by id, optionally only those with a tag, an operator code, or on (or off)
+    the stop list."""
+    clients, total, next_cursor = await services.list_clients(
+        session=session,
+        tag=tag,
+        operator_code=operator_code,
+        opted_out=opted_out,
+        paging=paging,
     )
     return Page(
         items=[ClientPublic.model_validate(c) for c in clients],
         total=total,
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
+        next_cursor=next_cursor,
     )
 
 
@@ -247,11 +262,10 @@ async def delete_client(
 async def client_messages(
     client_id: IdPath,
     session: SessionDep,
+    paging: PagingDep,
     status: MessageStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Page[MessagePublic]:
     """One client's messages across every dispatch, by id, optionally of one status."""
     return await services.list_client_messages(
-        session=session, client_id=client_id, status=status, limit=limit, offset=offset
+        session=session, client_id=client_id, status=status, paging=paging
     )

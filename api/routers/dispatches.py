@@ -1,11 +1,12 @@
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Response, status
 
 from api import services
 from api.auth import DispatchesController, DispatchesWriter, guarded
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
+from api.paging import PagingDep
 from api.schemas import (
     ControlBody,
     DispatchCreate,
@@ -72,15 +73,11 @@ async def create_dispatch(
 @router.get("", response_model=Page[DispatchPublic], **guarded(Permission.DISPATCHES_READ))
 async def list_dispatches(
     session: SessionDep,
+    paging: PagingDep,
     status: DispatchStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Page[DispatchPublic]:
     """List dispatches by id with their message counts, optionally of one status."""
-    items, total = await services.list_dispatches(
-        session=session, status=status, limit=limit, offset=offset
-    )
-    return Page(items=items, total=total, limit=limit, offset=offset)
+    return await services.list_dispatches(session=session, status=status, paging=paging)
 
 
 @router.get("/{dispatch_id}", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_READ))
@@ -261,13 +258,12 @@ async def dispatch_stats(dispatch_id: IdPath, session: SessionDep) -> DispatchSt
 async def dispatch_messages(
     dispatch_id: IdPath,
     session: SessionDep,
+    paging: PagingDep,
     status: MessageStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Page[MessagePublic]:
     """A dispatch's messages by id, optionally of one status."""
     return await services.list_messages(
-        session=session, dispatch_id=dispatch_id, status=status, limit=limit, offset=offset
+        session=session, dispatch_id=dispatch_id, status=status, paging=paging
     )
 
 
@@ -279,11 +275,8 @@ async def dispatch_messages(
 async def dispatch_events(
     dispatch_id: IdPath,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    paging: PagingDep,
 ) -> Page[DispatchEventPublic]:
     """The dispatch's control actions, oldest first: created, edited, paused, resumed,
     cancelled, deleted, each with its time, actor and reason (kept after a delete)."""
-    return await services.list_events(
-        session=session, dispatch_id=dispatch_id, limit=limit, offset=offset
-    )
+    return await services.list_events(session=session, dispatch_id=dispatch_id, paging=paging)
