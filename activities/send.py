@@ -69,6 +69,7 @@ _MESSAGE_COLUMNS = (
     message_t.c.client_id,
     client_t.c.phone,
     client_t.c.timezone,
+    client_t.c.opted_out,
     dispatch_t.c.text,
     dispatch_t.c.status.label("dispatch_status"),
     dispatch_t.c.start_at,
@@ -111,6 +112,7 @@ def message_state(
         start_at=row.start_at,
         end_at=row.end_at,
         window=windows.of(row),
+        opted_out=bool(row.opted_out),
     )
 
 

@@ -18,7 +18,7 @@ from api.metrics import install_metrics, remember_route
 from api.routers import clients, dispatches, health, stats
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
-from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
@@ -36,9 +36,9 @@ client's local send window, retries while the remote API fails, and sends nothin
 Statistics count every dispatch's messages by status.
 
 Every `/api/v1` operation needs `Authorization: Bearer <JWT>` carrying the permission it names
-(`clients:read`, `clients:write`, `dispatches:read`, `dispatches:write`, `dispatches:control`):
-401 without a valid token, 403 without the permission. `/healthz`, `/docs` and `/openapi.json`
-are open.
+(`clients:read`, `clients:write`, `clients:opt-out`, `dispatches:read`, `dispatches:write`,
+`dispatches:control`): 401 without a valid token, 403 without the permission. `/healthz`,
+`/docs` and `/openapi.json` are open.
 
 Every error answer has one shape: `{"detail": "end_at: must be after start_at",
 "errors": [{"field": "end_at", "message": "must be after start_at"}]}` (`field` is null when
@@ -46,7 +46,8 @@ the problem is the request as a whole, such as a 409 naming the dispatch's statu
 
 Message statuses: `pending` (waiting for its window), `retrying` (the remote failed, another
 attempt is scheduled), `sent`, `failed` (the remote refused it for good), `expired` (not sent by
-`end_at`), `cancelled` (its dispatch or client was deleted).
+`end_at`), `cancelled` (its dispatch or client was deleted), `opted_out` (the client went on
+the stop list before it was sent).
 """
 
 
@@ -78,6 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 # Domain errors as HTTP answers; service code never raises HTTP errors itself.
 ERROR_STATUS: dict[type[Exception], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,
+    NotFoundByPhone: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
     InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
     EngineUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -94,6 +94,16 @@ class ClientUpdate(BaseModel):
         return None if value is None else validate_timezone(value)
 
 
+class OptOut(BaseModel):
+    """A number that asked for no more messages (a STOP reply, an unsubscribe link)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"phone": "79161234567"}})
+
+    phone: str | int = Field(description="The client's number, in any form a create takes.")
+
+    _normalize_phone = field_validator("phone", mode="before")(_phone)
+
+
 class ClientPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

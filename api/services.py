@@ -50,7 +50,7 @@ from core.contracts import (
     dispatch_workflow_id,
 )
 from core.control import Command, apply_command
-from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
 from core.events import Action, Actor, record_event
 from core.logging import ids
 from core.models import (
@@ -227,11 +227,34 @@ async def _signal_changed(
         log.info("%s not signalled: %s", workflow_id, error, extra=ids(dispatch_id=dispatch_id))
 
 
-async def delete_client(*, session: AsyncSession, temporal: TemporalClient, client_id: int) -> None:
+async def opt_out(*, session: AsyncSession, phone: str) -> Client:
+    """Puts the client with this number on the stop list (again: nothing changes). Its
+    messages not yet sent end `opted_out` when a send comes to them."""
+    client = (
+        await session.execute(select(Client).where(col(Client.phone) == phone))
+    ).scalar_one_or_none()
+    if client is None:
+        raise NotFoundByPhone(f"no client with phone {phone}")
+    if not client.opted_out:
+        client.opted_out = True
+        client.opted_out_at = utcnow()
+        await session.commit()
+        log.info("client opted out", extra=ids(client_id=client.id))
+    return client
+
+
+async def delete_client(
+    *, session: AsyncSession, temporal: TemporalClient, client_id: int, erase: bool = False
+) -> None:
     """Deletes the client; its messages not yet sent end cancelled at once (not when their
-    window would have opened), each keeping the phone it was for, and the delivery workflows
-    waiting to send them are woken to end."""
+    window would have opened), each keeping the phone it was for (unless `erase`: then no
+    message keeps it), and the delivery workflows waiting to send them are woken to end."""
     client = await get_client(session=session, client_id=client_id)
+    if erase:
+        # Personal data goes; the messages stay, counted, with no number and no client.
+        await session.execute(
+            sa.update(message_t).where(message_t.c.client_id == client_id).values(phone=None)
+        )
     cancelled = (
         await session.execute(
             sa.update(message_t)
@@ -246,7 +269,10 @@ async def delete_client(*, session: AsyncSession, temporal: TemporalClient, clie
     await session.delete(client)
     await session.commit()
     log.info(
-        "client deleted; %d open messages cancelled", len(cancelled), extra=ids(client_id=client_id)
+        "client %s; %d open messages cancelled",
+        "erased" if erase else "deleted",
+        len(cancelled),
+        extra=ids(client_id=client_id),
     )
     for row in cancelled:
         if row.sender == MessageSender.DELIVERY:

@@ -2,9 +2,10 @@
 
 One stack for the whole run, in a temporary data directory on free ports. In order: HTTP
 clients against the simulator (if bench.http_clients is there), the ceiling of one child
-workflow per client, one dispatch to every client per remote latency, and the zone run
-(--zones). The worker and the API are restarted before each dispatch so that each one's peak
-memory is its own. A table goes to stdout, JSON to bench/results/.
+workflow per client, one dispatch to every client per remote latency, the audience run (a
+bulk import, then reads and big writes with a million messages), and the zone run (--zones).
+The worker and the API are restarted before each dispatch so that each one's peak memory is
+its own. A table goes to stdout, JSON to bench/results/.
 """
 
 import argparse
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 from bench import data
+from bench.audience import run_audience
 from bench.ceiling import run_ceiling
 from bench.figures import BenchReport, DispatchScenario
 from bench.http_bench import run_http_clients
@@ -119,6 +121,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds of remote outage in the middle of a dispatch of --clients (0: skip)",
     )
     parser.add_argument("--no-http-clients", action="store_true", help="skip the HTTP clients")
+    parser.add_argument(
+        "--audience-rows",
+        type=int,
+        default=1_000_000,
+        help="rows of the bulk import, and messages of the statistics run (0: skip)",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--keep-data", action="store_true", help="keep the data directory and its logs"
@@ -197,6 +205,10 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
             report,
             "outage run",
             run_outage(rig, clients=args.clients, outage_s=args.outage, timeout_s=args.timeout),
+        )
+    if args.audience_rows > 0:
+        report.audience = await _guarded(
+            rig, report, "audience run", run_audience(rig, rows=args.audience_rows)
         )
     if args.zones:
         # Last: its deleted dispatch leaves children asleep on the server until their window.

@@ -145,4 +145,5 @@ class BenchReport:
     dispatches: list[DispatchFigures] = field(default_factory=list)
     zones: ZoneRunFigures | None = None
     outage: Any = None  # bench.outage.OutageFigures
+    audience: Any = None  # bench.audience.AudienceFigures
     errors: list[str] = field(default_factory=list)

@@ -217,6 +217,34 @@ def http_lines(http: dict[str, Any]) -> list[str]:
     return [title, *("  " + line for line in table(padded).splitlines())]
 
 
+def audience_lines(audience: Any) -> list[str]:
+    """bench.audience.AudienceFigures as lines."""
+    report = audience.import_report
+    lines = [
+        f"Audience: import of {audience.rows:,} CSV rows ({audience.file_mb} MB) through "
+        f"POST /api/v1/clients/import: {audience.import_s} s, "
+        f"{audience.import_rows_per_s:,} rows/s",
+        f"  created {report.get('created')}, updated {report.get('updated')}, skipped "
+        f"{report.get('skipped')}, rejected {report.get('rejected')}; API RSS "
+        f"{audience.api_rss_before_mb} MB before, {audience.api_peak_rss_mb} MB at its peak",
+        f"  {audience.messages:,} messages in the database afterwards (inserted by SQL in "
+        f"{audience.messages_insert_s} s); reads over HTTP, {audience.latencies[0].requests} "
+        "each:"
+        if audience.latencies
+        else "",
+    ]
+    rows = [["read", "p50 ms", "p95 ms", "max ms"]]
+    rows += [[x.name, _num(x.p50_ms), _num(x.p95_ms), _num(x.max_ms)] for x in audience.latencies]
+    lines += ["  " + line for line in table(rows).splitlines()]
+    for lock in audience.locks:
+        slowest = ", ".join(f"{name} {ms} ms" for name, ms in lock.probe.max_ms.items())
+        lines.append(
+            f"  {lock.action} ({lock.messages:,} messages): HTTP {lock.status_code} in "
+            f"{lock.elapsed_s} s; meanwhile, slowest of {lock.probe.statements} probes: {slowest}"
+        )
+    return lines
+
+
 def render(report: BenchReport) -> str:
     machine = report.machine
     lines = [
@@ -236,6 +264,8 @@ def render(report: BenchReport) -> str:
         lines += [*outage_lines(report.outage), ""]
     if report.zones is not None:
         lines += [*zone_lines(report.zones), ""]
+    if report.audience is not None:
+        lines += [*audience_lines(report.audience), ""]
     lines += [f"ERROR: {error}" for error in report.errors]
     return "\n".join(lines) + "\n"
 

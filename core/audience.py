@@ -10,8 +10,9 @@ from core.models import client_t
 
 def audience_filter(dispatch: Any) -> sa.ColumnElement[bool]:
     """The clients a dispatch targets: operator code in its codes and tag in its tags (either
-    list empty: no condition on it)."""
-    conditions: list[sa.ColumnElement[bool]] = []
+    list empty: no condition on it), and not on the stop list. A client who opts out after
+    the layout is judged again at each send (core.rules)."""
+    conditions: list[sa.ColumnElement[bool]] = [client_t.c.opted_out.is_(False)]
     if dispatch.operator_codes:
         conditions.append(client_t.c.operator_code.in_(list(dispatch.operator_codes)))
     if dispatch.tags:

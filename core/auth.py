@@ -41,6 +41,9 @@ DISCOVERY_TIMEOUT_SECONDS = 5
 class Permission(StrEnum):
     CLIENTS_READ = "clients:read"
     CLIENTS_WRITE = "clients:write"
+    # Only puts a number on the stop list: for the provider's STOP callback or an
+    # unsubscribe page, which need no other power over clients.
+    CLIENTS_OPT_OUT = "clients:opt-out"
     DISPATCHES_READ = "dispatches:read"  # dispatches, their messages and events, statistics
     DISPATCHES_WRITE = "dispatches:write"  # create, edit, delete
     DISPATCHES_CONTROL = "dispatches:control"  # pause, resume, cancel

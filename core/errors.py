@@ -10,6 +10,10 @@ class NotFound(DomainError):
         super().__init__(f"{entity} {entity_id} not found")
 
 
+class NotFoundByPhone(DomainError):
+    """No client has the number (404)."""
+
+
 class Conflict(DomainError):
     """The request is well-formed but clashes with the current state."""
 

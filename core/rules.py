@@ -20,6 +20,7 @@ class Action(StrEnum):
     SEND = "send"
     SKIP = "skip"  # already final: nothing to do
     CANCEL = "cancel"  # ends cancelled
+    OPT_OUT = "opt_out"  # ends opted_out: the client is on the stop list
     EXPIRE = "expire"  # ends expired
     WAIT = "wait"  # not now: try again at `not_before`
 
@@ -35,6 +36,8 @@ class MessageState:
     start_at: datetime
     end_at: datetime
     window: SendWindow | None
+    # On the stop list now: never sent to, whatever else holds.
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,14 @@ class Decision:
 
 
 def decide(state: MessageState, *, now: datetime) -> Decision:
-    """Send, or why not: final already, cancelled, past the end time, paused, outside the
+    """Send, or why not: final already, cancelled, opted out, past the end time, paused, outside the
     client's window (with its next opening), or never inside it again before the end time."""
     if state.status not in OPEN_MESSAGE_STATUSES:
         return Decision(Action.SKIP, f"already {state.status}")
     if not state.client_exists or state.timezone is None:
         return Decision(Action.CANCEL, "client deleted")
+    if state.opted_out:
+        return Decision(Action.OPT_OUT, "client opted out")
     if state.dispatch_status == DispatchStatus.CANCELLED:
         return Decision(Action.CANCEL, "dispatch cancelled")
     if now >= state.end_at:
@@ -71,4 +76,8 @@ def decide(state: MessageState, *, now: datetime) -> Decision:
     return Decision(Action.WAIT, "outside_window", opens)
 
 
-FINAL_STATUS_OF = {Action.CANCEL: MessageStatus.CANCELLED, Action.EXPIRE: MessageStatus.EXPIRED}
+FINAL_STATUS_OF = {
+    Action.CANCEL: MessageStatus.CANCELLED,
+    Action.OPT_OUT: MessageStatus.OPTED_OUT,
+    Action.EXPIRE: MessageStatus.EXPIRED,
+}

@@ -34,6 +34,7 @@ from api.schemas import (
     ImportReport,
     MessagePublic,
     OperatorCode,
+    OptOut,
     Page,
     Tag,
 )
@@ -192,6 +193,17 @@ async def _import_body(request: Request, settings: Settings) -> tuple[IO[bytes],
     return await spool(request.stream(), max_bytes=settings.import_max_bytes), raw_format
 
 
+@router.post("/opt-out", response_model=ClientPublic, **guarded(Permission.CLIENTS_OPT_OUT))
+async def opt_out(data: OptOut, session: SessionDep) -> ClientPublic:
+    """Put a number on the stop list: for the SMS provider's STOP callback or an unsubscribe
+    page (a token with only `clients:opt-out` may call it). The client is never sent to
+    again: each send checks, as it checks the end time, and its messages not yet sent end
+    `opted_out`. Calling it again changes nothing. `PATCH /clients/{id}` with
+    `{"opted_out": false}` takes the client off the list."""
+    client = await services.opt_out(session=session, phone=str(data.phone))
+    return ClientPublic.model_validate(client)
+
+
 @router.get("", response_model=Page[ClientPublic], **guarded(Permission.CLIENTS_READ))
 async def list_clients(
     session: SessionDep,
@@ -247,11 +259,23 @@ async def update_client(
     **guarded(Permission.CLIENTS_WRITE),
 )
 async def delete_client(
-    client_id: IdPath, session: SessionDep, temporal: TemporalClientDep
+    client_id: IdPath,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    erase: Annotated[
+        bool,
+        Query(
+            description="Erase the client's personal data (a data subject's request): no "
+            "message keeps the phone either."
+        ),
+    ] = False,
 ) -> None:
     """Delete a client; its messages stay in the statistics with the phone they were for, and
-    unsent ones end cancelled at once."""
-    await services.delete_client(session=session, temporal=temporal, client_id=client_id)
+    unsent ones end cancelled at once. With `erase=true` the phone goes from its messages too
+    (the counts stay)."""
+    await services.delete_client(
+        session=session, temporal=temporal, client_id=client_id, erase=erase
+    )
 
 
 @router.get(

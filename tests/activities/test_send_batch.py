@@ -233,3 +233,21 @@ async def test_handoffs_an_attempt_could_not_return_come_back_until_confirmed(
     assert confirmed.confirmed == 1
     assert (await run_batch(sender, batch(dispatch))).handoffs == []
     assert simulator.state.stats()["received"] == 2
+
+
+async def test_a_client_on_the_stop_list_is_never_sent_to(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    dispatch, clients, _ = await cohort_of(db, 3)
+    # Laid out before the opt-out: judged at the send, like the end time.
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Client).where(Client.id == clients[1].id).values(opted_out=True)
+        )
+        await session.commit()
+    result = await run_batch(sender, batch(dispatch))
+    assert (result.sent, result.finished) == (2, 1)
+    stored = await rows(db, dispatch)
+    assert [m.status for m in stored] == ["sent", "opted_out", "sent"]
+    assert stored[1].last_error == "client opted out"
+    assert simulator.state.stats()["received"] == 2

@@ -1,9 +1,11 @@
 import httpx
 import sqlalchemy as sa
+from fastapi import FastAPI
 
 from core.db import Database
 from core.models import Message
 from tests.factories import make_client, make_dispatch, make_messages
+from tests.support import api_client, auth_headers
 
 CLIENTS = "/api/v1/clients"
 
@@ -160,3 +162,58 @@ async def test_a_clients_messages_across_dispatches(api: httpx.AsyncClient, db: 
     sent = await api.get(f"{CLIENTS}/{client.id}/messages", params={"status": "sent"})
     assert sent.json()["total"] == 0
     assert (await api.get(f"{CLIENTS}/999999/messages")).status_code == 404
+
+
+async def test_the_stop_list(api: httpx.AsyncClient, api_app: FastAPI, db: Database) -> None:
+    created = (await api.post(CLIENTS, json={"phone": "79161234567"})).json()
+    assert created["opted_out"] is False and created["opted_out_at"] is None
+    # The provider's STOP callback: a token that may do nothing else, the number in any form.
+    headers = auth_headers(api_app.state.settings, frozenset({"clients:opt-out"}))
+    async with api_client(api_app, **headers) as provider:
+        first = await provider.post(f"{CLIENTS}/opt-out", json={"phone": "8 916 123-45-67"})
+        assert first.status_code == 200, first.text
+        assert first.json()["opted_out"] is True and first.json()["opted_out_at"]
+        again = await provider.post(f"{CLIENTS}/opt-out", json={"phone": 79161234567})
+        assert again.json()["opted_out_at"] == first.json()["opted_out_at"]
+        unknown = await provider.post(f"{CLIENTS}/opt-out", json={"phone": "79031234567"})
+        assert unknown.status_code == 404 and "79031234567" in unknown.json()["detail"]
+        assert (await provider.get(CLIENTS)).status_code == 403
+    listed = (await api.get(CLIENTS, params={"opted_out": "true"})).json()
+    assert [c["id"] for c in listed["items"]] == [created["id"]]
+    # A new audience leaves the client out.
+    dispatch = await api.post(
+        "/api/v1/dispatches",
+        json={
+            "start_at": "2030-01-01T00:00:00Z",
+            "end_at": "2030-01-02T00:00:00Z",
+            "text": "hi",
+            "filter": {"all": True},
+        },
+    )
+    assert dispatch.json()["audience"] == 0
+    back = await api.patch(f"{CLIENTS}/{created['id']}", json={"opted_out": False})
+    assert back.json()["opted_out"] is False and back.json()["opted_out_at"] is None
+
+
+async def test_erasing_a_client_removes_its_phone_and_keeps_the_counts(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    client = await make_client(db)
+    dispatch = await make_dispatch(db)
+    [message] = await make_messages(db, dispatch, [client], cohort=None)
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Message).where(Message.id == message.id).values(phone=client.phone)
+        )
+        await session.commit()
+    response = await api.delete(f"{CLIENTS}/{client.id}", params={"erase": "true"})
+    assert response.status_code == 204
+    async with db.sessions() as session:
+        stored = await session.get(Message, message.id)
+        phones = await session.execute(
+            sa.text("SELECT count(*) FROM message WHERE phone = :p"), {"p": client.phone}
+        )
+        assert phones.scalar_one() == 0
+    assert stored is not None and stored.phone is None and stored.client_id is None
+    stats = (await api.get(f"/api/v1/dispatches/{dispatch.id}/stats")).json()
+    assert stats["messages"]["total"] == 1 and stats["messages"]["cancelled"] == 1

@@ -5,7 +5,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from core.rules import PAUSE_RECHECK, Action, MessageState, decide
+from core.models import DispatchStatus, MessageStatus
+from core.rules import FINAL_STATUS_OF, PAUSE_RECHECK, Action, MessageState, decide
 from core.windows import SendWindow
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # 15:00 in Moscow
@@ -73,3 +74,19 @@ def test_window_that_never_opens_before_end_expires() -> None:
         Action.EXPIRE,
         "window does not open before end time",
     )
+
+
+def test_opted_out_ends_the_message_before_anything_else_is_judged() -> None:
+    state = MessageState(
+        status=MessageStatus.PENDING,
+        client_exists=True,
+        timezone="Europe/Moscow",
+        dispatch_status=DispatchStatus.PAUSED,
+        start_at=NOW - timedelta(hours=1),
+        end_at=NOW - timedelta(minutes=1),
+        window=None,
+        opted_out=True,
+    )
+    decision = decide(state, now=NOW)
+    assert decision.action == Action.OPT_OUT
+    assert FINAL_STATUS_OF[decision.action] == MessageStatus.OPTED_OUT
