@@ -8,6 +8,7 @@ one before. The API's memory is a batch or two, whatever the file's size.
 """
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -349,11 +350,12 @@ class Importer:
 
     async def run(self, body: IO[bytes], file_format: FileFormat) -> ImportReport:
         rows = _Rows(body, file_format, self.settings)
+        next_batch = asyncio.create_task(asyncio.to_thread(rows.batch))
         try:
-            next_batch = asyncio.create_task(asyncio.to_thread(rows.batch))
             while True:
                 batch = await next_batch
                 if not batch.end:
+                    # The thread judges the next batch while this one is written.
                     next_batch = asyncio.create_task(asyncio.to_thread(rows.batch))
                 self._count_rejected(batch.rejected)
                 if not self.failed:
@@ -362,6 +364,10 @@ class Importer:
                 if batch.end:
                     break
         finally:
+            # A write that failed leaves the thread reading: it finishes before the file closes.
+            if not next_batch.done():
+                with contextlib.suppress(Exception):
+                    await next_batch
             rows.close()
         if self.failed:
             await self.session.rollback()

@@ -3,6 +3,7 @@ error policies, the quirks of real CSV files, JSON lines and a browser's form up
 
 import re
 from collections.abc import AsyncIterator
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import httpx
 import sqlalchemy as sa
 
 from core.db import Database
-from core.models import Client
+from core.models import Client, Dispatch, Message
+from tests.factories import make_client, make_dispatch, make_messages
 
 IMPORT = "/api/v1/clients/import"
 CSV = {"Content-Type": "text/csv"}
@@ -289,3 +291,23 @@ async def test_a_100_mb_file_in_flat_memory(api: httpx.AsyncClient, db: Database
     # few batches, not by the file (the test's own generator holds 10,000 rows at a time).
     assert growth_mb < 40, f"peak RSS grew by {growth_mb:.0f} MB for a {size >> 20} MB file"
     assert len(await stored(db)) == 2000
+
+
+async def test_an_update_that_moves_a_client_moves_its_waiting_message(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    client = await make_client(db, timezone="Europe/Moscow")
+    dispatch = await make_dispatch(db, window=(time(9), time(18)))
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Dispatch).where(Dispatch.id == dispatch.id).values(status="running")
+        )
+        await session.commit()
+    [message] = await make_messages(db, dispatch, [client], cohort="Europe/Moscow")
+    text = f"phone,timezone\n{client.phone},Asia/Vladivostok\n"
+    report = (await post_csv(api, text, on_duplicate="update")).json()
+    assert report["updated"] == 1
+    async with db.sessions() as session:
+        moved = await session.get(Message, message.id)
+    # As after a PATCH: the cohort owes it a delivery that waits for the new zone's window.
+    assert moved is not None and moved.sender == "owed"
