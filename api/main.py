@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import metrics as api_metrics
+from api.admin import install_admin
 from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
 from api.imports import TooLarge, UnsupportedFile
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (clients.router, dispatches.router, stats.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
+    install_admin(app)
     app.include_router(api_metrics.router)
     install_metrics(app)
 

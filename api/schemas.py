@@ -391,3 +391,58 @@ class ImportRefused(ErrorBody):
     """An import that took nothing: the error shape, and what became of each row."""
 
     report: ImportReport | None = None
+
+
+# Insights (the admin page reads them too)
+
+
+class AudienceCount(BaseModel):
+    """How many clients a dispatch with this filter would target now."""
+
+    clients: int = Field(description="Matching clients, the stop list left out.")
+    operator_codes: list[str]
+    tags: list[str]
+
+
+class TimelinePoint(BaseModel):
+    at: datetime = Field(description="Start of the bucket (UTC).")
+    sent: int
+
+
+class RemoteHealth(BaseModel):
+    """The remote's error rate over the last `hours`."""
+
+    hours: int
+    attempts: int = Field(description="Requests made for the messages that changed meanwhile.")
+    sent: int
+    failed: int = Field(description="Messages the remote refused for good.")
+    error_rate: float | None = Field(
+        description="Share of those requests that did not end in `sent` (null without any)."
+    )
+
+
+class FailureReason(BaseModel):
+    status: MessageStatus
+    reason: str
+    count: int
+
+
+class CohortState(BaseModel):
+    cohort: str = Field(description="A zone name, or `all` for a dispatch without a window.")
+    phase: str
+    sent: int = 0
+    handed_off: int = 0
+    waiting_until: datetime | None = Field(
+        default=None, description="When its sleep ends (its window opening), if asleep."
+    )
+
+
+class DispatchProgressPublic(BaseModel):
+    """The dispatch workflow's own account, and its cohorts'."""
+
+    available: bool = Field(
+        description="False when no workflow answers (not started, long finished, no worker)."
+    )
+    phase: str | None = None
+    clients_laid_out: int = 0
+    cohorts: list[CohortState] = Field(default_factory=list)

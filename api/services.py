@@ -287,18 +287,24 @@ async def delete_client(
 async def list_clients(
     *,
     session: AsyncSession,
-    tag: str | None,
-    operator_code: str | None,
+    tags: list[str],
+    operator_codes: list[str],
+    timezones: list[str],
+    phone_prefix: str | None,
     opted_out: bool | None,
     paging: Paging,
 ) -> tuple[list[Client], int | None, str | None]:
     conditions: list[Any] = []
+    if tags:
+        conditions.append(col(Client.tag).in_(tags))
+    if operator_codes:
+        conditions.append(col(Client.operator_code).in_(operator_codes))
+    if timezones:
+        conditions.append(col(Client.timezone).in_(timezones))
+    if phone_prefix:
+        conditions.append(col(Client.phone).startswith(phone_prefix, autoescape=True))
     if opted_out is not None:
         conditions.append(col(Client.opted_out) == opted_out)
-    if tag is not None:
-        conditions.append(col(Client.tag) == tag)
-    if operator_code is not None:
-        conditions.append(col(Client.operator_code) == operator_code)
     return await fetch_page(session=session, model=Client, conditions=conditions, paging=paging)
 
 

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     simulator_port: int = 8090
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
+    # Where operators open the Temporal UI (the admin page links a dispatch's workflows there);
+    # unset: the embedded dev server's UI on TEMPORAL_UI_PORT.
+    temporal_ui_url: str | None = None
 
     # Authentication. With AUTH_ISSUER, tokens of that OIDC provider (Auth0, Keycloak);
     # without, tokens the service signs itself with a key under DATA_DIR (`make token`).
@@ -124,6 +127,10 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError("in production, set " + "; ".join(missing))
         return self
+
+    @property
+    def temporal_ui(self) -> str:
+        return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
 
     @property
     def temporal_target(self) -> str:

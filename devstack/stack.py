@@ -155,6 +155,7 @@ class Stack:
         lines = [
             "",
             "Mailing service is up. Ctrl-C stops everything.",
+            f"  Admin page:            {api}/admin  (sign in with a token from: make token)",
             f"  API docs (Swagger UI): {api}/docs",
             f"  Health:                {api}/healthz",
             f"  Metrics (API):         {api}/metrics",

@@ -1,7 +1,7 @@
 """System packages the tests need (`make test` runs this first): installed with apt-get when
 missing and root, else a clear failure saying how. Never a skipped test.
 
-    python -m devstack.system chromium prometheus
+    python -m devstack.system chromium chromium-driver prometheus
 """
 
 import os
@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 # Debian package: the command it provides.
-PACKAGES = {"chromium": "chromium", "prometheus": "promtool"}
+PACKAGES = {"chromium": "chromium", "chromium-driver": "chromedriver", "prometheus": "promtool"}
 
 
 def ensure(packages: list[str]) -> int:

@@ -208,19 +208,28 @@ async def opt_out(data: OptOut, session: SessionDep) -> ClientPublic:
 async def list_clients(
     session: SessionDep,
     paging: PagingDep,
-    tag: Annotated[Tag | None, Query()] = None,
-    operator_code: Annotated[OperatorCode | None, Query()] = None,
+    tag: Annotated[list[Tag], Query(max_length=100, description="Any of these tags.")] = [],  # noqa: B006
+    operator_code: Annotated[
+        list[OperatorCode], Query(max_length=100, description="Any of these codes.")
+    ] = [],  # noqa: B006
+    timezone: Annotated[list[str], Query(max_length=100, description="Any of these zones.")] = [],  # noqa: B006
+    phone: Annotated[
+        str | None,
+        Query(pattern=r"^\d{1,11}$", description="Numbers starting with these digits."),
+    ] = None,
     opted_out: Annotated[
         bool | None,
         Query(description="Only those on the stop list (true), or only those off it (false)."),
     ] = None,
 ) -> Page[ClientPublic]:
-    """List clients by id, optionally only those with a tag, an operator code, or on (or off)
-    the stop list."""
+    """List clients by id. Filters combine (all must hold); a repeated one matches any of its
+    values: `?tag=vip&tag=gold&operator_code=916`."""
     clients, total, next_cursor = await services.list_clients(
         session=session,
-        tag=tag,
-        operator_code=operator_code,
+        tags=tag,
+        operator_codes=operator_code,
+        timezones=timezone,
+        phone_prefix=phone,
         opted_out=opted_out,
         paging=paging,
     )

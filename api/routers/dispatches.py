@@ -1,9 +1,9 @@
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Response, status
 
-from api import services
+from api import insights, services
 from api.auth import DispatchesController, DispatchesWriter, guarded
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.paging import PagingDep
@@ -11,11 +11,14 @@ from api.schemas import (
     ControlBody,
     DispatchCreate,
     DispatchEventPublic,
+    DispatchProgressPublic,
     DispatchPublic,
     DispatchStats,
     DispatchUpdate,
+    FailureReason,
     MessagePublic,
     Page,
+    TimelinePoint,
 )
 from core.audience import audience_size
 from core.auth import Permission, Principal
@@ -280,3 +283,44 @@ async def dispatch_events(
     """The dispatch's control actions, oldest first: created, edited, paused, resumed,
     cancelled, deleted, each with its time, actor and reason (kept after a delete)."""
     return await services.list_events(session=session, dispatch_id=dispatch_id, paging=paging)
+
+
+@router.get(
+    "/{dispatch_id}/timeline",
+    response_model=list[TimelinePoint],
+    **guarded(Permission.DISPATCHES_READ),
+)
+async def dispatch_timeline(
+    dispatch_id: IdPath, session: SessionDep, bucket: Literal["minute", "hour"] = "minute"
+) -> list[TimelinePoint]:
+    """The dispatch's messages sent per minute (or hour), from its first send to its last."""
+    dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await insights.timeline(
+        session=session, dispatch_id=dispatch_id, since=dispatch.created_at, bucket=bucket
+    )
+
+
+@router.get(
+    "/{dispatch_id}/failures",
+    response_model=list[FailureReason],
+    **guarded(Permission.DISPATCHES_READ),
+)
+async def dispatch_failures(dispatch_id: IdPath, session: SessionDep) -> list[FailureReason]:
+    """Why the dispatch's messages did not go, or not yet: each last error with its status,
+    counted, most frequent first (20 at most)."""
+    await services.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await insights.failure_reasons(session=session, dispatch_id=dispatch_id)
+
+
+@router.get(
+    "/{dispatch_id}/progress",
+    response_model=DispatchProgressPublic,
+    **guarded(Permission.DISPATCHES_READ),
+)
+async def dispatch_progress(
+    dispatch_id: IdPath, session: SessionDep, temporal: TemporalClientDep
+) -> DispatchProgressPublic:
+    """What the dispatch's workflow says of itself: its phase, the clients laid out, and each
+    cohort's phase, sends and, while it sleeps for its zone's window, until when."""
+    await services.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await insights.dispatch_progress(temporal=temporal, dispatch_id=dispatch_id)

@@ -1,0 +1,46 @@
+"""The admin web page, served by the API process under /admin: server-rendered templates (Jinja2,
+autoescaped) with a little htmx for live parts. Every asset is served from api/admin/static, so
+the page works with no internet. Each page and action goes through the same service functions
+and permission checks as the JSON API, as the signed-in user (see session.py)."""
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from api.admin.pages import router, templates
+from api.admin.session import CsrfRefused, PermissionRefused, SignInNeeded, to_sign_in
+
+STATIC = Path(__file__).parent / "static"
+
+
+def install_admin(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
+
+    async def sign_in_needed(request: Request, error: Exception) -> Response:
+        assert isinstance(error, SignInNeeded)
+        if request.headers.get("hx-request"):
+            # An htmx poll after the session expired: the whole page goes to sign-in.
+            return Response(status_code=401, headers={"HX-Redirect": "/admin/login"})
+        return to_sign_in(error.reason)
+
+    async def refused(request: Request, error: Exception) -> Response:
+        return templates.TemplateResponse(
+            request,
+            "refused.html",
+            {"message": str(error), "session": None},
+            status_code=403,
+        )
+
+    async def root(request: Request) -> RedirectResponse:
+        return RedirectResponse("/admin", status_code=307)
+
+    app.add_exception_handler(SignInNeeded, sign_in_needed)
+    app.add_exception_handler(CsrfRefused, refused)
+    app.add_exception_handler(PermissionRefused, refused)
+    app.add_api_route("/", root, include_in_schema=False, response_class=HTMLResponse)
+
+
+__all__ = ["install_admin"]
