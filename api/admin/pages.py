@@ -239,6 +239,49 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value != "" or key == "tag"}
 
 
+@router.get("/clients/import")
+async def import_page(request: Request, session: SessionUser) -> HTMLResponse:
+    session.require(Permission.CLIENTS_WRITE)
+    return render(request, "import.html", session, report=None, error=None)
+
+
+@router.post("/clients/import")
+async def import_clients(
+    request: Request,
+    session: SessionUser,
+    db: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalClientDep,
+) -> Response:
+    session.require(Permission.CLIENTS_WRITE)
+    await check_csrf(request, session)
+    form = await request.form(max_files=1, max_fields=10)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return render(request, "import.html", session, 422, report=None, error="choose a file")
+    file_format = format_of(upload.content_type or "", upload.filename) or FileFormat.CSV
+    try:
+        on_duplicate = OnDuplicate(str(form.get("on_duplicate") or OnDuplicate.SKIP))
+        on_error = OnError(str(form.get("on_error") or OnError.REJECT_FILE))
+    except ValueError:
+        return render(request, "import.html", session, 422, report=None, error="unknown option")
+    importer = Importer(session=db, settings=settings, on_duplicate=on_duplicate, on_error=on_error)
+    try:
+        report = await importer.run(upload.file, file_format)
+    except FileRefused as error:
+        return render(request, "import.html", session, 422, report=None, error=str(error))
+    for kind, dispatch_id, client_id in importer.to_wake:
+        await services.wake_after_move(temporal, client_id, [(kind, dispatch_id)])
+    return render(
+        request,
+        "import.html",
+        session,
+        200 if report.committed else 422,
+        report=report,
+        error=None,
+    )
+
+
 @router.post("/clients")
 async def create_client(
     request: Request, session: SessionUser, db: SessionDep, settings: SettingsDep
@@ -338,49 +381,6 @@ async def delete_client(
     await check_csrf(request, session)
     await services.delete_client(session=db, temporal=temporal, client_id=client_id)
     return back("/admin/clients", f"client {client_id} deleted")
-
-
-@router.get("/clients/import")
-async def import_page(request: Request, session: SessionUser) -> HTMLResponse:
-    session.require(Permission.CLIENTS_WRITE)
-    return render(request, "import.html", session, report=None, error=None)
-
-
-@router.post("/clients/import")
-async def import_clients(
-    request: Request,
-    session: SessionUser,
-    db: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalClientDep,
-) -> Response:
-    session.require(Permission.CLIENTS_WRITE)
-    await check_csrf(request, session)
-    form = await request.form(max_files=1, max_fields=10)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile) or not upload.filename:
-        return render(request, "import.html", session, 422, report=None, error="choose a file")
-    file_format = format_of(upload.content_type or "", upload.filename) or FileFormat.CSV
-    try:
-        on_duplicate = OnDuplicate(str(form.get("on_duplicate") or OnDuplicate.SKIP))
-        on_error = OnError(str(form.get("on_error") or OnError.REJECT_FILE))
-    except ValueError:
-        return render(request, "import.html", session, 422, report=None, error="unknown option")
-    importer = Importer(session=db, settings=settings, on_duplicate=on_duplicate, on_error=on_error)
-    try:
-        report = await importer.run(upload.file, file_format)
-    except FileRefused as error:
-        return render(request, "import.html", session, 422, report=None, error=str(error))
-    for kind, dispatch_id, client_id in importer.to_wake:
-        await services.wake_after_move(temporal, client_id, [(kind, dispatch_id)])
-    return render(
-        request,
-        "import.html",
-        session,
-        200 if report.committed else 422,
-        report=report,
-        error=None,
-    )
 
 
 # Dispatches
@@ -638,37 +638,6 @@ async def dispatch_live(
     return render(request, "_live.html", session, **view)
 
 
-@router.post("/dispatches/{dispatch_id}/{command}")
-async def control(
-    request: Request,
-    dispatch_id: int,
-    command: str,
-    session: SessionUser,
-    db: SessionDep,
-    temporal: TemporalClientDep,
-    settings: SettingsDep,
-) -> Response:
-    if command not in {c.value for c in Command}:
-        raise NotFound("page", dispatch_id)
-    session.require(Permission.DISPATCHES_CONTROL)
-    await check_csrf(request, session)
-    form = await request.form()
-    reason = str(form.get("reason", "")).strip()[:200] or None
-    try:
-        await services.control_dispatch(
-            session=db,
-            temporal=temporal,
-            dispatch_id=dispatch_id,
-            command=Command(command),
-            reason=reason,
-            update_wait=timedelta(seconds=settings.control_timeout_seconds),
-            actor=session.principal.subject,
-        )
-    except Conflict as error:
-        return back(f"/admin/dispatches/{dispatch_id}", f"not done: {error}")
-    return back(f"/admin/dispatches/{dispatch_id}", f"{command} done")
-
-
 @router.get("/dispatches/{dispatch_id}/edit")
 async def edit_dispatch(
     request: Request, dispatch_id: int, session: SessionUser, db: SessionDep
@@ -750,3 +719,34 @@ async def update_dispatch(
             dispatch=public,
         )
     return back(f"/admin/dispatches/{dispatch_id}", "saved")
+
+
+@router.post("/dispatches/{dispatch_id}/{command}")
+async def control(
+    request: Request,
+    dispatch_id: int,
+    command: str,
+    session: SessionUser,
+    db: SessionDep,
+    temporal: TemporalClientDep,
+    settings: SettingsDep,
+) -> Response:
+    if command not in {c.value for c in Command}:
+        raise NotFound("page", dispatch_id)
+    session.require(Permission.DISPATCHES_CONTROL)
+    await check_csrf(request, session)
+    form = await request.form()
+    reason = str(form.get("reason", "")).strip()[:200] or None
+    try:
+        await services.control_dispatch(
+            session=db,
+            temporal=temporal,
+            dispatch_id=dispatch_id,
+            command=Command(command),
+            reason=reason,
+            update_wait=timedelta(seconds=settings.control_timeout_seconds),
+            actor=session.principal.subject,
+        )
+    except Conflict as error:
+        return back(f"/admin/dispatches/{dispatch_id}", f"not done: {error}")
+    return back(f"/admin/dispatches/{dispatch_id}", f"{command} done")
