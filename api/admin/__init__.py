@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.admin.oidc import router as oidc_router
 from api.admin.pages import router, templates
 from api.admin.session import CsrfRefused, PermissionRefused, SignInNeeded, to_sign_in
 
@@ -16,6 +17,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def install_admin(app: FastAPI) -> None:
+    app.include_router(oidc_router)
     app.include_router(router)
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
 

@@ -6,12 +6,14 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -62,6 +64,8 @@ class Provider:
     )
     keys: list[Any] = field(default_factory=list)
     jwks_fetches: int = 0
+    # Codes handed out by /authorize: code -> (code challenge, redirect URI, client id).
+    codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     @property
     def issuer(self) -> str:
@@ -86,8 +90,38 @@ class Provider:
 
     async def discovery(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"issuer": self.issuer, "jwks_uri": f"{self.issuer}.well-known/jwks.json"}
+            {
+                "issuer": self.issuer,
+                "jwks_uri": f"{self.issuer}.well-known/jwks.json",
+                "authorization_endpoint": f"{self.issuer}authorize",
+                "token_endpoint": f"{self.issuer}oauth/token",
+            }
         )
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        """A user already signed in at the provider, who consents at once: back to the
+        client with a code (only for S256 challenges)."""
+        query = request.query
+        if query.get("code_challenge_method") != "S256" or query.get("response_type") != "code":
+            return web.json_response({"error": "invalid_request"}, status=400)
+        code = secrets.token_urlsafe(16)
+        self.codes[code] = (query["code_challenge"], query["redirect_uri"], query["client_id"])
+        target = query["redirect_uri"] + "?" + urlencode({"code": code, "state": query["state"]})
+        raise web.HTTPFound(target)
+
+    async def exchange(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        challenge, redirect_uri, client_id = self.codes.pop(str(form.get("code")), ("", "", ""))
+        digest = hashlib.sha256(str(form.get("code_verifier", "")).encode()).digest()
+        proof = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        if (
+            not challenge
+            or proof != challenge
+            or form.get("redirect_uri") != redirect_uri
+            or form.get("client_id") != client_id
+        ):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        return web.json_response({"access_token": self.token(), "token_type": "Bearer"})
 
     async def jwks(self, request: web.Request) -> web.Response:
         self.jwks_fetches += 1
@@ -105,6 +139,8 @@ async def provider() -> AsyncIterator[Provider]:
     app = web.Application()
     app.router.add_get("/.well-known/openid-configuration", provider.discovery)
     app.router.add_get("/.well-known/jwks.json", provider.jwks)
+    app.router.add_get("/authorize", provider.authorize)
+    app.router.add_post("/oauth/token", provider.exchange)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", provider.port).start()
@@ -375,3 +411,50 @@ async def test_docs_offer_the_providers_code_flow_with_pkce(
     }
     pause = schema["paths"]["/api/v1/dispatches/{dispatch_id}/pause"]["post"]
     assert {"oidc": ["dispatches:control"]} in pause["security"]
+
+
+async def test_the_admin_page_signs_in_with_the_providers_code_flow(
+    provider: Provider, settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> None:
+    """Authorization code with PKCE, end to end against the fake provider over HTTP."""
+    app, _ = await app_with(
+        settings,
+        dev_env,
+        queues,
+        auth_issuer=provider.issuer,
+        auth_audience=AUDIENCE,
+        auth_client_id="admin-page",
+    )
+    async with app.router.lifespan_context(app):
+        page = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+        async with page, httpx.AsyncClient() as outside:
+            login = await page.get("/admin/login")
+            assert 'href="/admin/login/oidc"' in login.text
+
+            async def leave() -> str:
+                """Starts a sign-in; the provider sends the browser back with a code."""
+                start = await page.get("/admin/login/oidc")
+                assert start.status_code == 303
+                authorize = start.headers["location"]
+                assert authorize.startswith(f"{provider.issuer}authorize?")
+                assert "code_challenge_method=S256" in authorize
+                assert "code_verifier" not in authorize
+                back = await outside.get(authorize)
+                assert back.status_code == 302
+                return str(back.headers["location"]).removeprefix("http://api")
+
+            # Another state than the one that left: refused, and that sign-in is over.
+            forged = (await leave()).replace("state=", "state=x")
+            refused = await page.get(forged)
+            assert refused.status_code == 303 and "state" in refused.headers["location"]
+            callback = await leave()
+            signed = await page.get(callback)
+            assert signed.status_code == 303 and signed.headers["location"] == "/admin"
+            overview = await page.get("/admin")
+            assert overview.status_code == 200 and "auth0|ann" in overview.text
+            # A code works once, and only with the verifier of the sign-in that asked for it.
+            fresh = await leave()
+            state = fresh.split("state=")[1]
+            reused = callback.split("state=")[0] + "state=" + state
+            again = await page.get(reused)
+            assert again.status_code == 303 and "exchanged" in again.headers["location"]
