@@ -6,12 +6,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import metrics as api_metrics
-from api.admin import install_admin
+from api.admin import admin_error_page, install_admin
 from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
 from api.imports import TooLarge, UnsupportedFile
@@ -111,8 +111,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_metrics.router)
     install_metrics(app)
 
-    async def domain_error(request: Request, error: Exception) -> JSONResponse:
+    async def domain_error(request: Request, error: Exception) -> Response:
         code = next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
+        if request.url.path.startswith("/admin"):
+            return admin_error_page(request, code, str(error))
         return error_response(code, [ErrorItem(None, str(error))])
 
     async def invalid_input(request: Request, error: Exception) -> JSONResponse:

@@ -29,12 +29,7 @@ def install_admin(app: FastAPI) -> None:
         return to_sign_in(error.reason)
 
     async def refused(request: Request, error: Exception) -> Response:
-        return templates.TemplateResponse(
-            request,
-            "refused.html",
-            {"message": str(error), "session": None},
-            status_code=403,
-        )
+        return admin_error_page(request, 403, str(error))
 
     async def root(request: Request) -> RedirectResponse:
         return RedirectResponse("/admin", status_code=307)
@@ -45,4 +40,14 @@ def install_admin(app: FastAPI) -> None:
     app.add_api_route("/", root, include_in_schema=False, response_class=HTMLResponse)
 
 
-__all__ = ["install_admin"]
+def admin_error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    """An error of an admin page as a page (the JSON API answers its own errors as JSON)."""
+    return templates.TemplateResponse(
+        request,
+        "refused.html",
+        {"message": message, "session": None, "status_code": status_code},
+        status_code=status_code,
+    )
+
+
+__all__ = ["admin_error_page", "install_admin"]

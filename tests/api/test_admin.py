@@ -192,6 +192,13 @@ async def test_the_reads_the_page_needs_are_in_the_api(
     assert now - timedelta(hours=1) < datetime.fromisoformat(minutes[0]["at"]) <= now
 
 
+async def test_an_unknown_dispatch_is_a_page_saying_so(api_app: FastAPI) -> None:
+    async with signed_in(api_app) as client:
+        page = await client.get("/admin/dispatches/999999")
+        assert page.status_code == 404
+        assert "<h1>Not found</h1>" in page.text and "dispatch 999999 not found" in page.text
+
+
 async def test_the_root_leads_to_the_admin_page(api_app: FastAPI) -> None:
     async with api_client(api_app) as client:
         response = await client.get("/")

@@ -101,11 +101,15 @@ def text(browser: WebDriver) -> str:
     return str(browser.find_element(By.TAG_NAME, "body").text)
 
 
-def shoot(browser: WebDriver, name: str) -> None:
+def shoot(browser: WebDriver, name: str, width: int = 1280) -> None:
+    """The whole page at this width (a laptop's, or a phone's)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(width, 1000)
     height = browser.execute_script("return document.body.scrollHeight")
-    browser.set_window_size(1280, max(1000, min(int(height) + 40, 4000)))
+    browser.set_window_size(width, max(1000, min(int(height) + 40, 4000)))
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    if width != 1280:
+        browser.set_window_size(1280, 1000)
 
 
 def sign_in(browser: WebDriver, base: str, token: str) -> None:
@@ -250,6 +254,7 @@ async def test_an_operators_morning(
 
     await run(lambda: wait_for(browser, cohort_waits, seconds=60))
     await run(lambda: shoot(browser, "dispatch-waiting"))
+    await run(lambda: shoot(browser, "dispatch-waiting-phone", width=390))
     for command, after in (("pause", "paused"), ("resume", "running")):
         await run(lambda c=command: press(browser, c))  # type: ignore[misc]
         await run(
