@@ -230,6 +230,11 @@ async def _time_reads(rig: Rig, a_id: int, client_x: int) -> list[Latency]:
         ("clients, a deep cursor page", f"/api/v1/clients?limit=100&cursor={deep_client}"),
         ("clients, a deep offset page (for contrast)", "/api/v1/clients?limit=100&offset=900000"),
         ("clients of one tag, first page", "/api/v1/clients?limit=100&tag=t7&with_total=false"),
+        ("sends per hour, 72 hours (admin overview)", "/api/v1/stats/timeline?hours=72"),
+        ("the remote's error rate, 24 hours", "/api/v1/stats/remote?hours=24"),
+        ("a dispatch's sends per minute", f"/api/v1/dispatches/{a_id}/timeline"),
+        ("a dispatch's failure reasons", f"/api/v1/dispatches/{a_id}/failures"),
+        ("clients a filter matches (dispatch form)", "/api/v1/stats/audience?tag=t7"),
     ]
     figures = []
     for name, path in reads:

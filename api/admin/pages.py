@@ -18,6 +18,7 @@ from api.admin.charts import bar_chart
 from api.admin.session import (
     AdminSession,
     check_csrf,
+    check_origin,
     clear_session,
     current_session,
     set_session,
@@ -107,6 +108,7 @@ async def login_page(request: Request, reason: str = "") -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, token: Annotated[str, Form(max_length=20_000)]) -> Response:
     """The embedded mode: a token from `make token`, checked as the API checks it."""
+    check_origin(request)
     verifier: Verifier = request.app.state.verifier
     token = token.strip().removeprefix("Bearer ").strip()
     try:
@@ -137,7 +139,9 @@ async def logout(request: Request, session: SessionUser) -> Response:
 
 
 @router.get("")
-async def overview(request: Request, session: SessionUser, db: SessionDep) -> HTMLResponse:
+async def overview(request: Request, session: SessionUser, db: SessionDep) -> Response:
+    if not session.can(Permission.DISPATCHES_READ) and session.can(Permission.CLIENTS_READ):
+        return back("/admin/clients")
     session.require(Permission.DISPATCHES_READ)
     totals = await total_counts(session=db)
     since = utcnow() - timedelta(hours=72)

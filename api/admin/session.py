@@ -79,11 +79,7 @@ async def current_session(request: Request) -> AdminSession:
 async def check_csrf(request: Request, session: AdminSession) -> None:
     """Refuses a state-changing request that does not carry this session's CSRF token, or
     that comes from another origin."""
-    origin = request.headers.get("origin")
-    if origin and origin != "null":
-        host = request.headers.get("host", "")
-        if urlsplit(origin).netloc != host:
-            raise CsrfRefused(f"a request from another origin ({origin}) is refused")
+    check_origin(request)
     given = request.headers.get(CSRF_HEADER)
     if given is None:
         form = await request.form()
@@ -91,6 +87,16 @@ async def check_csrf(request: Request, session: AdminSession) -> None:
         given = value if isinstance(value, str) else None
     if not given or not hmac.compare_digest(given, session.csrf):
         raise CsrfRefused("the form's CSRF token is missing or not this session's: reload the page")
+
+
+def check_origin(request: Request) -> None:
+    """A browser names the page a POST comes from: another site's is refused (sign-in
+    included, so that no page can sign a visitor in as someone else)."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc != host:
+            raise CsrfRefused(f"a request from another origin ({origin}) is refused")
 
 
 def set_session(response: Response, token: str, *, secure: bool) -> None:

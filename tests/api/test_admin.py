@@ -57,6 +57,9 @@ async def test_sign_in_and_out(api_app: FastAPI) -> None:
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/admin" in cookie
         overview = await client.get("/admin")
         assert overview.status_code == 200 and "Messages by status" in overview.text
+        policy = overview.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert overview.headers["x-frame-options"] == "DENY"
         out = await client.post("/admin/logout", data={"csrf": csrf_of(overview.text)})
         assert out.status_code == 303
         assert (await client.get("/admin")).status_code == 303
@@ -68,6 +71,10 @@ async def test_forged_and_expired_tokens_are_refused(api_app: FastAPI) -> None:
     forged = f"{header}.{payload}.{signature[::-1]}"
     expired = token(api_app, hours=-1)
     async with browser(api_app) as client:
+        elsewhere = await client.post(
+            "/admin/login", data={"token": valid}, headers={"Origin": "https://evil.example"}
+        )
+        assert elsewhere.status_code == 403 and "set-cookie" not in elsewhere.headers
         for bad, reason in ((forged, "not signed in"), (expired, "expired"), ("x", "not")):
             response = await client.post("/admin/login", data={"token": bad})
             assert response.status_code == 401 and reason in response.text
