@@ -14,22 +14,9 @@ import asyncpg
 
 from bench.figures import Delays
 from core.models import MessageStatus
+from core.windows import RUSSIA_ZONES as RUSSIA_ZONES  # the zones the bench spreads clients over
 from core.windows import SendWindow, next_send_instant
 
-# Russia's eleven zones, west to east (UTC+2 .. UTC+12, no daylight saving time).
-RUSSIA_ZONES = (
-    "Europe/Kaliningrad",
-    "Europe/Moscow",
-    "Europe/Samara",
-    "Asia/Yekaterinburg",
-    "Asia/Omsk",
-    "Asia/Krasnoyarsk",
-    "Asia/Irkutsk",
-    "Asia/Yakutsk",
-    "Asia/Vladivostok",
-    "Asia/Magadan",
-    "Asia/Kamchatka",
-)
 DEFAULT_ZONE = "Europe/Moscow"
 TAG = "bench"
 # Coprime with 10**9: i -> i * stride mod 10**9 is a bijection, so phones are unique for any

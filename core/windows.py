@@ -9,6 +9,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+# One zone for each of Russia's eleven UTC offsets, west to east.
+RUSSIA_ZONES = (
+    "Europe/Kaliningrad",
+    "Europe/Moscow",
+    "Europe/Samara",
+    "Asia/Yekaterinburg",
+    "Asia/Omsk",
+    "Asia/Krasnoyarsk",
+    "Asia/Irkutsk",
+    "Asia/Yakutsk",
+    "Asia/Vladivostok",
+    "Asia/Magadan",
+    "Asia/Kamchatka",
+)
 _HHMM = re.compile(r"([0-9]{2}):([0-9]{2})")
 _DAY = timedelta(days=1)
 _SECOND = timedelta(seconds=1)

@@ -39,6 +39,7 @@ from core.models import (
     utcnow,
 )
 from core.stats import total_counts
+from core.windows import RUSSIA_ZONES
 
 router = APIRouter(prefix="/admin", include_in_schema=False, default_response_class=HTMLResponse)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -51,21 +52,7 @@ templates.env.globals.update(
 SessionUser = Annotated[AdminSession, Depends(current_session)]
 PAGE_SIZE = 50
 # The zone the forms read and show times in, unless the user picks another.
-FORM_ZONES = (
-    "Europe/Kaliningrad",
-    "Europe/Moscow",
-    "Europe/Samara",
-    "Asia/Yekaterinburg",
-    "Asia/Omsk",
-    "Asia/Novosibirsk",
-    "Asia/Krasnoyarsk",
-    "Asia/Irkutsk",
-    "Asia/Yakutsk",
-    "Asia/Vladivostok",
-    "Asia/Magadan",
-    "Asia/Kamchatka",
-    "UTC",
-)
+FORM_ZONES = (*RUSSIA_ZONES, "UTC")
 
 
 def render(
@@ -86,8 +73,16 @@ def back(url: str, notice: str | None = None) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _errors(error: ValidationError) -> list[ErrorItem]:
-    return [ErrorItem.of_validation(item) for item in error.errors()]
+def _errors(error: Exception) -> list[ErrorItem]:
+    """A refused form's errors, by field: the model's, or a domain error's message."""
+    if isinstance(error, ValidationError):
+        return [ErrorItem.of_validation(item) for item in error.errors()]
+    field = "phone" if isinstance(error, Conflict) and "phone" in str(error) else None
+    return [ErrorItem(field, str(error))]
+
+
+def _status_of(error: Exception) -> int:
+    return 409 if isinstance(error, Conflict) else 422
 
 
 # Sign in and out
@@ -296,25 +291,15 @@ async def create_client(
     try:
         data = ClientCreate.model_validate(_given(values))
         client = await services.create_client(session=db, data=data, settings=settings)
-    except ValidationError as error:
+    except (ValidationError, Conflict) as error:
         return render(
             request,
             "client_form.html",
             session,
-            422,
+            _status_of(error),
             client=None,
             values=values,
             errors=_errors(error),
-        )
-    except Conflict as error:
-        return render(
-            request,
-            "client_form.html",
-            session,
-            409,
-            client=None,
-            values=values,
-            errors=[ErrorItem("phone", str(error))],
         )
     return back("/admin/clients", f"client {client.id} added")
 
@@ -350,25 +335,15 @@ async def update_client(
     try:
         data = ClientUpdate.model_validate(_given(values))
         await services.update_client(session=db, temporal=temporal, client_id=client_id, data=data)
-    except ValidationError as error:
+    except (ValidationError, Conflict) as error:
         return render(
             request,
             "client_form.html",
             session,
-            422,
+            _status_of(error),
             client=client,
             values=values,
             errors=_errors(error),
-        )
-    except Conflict as error:
-        return render(
-            request,
-            "client_form.html",
-            session,
-            409,
-            client=client,
-            values=values,
-            errors=[ErrorItem("phone", str(error))],
         )
     return back("/admin/clients", f"client {client_id} saved")
 
@@ -442,6 +417,27 @@ def _dispatch_defaults(zone: str = "Europe/Moscow") -> dict[str, Any]:
     }
 
 
+def _dispatch_form_page(
+    request: Request,
+    session: AdminSession,
+    values: dict[str, Any],
+    errors: list[ErrorItem],
+    dispatch: Any,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The dispatch form: a new one (`dispatch` None) or an edit, with the errors it met."""
+    return render(
+        request,
+        "dispatch_form.html",
+        session,
+        status_code,
+        values=values,
+        errors=errors,
+        zones=FORM_ZONES,
+        dispatch=dispatch,
+    )
+
+
 def _dispatch_form(form: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         name: str(form.get(name, "")).strip()
@@ -492,15 +488,7 @@ def _dispatch_body(values: dict[str, Any]) -> dict[str, Any]:
 @router.get("/dispatches/new")
 async def new_dispatch(request: Request, session: SessionUser) -> HTMLResponse:
     session.require(Permission.DISPATCHES_WRITE)
-    return render(
-        request,
-        "dispatch_form.html",
-        session,
-        values=_dispatch_defaults(),
-        errors=[],
-        zones=FORM_ZONES,
-        dispatch=None,
-    )
+    return _dispatch_form_page(request, session, _dispatch_defaults(), [], None)
 
 
 @router.get("/audience")
@@ -535,27 +523,9 @@ async def create_dispatch(
             data=data,
             actor=session.principal.subject,
         )
-    except ValidationError as error:
-        return render(
-            request,
-            "dispatch_form.html",
-            session,
-            422,
-            values=values,
-            errors=_errors(error),
-            zones=FORM_ZONES,
-            dispatch=None,
-        )
-    except DomainError as error:
-        return render(
-            request,
-            "dispatch_form.html",
-            session,
-            422,
-            values=values,
-            errors=[ErrorItem(None, str(error))],
-            zones=FORM_ZONES,
-            dispatch=None,
+    except (ValidationError, DomainError) as error:
+        return _dispatch_form_page(
+            request, session, values, _errors(error), None, _status_of(error)
         )
     return back(f"/admin/dispatches/{dispatch.id}", "dispatch created")
 
@@ -661,15 +631,7 @@ async def edit_dispatch(
         window_end=public.window.end if public.window else "",
         delivery=dispatch.delivery,
     )
-    return render(
-        request,
-        "dispatch_form.html",
-        session,
-        values=values,
-        errors=[],
-        zones=FORM_ZONES,
-        dispatch=public,
-    )
+    return _dispatch_form_page(request, session, values, [], public)
 
 
 @router.post("/dispatches/{dispatch_id}/edit")
@@ -700,27 +662,9 @@ async def update_dispatch(
             data=data,
             actor=session.principal.subject,
         )
-    except ValidationError as error:
-        return render(
-            request,
-            "dispatch_form.html",
-            session,
-            422,
-            values=values,
-            errors=_errors(error),
-            zones=FORM_ZONES,
-            dispatch=public,
-        )
-    except DomainError as error:
-        return render(
-            request,
-            "dispatch_form.html",
-            session,
-            409,
-            values=values,
-            errors=[ErrorItem(None, str(error))],
-            zones=FORM_ZONES,
-            dispatch=public,
+    except (ValidationError, DomainError) as error:
+        return _dispatch_form_page(
+            request, session, values, _errors(error), public, _status_of(error)
         )
     return back(f"/admin/dispatches/{dispatch_id}", "saved")
 
