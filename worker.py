@@ -12,8 +12,10 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from datetime import timedelta
 
-from prometheus_client import start_http_server
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
@@ -27,10 +29,12 @@ from activities.remote import RemoteClient
 from activities.report import ReportActivities, ensure_report_schedule
 from activities.send import SendActivities
 from core.db import Database, SessionFactory
+from core.health import dependencies
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
 from core.stats import compact_counts_forever
+from core.temporal import connect
 from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
@@ -91,9 +95,13 @@ def build_workers(
         concurrency=settings.send_concurrency,
         budget=ErrorBudget(share=settings.error_budget_share, window=settings.error_budget_window),
     )
+    # On SIGTERM (what Kubernetes sends) a worker stops polling, lets what runs finish within
+    # this grace (a batch stops at its next message and writes what it sent), then exits.
+    grace = timedelta(seconds=settings.worker_shutdown_seconds)
     main = Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
+        graceful_shutdown_timeout=grace,
         workflows=WORKFLOWS,
         activities=[
             dispatch_activities.load_dispatch,
@@ -113,6 +121,7 @@ def build_workers(
         client,
         task_queue=send_task_queue or settings.temporal_send_task_queue,
         activities=[send_activities.send_message, send_activities.send_batch],
+        graceful_shutdown_timeout=grace,
         # Each attempt or batch holds one; requests in flight are bounded per process by
         # SendActivities itself. Twice as many as that, so that long batches of many cohorts
         # never keep a failed message's next attempt from starting.
@@ -131,16 +140,7 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
 async def main() -> None:
     settings = get_settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
-    client = await Client.connect(
-        settings.temporal_target,
-        namespace=settings.temporal_namespace,
-        runtime=runtime_of(settings),
-    )
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
-        log.info(
-            "metrics on http://%s:%d/metrics", settings.metrics_host, settings.worker_metrics_port
-        )
+    client = await connect(settings, runtime_of(settings))
     try:
         await ensure_search_attributes(client, settings.temporal_namespace)
     except RPCError as error:
@@ -174,11 +174,56 @@ async def main() -> None:
         reconciler = Reconciler(sessions=database.sessions, temporal=client, settings=settings)
         reconciling = asyncio.create_task(reconciler.run_forever(stop))
         compacting = asyncio.create_task(compact_counts_forever(database.sessions, stop))
-        await run_workers(workers, stop)
-        await reconciling
-        await compacting
+        probes = await serve_probes(settings, database.sessions, client, stop)
+        try:
+            await run_workers(workers, stop)
+            await reconciling
+            await compacting
+        finally:
+            if probes is not None:
+                await probes.cleanup()
     await database.dispose()
     log.info("worker stopped")
+
+
+async def serve_probes(
+    settings: Settings, sessions: SessionFactory, client: Client, stop: asyncio.Event
+) -> web.AppRunner | None:
+    """/metrics, /livez and /readyz on WORKER_METRICS_PORT: live while the process serves,
+    ready while PostgreSQL and Temporal answer and the worker is not stopping."""
+    if not settings.worker_metrics_port:
+        return None
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    async def livez(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        states = await dependencies(sessions, client)
+        states["worker"] = "stopping" if stop.is_set() else "ok"
+        ready = all(state == "ok" for state in states.values())
+        return web.json_response(
+            {"status": "ok" if ready else "degraded", **states}, status=200 if ready else 503
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.worker_metrics_port).start()
+    log.info(
+        "metrics and probes on http://%s:%d (/metrics, /livez, /readyz)",
+        settings.metrics_host,
+        settings.worker_metrics_port,
+    )
+    return runner
 
 
 if __name__ == "__main__":

@@ -454,6 +454,10 @@ class _Batch:
             if row is None:
                 # Deleted with its dispatch since the batch began.
                 self.stop(SendOutcome.DELETED)
+            elif activity.is_worker_shutdown():
+                # Graceful shutdown: the sends in flight finish and are written, no new one
+                # starts, and the batch returns within the worker's grace period.
+                self.stop(SendOutcome.WORKER_SHUTDOWN)
             if self.stopped:
                 return False
             await owner.slots.acquire()

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api import metrics as api_metrics
@@ -23,6 +22,7 @@ from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, N
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
+from core.temporal import connect
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "do anything; for local experiments only"
         )
     app.state.database = Database(settings)
-    app.state.temporal = await Client.connect(
-        settings.temporal_target, namespace=settings.temporal_namespace
-    )
+    app.state.temporal = await connect(settings)
     try:
         # Also done by the worker; here too, so that a dispatch created before any worker
         # started can start its workflow.

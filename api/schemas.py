@@ -366,6 +366,10 @@ class OverallStats(BaseModel):
     )
 
 
+class Liveness(BaseModel):
+    status: str
+
+
 class Health(BaseModel):
     status: str
     database: str

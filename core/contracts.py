@@ -53,6 +53,9 @@ class SendOutcome(StrEnum):
     # Why a batch stopped early, besides the above.
     REMOTE_DOWN = "remote_down"  # its breaker opened: failures in a row
     FAILED = "failed"  # a send or a write raised: the attempt fails and is retried
+    # The worker is stopping (SIGTERM): no new request; the cohort's next batch goes to
+    # another worker at once.
+    WORKER_SHUTDOWN = "worker_shutdown"
 
 
 def dispatch_workflow_id(dispatch_id: int) -> str:

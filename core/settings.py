@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     # Unset: the embedded Temporal dev server started by `make run`.
     temporal_address: str | None = None
     temporal_namespace: str = "default"
+    # A secured cluster or Temporal Cloud: mTLS with a client certificate and its key (PEM
+    # files; the CA when the server's is not publicly trusted), or an API key (over TLS).
+    temporal_tls: bool = False
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
     temporal_task_queue: str = "mailing"
     # Sends run on a task queue of their own so that the server can cap their rate.
     temporal_send_task_queue: str = "mailing-send"
@@ -60,6 +68,8 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(default=1 << 30, ge=1)
     import_errors_shown: int = Field(default=100, ge=0, le=10_000)
 
+    # On SIGTERM a worker lets what runs finish within this grace, then cancels the rest.
+    worker_shutdown_seconds: float = Field(default=30.0, ge=0)
     # Each worker process serves its metrics (prometheus_client) on WORKER_METRICS_PORT and the
     # Temporal SDK's own (task slots, schedule-to-start latency, ...) on
     # WORKER_SDK_METRICS_PORT; 0 turns either off (two workers on one host need their own).
@@ -126,6 +136,18 @@ class Settings(BaseSettings):
             missing.append("TEMPORAL_ADDRESS (not the embedded dev server)")
         if missing:
             raise ValueError("in production, set " + "; ".join(missing))
+        return self
+
+    @model_validator(mode="after")
+    def _temporal_credentials(self) -> "Settings":
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError("TEMPORAL_TLS_CERT_FILE and TEMPORAL_TLS_KEY_FILE go together (mTLS)")
+        if self.temporal_api_key is not None and self.temporal_tls_cert_file is not None:
+            raise ValueError("give TEMPORAL_API_KEY or a client certificate, not both")
+        for name in ("temporal_tls_cert_file", "temporal_tls_key_file", "temporal_tls_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name.upper()}: no such file: {path}")
         return self
 
     @property

@@ -12,15 +12,14 @@ import sys
 import uuid
 from datetime import date
 
-from temporalio.client import Client
-
 from core.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
 from core.settings import get_settings
+from core.temporal import connect
 
 
 async def run(day: str | None) -> ReportResult:
     settings = get_settings()
-    client = await Client.connect(settings.temporal_target, namespace=settings.temporal_namespace)
+    client = await connect(settings)
     result: ReportResult = await client.execute_workflow(
         REPORT_WORKFLOW,
         ReportInput(timezone=settings.report_timezone, day=day),

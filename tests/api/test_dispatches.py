@@ -224,6 +224,9 @@ async def test_without_temporal_nothing_is_kept(
             health = await api.get("/healthz")
             assert health.status_code == 503
             assert health.json()["database"] == "ok"
+            # Not ready (a load balancer stops sending to it), but alive (nothing restarts it).
+            assert (await api.get("/readyz")).json()["temporal"].startswith("unavailable")
+            assert (await api.get("/livez")).status_code == 200
 
 
 async def test_idempotency_key_returns_the_same_dispatch(api: httpx.AsyncClient) -> None:
@@ -264,3 +267,16 @@ async def test_the_answer_to_a_create_says_how_many_clients_match(
     assert one.json()["audience"] == 1
     listed = (await api.get(f"{DISPATCHES}/{one.json()['id']}")).json()
     assert listed["audience"] is None
+
+
+async def test_a_database_outage_is_not_ready_but_alive(
+    settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> None:
+    gone = "postgresql+asyncpg://nobody@127.0.0.1:1/nothing"
+    app = create_app(settings_for(settings, dev_env.client, queues, database_url=gone))
+    async with app.router.lifespan_context(app), api_client(app) as api:
+        ready = await api.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["database"].startswith("unavailable")
+        assert ready.json()["temporal"] == "ok"
+        assert (await api.get("/livez")).json() == {"status": "ok"}

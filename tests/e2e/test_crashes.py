@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ IN_FLIGHT_GRACE = 1.0
 # How long the Temporal server or PostgreSQL stays down.
 OUTAGE_SECONDS = 2.0
 DISPATCH_TIMEOUT = 120.0
+# A worker stopped by SIGTERM exits within its grace (WORKER_SHUTDOWN_SECONDS) and this much.
+SHUTDOWN_BOUND = 40.0
 DATABASE = "mailing_crash"
 
 
@@ -418,3 +421,27 @@ async def test_postgres_killed_mid_dispatch(rig: Rig) -> None:
     duplicated = duplicated_ids(rig.simulator)
     assert duplicated <= suspects
     assert len(duplicated) <= SEND_CONCURRENCY
+
+
+async def test_worker_stopped_by_sigterm_leaves_nothing_half_sent(rig: Rig) -> None:
+    """What Kubernetes does on a rolling update: SIGTERM, then the grace period. The worker
+    stops taking work, its sends in flight finish and are written, it exits 0; another worker
+    finishes the dispatch and nothing reaches the remote twice."""
+    worker = rig.start_worker()
+    run = await begin_dispatch(rig)
+    await wait_for_accepted(rig, KILL_AFTER_ACCEPTED)
+    stopping = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.process.wait, SHUTDOWN_BOUND)
+    took = time.monotonic() - stopping
+    note(rig, f"worker exited {code} after SIGTERM in {took:.1f} s")
+    assert code == 0, worker.log()[-3000:]
+    assert "worker stopped" in worker.log()
+    assert rig.simulator.state.stats()["unique_accepted"] < CLIENTS, "the stop came too late"
+    # Every request that went out has its outcome in the database: none was left in flight.
+    assert accepted_ids(rig.simulator) == await sent_ids(rig.db, run.dispatch_id)
+
+    rig.start_worker()
+    result = await wait_for_result(rig, run)
+    await assert_each_message_sent(rig, run, result)
+    assert duplicated_ids(rig.simulator) == set()

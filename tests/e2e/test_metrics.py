@@ -102,8 +102,14 @@ async def test_counters_move_by_exactly_one_failed_and_three_sent(
             after = await scrape(worker_url)
             api_after = (await api.get("/metrics")).text
             sdk = await scrape(f"http://127.0.0.1:{sdk_port}/metrics")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe:
+                live, ready = await probe.get("/livez"), await probe.get("/readyz")
     finally:
         worker.stop()
+    # The worker's probes, on its metrics port.
+    assert live.status_code == 200
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "database": "ok", "temporal": "ok", "worker": "ok"}
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
