@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from core.settings import PROJECT_ROOT, Settings
 from devstack.embedded import free_port, temporal_dev_server_command, wait_for_port
 
@@ -17,7 +19,11 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     caller's own settings variables leak in."""
     fields = {name.upper() for name in Settings.model_fields}
     env = {key: value for key, value in os.environ.items() if key not in fields}
-    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+    dumped = settings.model_dump(mode="json", exclude_none=True)
+    for name, value in dumped.items():
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):  # dumped masked: the process needs the value
+            value = secret.get_secret_value()
         # Lists and dicts as JSON, as pydantic-settings reads them back.
         env[name.upper()] = value if isinstance(value, str) else json.dumps(value)
     env["PYTHONUNBUFFERED"] = "1"

@@ -227,14 +227,14 @@ class DispatchRun:
     handle: WorkflowHandle[DispatchWorkflow, DispatchResult]
 
 
-async def begin_dispatch(rig: Rig) -> DispatchRun:
+async def begin_dispatch(rig: Rig, delivery: str = "cohorts") -> DispatchRun:
     """CLIENTS clients, a dispatch to all of them starting now, and its workflow started."""
     phones: dict[int, str] = {}
     for _ in range(CLIENTS):
         client = await make_client(rig.db)
         assert client.id is not None
         phones[client.id] = client.phone
-    dispatch = await make_dispatch(rig.db, text="Crash test")
+    dispatch = await make_dispatch(rig.db, text="Crash test", delivery=delivery)
     assert dispatch.id is not None
     send = dataclasses.replace(
         SendOptions.from_settings(rig.settings),
