@@ -1,7 +1,7 @@
 """System packages the tests need (`make test` runs this first): installed with apt-get when
 missing and root, else a clear failure saying how. Never a skipped test.
 
-    python -m devstack.system chromium chromium-driver prometheus
+    python -m devstack.system chromium chromium-driver prometheus kubernetes-client
 """
 
 import os
@@ -10,7 +10,13 @@ import subprocess
 import sys
 
 # Debian package: the command it provides.
-PACKAGES = {"chromium": "chromium", "chromium-driver": "chromedriver", "prometheus": "promtool"}
+PACKAGES = {
+    "chromium": "chromium",
+    "chromium-driver": "chromedriver",
+    "prometheus": "promtool",
+    # kubectl, for `kubectl kustomize` of the deployment manifests.
+    "kubernetes-client": "kubectl",
+}
 
 
 def ensure(packages: list[str]) -> int:
