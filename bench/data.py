@@ -59,7 +59,9 @@ async def reset_tables(conn: Connection) -> None:
     # No RESTART IDENTITY: workflow ids derive from dispatch ids, and the Temporal server
     # still holds the earlier scenarios' workflows.
     # CASCADE: every table that refers to these (idempotency keys) empties with them.
-    await conn.execute("TRUNCATE message, message_count, dispatch, client CASCADE")
+    await conn.execute(
+        "TRUNCATE message, message_count, message_sent_minute, dispatch, client CASCADE"
+    )
 
 
 async def insert_clients(conn: Connection, *, count: int, zones: Sequence[str]) -> None:

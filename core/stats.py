@@ -22,21 +22,28 @@ COMPACT_INTERVAL_SECONDS = 60.0
 _COMPACT_LOCK = 0x6D73675F636E74  # "msg_cnt"
 
 
-_FOLD = sa.text(
-    """
-    WITH gone AS (
-        DELETE FROM message_count
-        WHERE (dispatch_id, status) IN (
-            SELECT dispatch_id, status FROM message_count
-            GROUP BY dispatch_id, status HAVING count(*) > 1)
-        RETURNING dispatch_id, status, n),
-    folded AS (
-        INSERT INTO message_count (dispatch_id, status, n)
-        SELECT dispatch_id, status, sum(n) FROM gone
-        GROUP BY dispatch_id, status HAVING sum(n) <> 0)
-    SELECT count(*) FROM gone
-    """
-)
+def _fold(table: str, key: str) -> sa.TextClause:
+    """Folds the rows of each (dispatch_id, key) of a table kept by triggers into one (none
+    when their sum is 0), and says how many rows were removed."""
+    return sa.text(
+        f"""
+        WITH gone AS (
+            DELETE FROM {table}
+            WHERE (dispatch_id, {key}) IN (
+                SELECT dispatch_id, {key} FROM {table}
+                GROUP BY dispatch_id, {key} HAVING count(*) > 1)
+            RETURNING dispatch_id, {key}, n),
+        folded AS (
+            INSERT INTO {table} (dispatch_id, {key}, n)
+            SELECT dispatch_id, {key}, sum(n) FROM gone
+            GROUP BY dispatch_id, {key} HAVING sum(n) <> 0)
+        SELECT count(*) FROM gone
+        """
+    )
+
+
+# Message counts by status, and sent messages by minute.
+_FOLDS = (_fold("message_count", "status"), _fold("message_sent_minute", "minute"))
 
 
 def empty_counts() -> StatusCounts:
@@ -73,14 +80,17 @@ async def total_counts(*, session: AsyncSession) -> StatusCounts:
 
 
 async def compact_counts(session: AsyncSession) -> int:
-    """Folds the rows of each (dispatch, status) that has several into one (none when the sum
-    is 0: a deleted dispatch leaves nothing). Concurrent writers only append, so nothing they
-    add is lost. Says how many rows were folded; 0 when another process is folding."""
+    """Folds the rows of each (dispatch, status), and of each (dispatch, minute) of sends, that
+    has several into one (none when the sum is 0: a deleted dispatch leaves nothing).
+    Concurrent writers only append, so nothing they add is lost. Says how many rows were
+    folded; 0 when another process is folding."""
     if not await session.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(_COMPACT_LOCK))):
         return 0
-    removed = await session.scalar(_FOLD)
+    removed = 0
+    for fold in _FOLDS:
+        removed += int(await session.scalar(fold) or 0)
     await session.commit()
-    return int(removed or 0)
+    return removed
 
 
 async def compact_counts_forever(sessions: SessionFactory, stop: asyncio.Event) -> None:

@@ -104,7 +104,11 @@ async def db(database: Database) -> AsyncIterator[Database]:
     """The database, emptied after the test."""
     yield database
     async with database.sessions() as session:
-        await session.execute(sa.text("TRUNCATE message, message_count, dispatch, client CASCADE"))
+        await session.execute(
+            sa.text(
+                "TRUNCATE message, message_count, message_sent_minute, dispatch, client CASCADE"
+            )
+        )
         await session.commit()
 
 
