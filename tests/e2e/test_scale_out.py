@@ -63,9 +63,10 @@ async def test_three_workers_share_a_dispatch_under_one_rate_cap(rig: Rig) -> No
     await assert_each_message_sent(rig, run, result)
     assert duplicated_ids(rig.simulator) <= in_flight
 
-    # Every worker sent a share; the survivors sent the rest.
+    # Every worker sent a share. (Lines, not a total: the killed worker can have recorded a
+    # send and died before logging it; every message being sent is checked above.)
     final = shares()
-    assert all(final) and sum(final) >= CLIENTS, final
+    assert all(final), final
 
     # The cap held across the three: no second of sends above the rate (one slot of slack
     # for a second's edges).
