@@ -143,7 +143,10 @@ class DispatchActivities:
             clients = (
                 await session.execute(
                     sa.select(client_t.c.id, client_t.c.timezone, client_t.c.phone)
-                    .where(audience_filter(dispatch), client_t.c.id > input.after_client_id)
+                    .where(
+                        audience_filter(operator_codes=dispatch.operator_codes, tags=dispatch.tags),
+                        client_t.c.id > input.after_client_id,
+                    )
                     .order_by(client_t.c.id)
                     .limit(input.limit)
                 )

@@ -25,14 +25,16 @@ class ErrorItem:
         return cls(".".join(location) or None, message)
 
 
-def error_response(status_code: int, items: list[ErrorItem]) -> JSONResponse:
+def error_response(status_code: int, items: list[ErrorItem], **extra: Any) -> JSONResponse:
     """Every error has one shape: `detail`, one line naming each field with its problem, and
-    `errors`, the same as a list of {field, message}."""
+    `errors`, the same as a list of {field, message}; `extra` adds fields (an import's
+    `report`)."""
     detail = "; ".join(f"{i.field}: {i.message}" if i.field else i.message for i in items)
     return JSONResponse(
         status_code=status_code,
         content={
             "detail": detail,
             "errors": [{"field": i.field, "message": i.message} for i in items],
+            **extra,
         },
     )

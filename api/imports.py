@@ -93,13 +93,18 @@ class _Batch:
 async def spool(chunks: AsyncIterator[bytes], *, max_bytes: int) -> IO[bytes]:
     """The request body in a temporary file, read back from its start."""
     body = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
-    size = 0
+    size, pending = 0, bytearray()
     async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             body.close()
             raise TooLarge(f"the file is larger than {max_bytes} bytes (IMPORT_MAX_BYTES)")
-        body.write(chunk)
+        pending += chunk
+        if len(pending) >= SPOOL_MEMORY_BYTES:
+            # Past the first MiB the file is on disk: written off the event loop.
+            await asyncio.to_thread(body.write, bytes(pending))
+            pending.clear()
+    await asyncio.to_thread(body.write, bytes(pending))
     body.seek(0)
     return body
 

@@ -20,7 +20,7 @@ from api.schemas import (
     RemoteHealth,
     TimelinePoint,
 )
-from core.audience import audience_filter
+from core.audience import audience_size
 from core.contracts import (
     CohortProgress,
     DispatchProgress,
@@ -28,7 +28,7 @@ from core.contracts import (
     dispatch_workflow_id,
 )
 from core.logging import ids
-from core.models import MessageStatus, client_t, message_sent_minute_t, message_t, utcnow
+from core.models import MessageStatus, message_sent_minute_t, message_t, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,12 @@ QUERY_TIMEOUT = timedelta(seconds=2)
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
 
 
-class _Filter:
-    def __init__(self, operator_codes: list[str], tags: list[str]) -> None:
-        self.operator_codes = operator_codes
-        self.tags = tags
-
-
 async def audience_count(
     *, session: AsyncSession, operator_codes: list[str], tags: list[str]
 ) -> AudienceCount:
     """Clients a dispatch with this filter would target now (the stop list left out)."""
-    count = await session.scalar(
-        sa.select(sa.func.count())
-        .select_from(client_t)
-        .where(audience_filter(_Filter(operator_codes, tags)))
-    )
-    return AudienceCount(clients=int(count or 0), operator_codes=operator_codes, tags=tags)
+    clients = await audience_size(session=session, operator_codes=operator_codes, tags=tags)
+    return AudienceCount(clients=clients, operator_codes=operator_codes, tags=tags)
 
 
 async def timeline(

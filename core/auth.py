@@ -264,6 +264,17 @@ class OidcTokens:
             raise Unauthenticated("the token's key id is unknown to the provider")
         return key
 
+    async def discovered(self) -> dict[str, Any]:
+        """The provider's discovery document, fetched with its keys (the admin page's
+        sign-in reads its endpoints)."""
+        if self.discovery is None:
+            async with self._lock:
+                if self.discovery is None and self._may_fetch():
+                    await self._fetch()
+        if self.discovery is None:
+            raise ProviderUnavailable("the identity provider could not be reached yet")
+        return self.discovery
+
     def _may_fetch(self) -> bool:
         """At most one attempt per refresh interval, failed ones included: neither unknown key
         ids nor a provider that is down make every request wait for a fetch."""

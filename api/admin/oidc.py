@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from api.admin.session import PATH, set_session, to_sign_in
-from core.auth import Unauthenticated, Verifier
+from core.auth import ProviderUnavailable, Unauthenticated, Verifier
 from core.settings import Settings
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
@@ -29,17 +29,15 @@ class ProviderError(Exception):
     pass
 
 
-async def _endpoints(settings: Settings) -> dict[str, Any]:
-    assert settings.auth_issuer is not None
-    url = settings.auth_issuer.rstrip("/") + "/.well-known/openid-configuration"
+async def _endpoints(request: Request) -> dict[str, Any]:
+    """The provider's endpoints, from the discovery document the token checks fetch too."""
+    verifier: Verifier = request.app.state.verifier
+    if verifier.oidc is None:
+        raise ProviderError("no identity provider is configured: sign in with a token")
     try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as http, http.get(url) as response:
-            response.raise_for_status()
-            document: dict[str, Any] = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-        raise ProviderError(
-            f"the identity provider did not answer: {type(error).__name__}"
-        ) from None
+        document = await verifier.oidc.discovered()
+    except ProviderUnavailable as error:
+        raise ProviderError(str(error)) from None
     for key in ("authorization_endpoint", "token_endpoint"):
         if not isinstance(document.get(key), str):
             raise ProviderError(f"the identity provider's discovery document has no {key}")
@@ -58,10 +56,10 @@ def _callback_url(request: Request) -> str:
 @router.get("/login/oidc")
 async def oidc_start(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    if settings.auth_issuer is None or settings.auth_client_id is None:
+    if settings.auth_client_id is None:
         return to_sign_in("no identity provider is configured: sign in with a token")
     try:
-        endpoints = await _endpoints(settings)
+        endpoints = await _endpoints(request)
     except ProviderError as error:
         return to_sign_in(str(error))
     state = secrets.token_urlsafe(24)
@@ -108,7 +106,7 @@ async def oidc_callback(
     if not code or not expected_state or not hmac.compare_digest(state, expected_state):
         return _failed("the sign-in did not come back as it left (state): try again")
     try:
-        endpoints = await _endpoints(settings)
+        endpoints = await _endpoints(request)
         token = await _exchange(endpoints["token_endpoint"], settings, request, code, verifier)
         checker: Verifier = request.app.state.verifier
         await checker.verify(token)

@@ -222,7 +222,27 @@ async def clients(
 @router.get("/clients/new")
 async def new_client(request: Request, session: SessionUser) -> HTMLResponse:
     session.require(Permission.CLIENTS_WRITE)
-    return render(request, "client_form.html", session, client=None, values={}, errors=[])
+    return _client_form_page(request, session, {}, [], None)
+
+
+def _client_form_page(
+    request: Request,
+    session: AdminSession,
+    values: dict[str, Any],
+    errors: list[ErrorItem],
+    client: Any,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The client form: a new one (`client` None) or an edit, with the errors it met."""
+    return render(
+        request,
+        "client_form.html",
+        session,
+        status_code,
+        client=client,
+        values=values,
+        errors=errors,
+    )
 
 
 def _client_form(form: Any) -> dict[str, Any]:
@@ -253,8 +273,9 @@ async def import_clients(
     temporal: TemporalClientDep,
 ) -> Response:
     session.require(Permission.CLIENTS_WRITE)
-    await check_csrf(request, session)
+    # Parsed with its limits first: the CSRF check then reads the same form.
     form = await request.form(max_files=1, max_fields=10)
+    await check_csrf(request, session)
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
         return render(request, "import.html", session, 422, report=None, error="choose a file")
@@ -292,15 +313,7 @@ async def create_client(
         data = ClientCreate.model_validate(_given(values))
         client = await services.create_client(session=db, data=data, settings=settings)
     except (ValidationError, Conflict) as error:
-        return render(
-            request,
-            "client_form.html",
-            session,
-            _status_of(error),
-            client=None,
-            values=values,
-            errors=_errors(error),
-        )
+        return _client_form_page(request, session, values, _errors(error), None, _status_of(error))
     return back("/admin/clients", f"client {client.id} added")
 
 
@@ -317,7 +330,7 @@ async def edit_client(
         "operator_code": client.operator_code,
         "opted_out": client.opted_out,
     }
-    return render(request, "client_form.html", session, client=client, values=values, errors=[])
+    return _client_form_page(request, session, values, [], client)
 
 
 @router.post("/clients/{client_id}")
@@ -336,14 +349,8 @@ async def update_client(
         data = ClientUpdate.model_validate(_given(values))
         await services.update_client(session=db, temporal=temporal, client_id=client_id, data=data)
     except (ValidationError, Conflict) as error:
-        return render(
-            request,
-            "client_form.html",
-            session,
-            _status_of(error),
-            client=client,
-            values=values,
-            errors=_errors(error),
+        return _client_form_page(
+            request, session, values, _errors(error), client, _status_of(error)
         )
     return back("/admin/clients", f"client {client_id} saved")
 

@@ -1,4 +1,3 @@
-import json
 import logging
 from typing import IO, Annotated
 
@@ -153,17 +152,11 @@ async def import_clients(
         ErrorItem(f"line {row.line}" + (f", {row.field}" if row.field else ""), row.message)
         for row in report.rejected_rows
     ]
-    response = error_response(
+    return error_response(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
         [ErrorItem(None, f"{report.rejected} invalid rows: nothing imported"), *items],
+        report=report.model_dump(),
     )
-    return _with_report(response, report)
-
-
-def _with_report(response: JSONResponse, report: ImportReport) -> JSONResponse:
-    content = json.loads(bytes(response.body))
-    content["report"] = report.model_dump()
-    return JSONResponse(status_code=response.status_code, content=content)
 
 
 async def _import_body(request: Request, settings: Settings) -> tuple[IO[bytes], FileFormat]:

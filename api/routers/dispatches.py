@@ -69,7 +69,9 @@ async def create_dispatch(
         answer = await services.dispatch_with_counts(session=session, dispatch=dispatch)
     else:
         answer = services.dispatch_public(dispatch, {})
-    answer.audience = await audience_size(session=session, dispatch=dispatch)
+    answer.audience = await audience_size(
+        session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
+    )
     return answer
 
 
