@@ -6,6 +6,8 @@ COPY core core
 COPY api api
 COPY workflows workflows
 COPY activities activities
+COPY report report
+COPY upkeep upkeep
 COPY simulator simulator
 # Packaged with the rest (pyproject lists them), though the image runs neither.
 COPY devstack devstack

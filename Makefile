@@ -42,7 +42,7 @@ token: $(STAMP)
 
 ## report: mail the daily report now (needs make run's worker); e.g. REPORT_ARGS="--day 2026-11-27"
 report: $(STAMP)
-	@$(BIN)/python -m devstack.report $(REPORT_ARGS)
+	@$(BIN)/python -m report $(REPORT_ARGS)
 
 simulator: $(STAMP)
 	$(BIN)/python -m simulator

@@ -14,8 +14,6 @@ import signal
 from collections.abc import Sequence
 from datetime import timedelta
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
@@ -24,22 +22,22 @@ from temporalio.worker import Worker
 from activities.budget import ErrorBudget
 from activities.dispatch import DispatchActivities
 from activities.ratelimit import SendRateLimiter
-from activities.reconcile import Reconciler
 from activities.remote import RemoteClient
-from activities.report import ReportActivities, ensure_report_schedule
 from activities.send import SendActivities
 from core.db import Database, SessionFactory
-from core.health import dependencies
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
-from core.stats import compact_counts_forever
 from core.temporal import connect
+from report.activities import ReportActivities
+from report.schedule import ensure_report_schedule
+from report.workflow import DailyReportWorkflow
+from upkeep.loops import run_upkeep
+from upkeep.probes import serve_probes
 from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
 from workflows.legacy import LegacyDeliveryWorkflow, LegacyDispatchWorkflow
-from workflows.report import DailyReportWorkflow
 
 log = logging.getLogger("worker")
 
@@ -171,59 +169,18 @@ async def main() -> None:
         except RPCError as error:
             # Sending must not wait for the report: say so and go on.
             log.error("report schedule not created or updated: %s", error)
-        reconciler = Reconciler(sessions=database.sessions, temporal=client, settings=settings)
-        reconciling = asyncio.create_task(reconciler.run_forever(stop))
-        compacting = asyncio.create_task(compact_counts_forever(database.sessions, stop))
+        upkeep = asyncio.create_task(
+            run_upkeep(sessions=database.sessions, temporal=client, settings=settings, stop=stop)
+        )
         probes = await serve_probes(settings, database.sessions, client, stop)
         try:
             await run_workers(workers, stop)
-            await reconciling
-            await compacting
+            await upkeep
         finally:
             if probes is not None:
                 await probes.cleanup()
     await database.dispose()
     log.info("worker stopped")
-
-
-async def serve_probes(
-    settings: Settings, sessions: SessionFactory, client: Client, stop: asyncio.Event
-) -> web.AppRunner | None:
-    """/metrics, /livez and /readyz on WORKER_METRICS_PORT: live while the process serves,
-    ready while PostgreSQL and Temporal answer and the worker is not stopping."""
-    if not settings.worker_metrics_port:
-        return None
-
-    async def metrics_page(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest())
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        response.charset = "utf-8"
-        return response
-
-    async def livez(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(request: web.Request) -> web.Response:
-        states = await dependencies(sessions, client)
-        states["worker"] = "stopping" if stop.is_set() else "ok"
-        ready = all(state == "ok" for state in states.values())
-        return web.json_response(
-            {"status": "ok" if ready else "degraded", **states}, status=200 if ready else 503
-        )
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.metrics_host, settings.worker_metrics_port).start()
-    log.info(
-        "metrics and probes on http://%s:%d (/metrics, /livez, /readyz)",
-        settings.metrics_host,
-        settings.worker_metrics_port,
-    )
-    return runner
 
 
 if __name__ == "__main__":

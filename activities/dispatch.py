@@ -15,33 +15,37 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.records import confirm_handoffs, finish_open_message
 from core import metrics
 from core.audience import audience_filter
-from core.contracts import (
+from core.contracts.cohort import (
     COHORT_ALL,
-    CONTROL_REFUSED,
-    DISPATCH_CHANGED,
-    DISPATCH_NOT_FOUND,
-    AudiencePage,
-    AudiencePageInput,
     ConfirmHandoffsInput,
     ConfirmHandoffsResult,
-    ControlInput,
-    ControlResult,
-    CountOpenInput,
-    CountOpenResult,
-    DispatchChanged,
-    DispatchPlan,
     FinishCohortInput,
     FinishCohortResult,
-    FinishMessageInput,
-    FinishMessageResult,
+)
+from core.contracts.control import (
+    CONTROL_REFUSED,
+    DISPATCH_NOT_FOUND,
+    ControlInput,
+    ControlResult,
+    WakeDeliveriesInput,
+    WakeDeliveriesResult,
+)
+from core.contracts.delivery import FinishMessageInput, FinishMessageResult
+from core.contracts.dispatch import (
+    CountOpenInput,
+    CountOpenResult,
     LayOutInput,
     LayOutResult,
-    LoadDispatchInput,
     Recipient,
     SetDispatchStatusInput,
     SetDispatchStatusResult,
-    WakeDeliveriesInput,
-    WakeDeliveriesResult,
+)
+from core.contracts.legacy import AudiencePage, AudiencePageInput
+from core.contracts.shared import (
+    DISPATCH_CHANGED,
+    DispatchChanged,
+    DispatchPlan,
+    LoadDispatchInput,
     Window,
     delivery_workflow_id,
 )

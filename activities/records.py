@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.contracts import ERROR_MAX_LENGTH
+from core.contracts.shared import ERROR_MAX_LENGTH
 from core.db import SessionFactory
 from core.logging import ids
 from core.models import (

@@ -21,12 +21,9 @@ from api.schemas import (
     TimelinePoint,
 )
 from core.audience import audience_size
-from core.contracts import (
-    CohortProgress,
-    DispatchProgress,
-    cohort_workflow_id,
-    dispatch_workflow_id,
-)
+from core.contracts.cohort import CohortProgress
+from core.contracts.dispatch import DispatchProgress
+from core.contracts.shared import cohort_workflow_id, dispatch_workflow_id
 from core.logging import ids
 from core.models import MessageStatus, message_sent_minute_t, message_t, utcnow
 

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.contracts import DeliveryShape
+from core.contracts.shared import DeliveryShape
 from core.models import TAG_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus, MessageStatus
 from core.phones import normalize_phone, validate_timezone
 from core.windows import SendWindow, parse_hhmm

@@ -35,15 +35,11 @@ from api.schemas import (
     StatusCounts,
     WindowSchema,
 )
-from core.contracts import (
-    CLIENT_MOVED,
-    CONTROL_UPDATE,
+from core.contracts.control import CONTROL_UPDATE, DISPATCH_NOT_FOUND, ControlResult, ControlUpdate
+from core.contracts.dispatch import CLIENT_MOVED, DispatchInput
+from core.contracts.shared import (
     DISPATCH_CHANGED,
-    DISPATCH_NOT_FOUND,
-    ControlResult,
-    ControlUpdate,
     DispatchChanged,
-    DispatchInput,
     SendOptions,
     Window,
     delivery_workflow_id,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from core.contracts.shared import SendOutcome
 from core.models import OPEN_MESSAGE_STATUSES, DispatchStatus, MessageStatus
 from core.windows import SendWindow, is_open, next_send_instant
 
@@ -42,9 +43,17 @@ class MessageState:
 
 @dataclass(frozen=True)
 class Decision:
+    """What to do with a message now. `reason`: for WAIT, what it waits for (a SendOutcome:
+    paused or outside_window, see `waits_for`); otherwise why, in words, kept as its error."""
+
     action: Action
     reason: str = ""
     not_before: datetime | None = None
+
+    @property
+    def waits_for(self) -> SendOutcome:
+        """What a WAIT waits for: the dispatch's resume, or the client's window."""
+        return SendOutcome(self.reason)
 
 
 def decide(state: MessageState, *, now: datetime) -> Decision:
@@ -61,7 +70,7 @@ def decide(state: MessageState, *, now: datetime) -> Decision:
     if now >= state.end_at:
         return Decision(Action.EXPIRE, "end time passed")
     if state.dispatch_status == DispatchStatus.PAUSED:
-        return Decision(Action.WAIT, "paused", now + PAUSE_RECHECK)
+        return Decision(Action.WAIT, SendOutcome.PAUSED, now + PAUSE_RECHECK)
     if now >= state.start_at and is_open(at=now, window=state.window, timezone=state.timezone):
         return Decision(Action.SEND)
     opens = next_send_instant(
@@ -73,7 +82,7 @@ def decide(state: MessageState, *, now: datetime) -> Decision:
     )
     if opens is None:
         return Decision(Action.EXPIRE, "window does not open before end time")
-    return Decision(Action.WAIT, "outside_window", opens)
+    return Decision(Action.WAIT, SendOutcome.OUTSIDE_WINDOW, opens)
 
 
 FINAL_STATUS_OF = {

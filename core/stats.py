@@ -1,23 +1,15 @@
 """Message counts by status, per dispatch and in total, read from the counts the database keeps
 in step with the messages (`message_count`), so that they cost the same at any table size."""
 
-import asyncio
-import logging
 from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import SessionFactory
 from core.models import MessageStatus, message_count_t
-
-log = logging.getLogger(__name__)
 
 StatusCounts = dict[str, int]
 
-# How often a worker folds the count rows; between two folds each statement that changed
-# messages has added a row or a few.
-COMPACT_INTERVAL_SECONDS = 60.0
 # Only one process folds at a time (pg_try_advisory_xact_lock).
 _COMPACT_LOCK = 0x6D73675F636E74  # "msg_cnt"
 
@@ -91,17 +83,3 @@ async def compact_counts(session: AsyncSession) -> int:
         removed += int(await session.scalar(fold) or 0)
     await session.commit()
     return removed
-
-
-async def compact_counts_forever(sessions: SessionFactory, stop: asyncio.Event) -> None:
-    """Folds the count rows every COMPACT_INTERVAL_SECONDS until `stop`; a failure is logged."""
-    while not stop.is_set():
-        try:
-            async with sessions() as session:
-                await compact_counts(session)
-        except (OSError, sa.exc.SQLAlchemyError) as error:
-            log.error("folding message counts failed: %s", error)
-        try:
-            await asyncio.wait_for(stop.wait(), COMPACT_INTERVAL_SECONDS)
-        except TimeoutError:
-            pass

@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from activities.remote import RemoteClient
 from core.auth import ALL_PERMISSIONS, embedded_tokens
-from core.contracts import delivery_workflow_id
+from core.contracts.shared import delivery_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings

@@ -5,42 +5,37 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from activities.send import SendActivities
-    from core.contracts import (
+    from core.contracts.cohort import (
         AUDIENCE_COMPLETE,
         COHORT_ALL,
-        COHORT_FINISHED,
-        DB_TIMEOUT,
-        DISPATCH_CHANGED,
         AudienceComplete,
-        CohortFinished,
         CohortInput,
         CohortProgress,
         CohortResult,
         ConfirmHandoffsInput,
-        DeliveryInput,
-        DeliveryResult,
-        DispatchChanged,
-        DispatchPlan,
         FinishCohortInput,
         Handoff,
-        LoadDispatchInput,
         SendBatchInput,
         SendBatchResult,
+    )
+    from core.contracts.delivery import DeliveryInput, DeliveryResult
+    from core.contracts.dispatch import COHORT_FINISHED, CohortFinished
+    from core.contracts.shared import (
+        DB_TIMEOUT,
+        DISPATCH_CHANGED,
+        DispatchChanged,
+        DispatchPlan,
         SendOutcome,
-        delivery_workflow_id,
         dispatch_workflow_id,
     )
     from core.models import MessageStatus
-    from core.search import of_dispatch
     from core.windows import next_send_instant
-    from workflows.delivery import DeliveryWorkflow
+    from workflows.delivery import DeliveryWorkflow, start_delivery
+    from workflows.plan import load_plan
 
 # A batch's own limit: a batch at a low rate cap may take long; heartbeats tell a dead one.
 BATCH_TIMEOUT = timedelta(hours=2)
@@ -97,11 +92,7 @@ class CohortWorkflow:
         self._audience_done = self._audience_done or input.audience_done
         self._sent, self._handed_off = input.sent, input.handed_off
         log_ids = {"dispatch_id": input.dispatch_id}
-        plan: DispatchPlan = await workflow.execute_activity_method(
-            DispatchActivities.load_dispatch,
-            LoadDispatchInput(input.dispatch_id),
-            start_to_close_timeout=DB_TIMEOUT,
-        )
+        plan = await load_plan(input.dispatch_id)
         if plan.found:
             await self._send_all(input, plan)
         self._phase = "awaiting deliveries"
@@ -156,7 +147,7 @@ class CohortWorkflow:
                     # so), and the next sleep follows the dispatch as it is now.
                     not_before = None
                     if workflow.patched(RELOADS_ON_CHANGE):
-                        plan = await self._load(input)
+                        plan = await load_plan(input.dispatch_id)
                         if not plan.found:
                             return
                         window = plan.window.send_window() if plan.window else None
@@ -206,13 +197,6 @@ class CohortWorkflow:
                         handed_off=self._handed_off,
                     )
                 )
-
-    async def _load(self, input: CohortInput) -> DispatchPlan:
-        return await workflow.execute_activity_method(
-            DispatchActivities.load_dispatch,
-            LoadDispatchInput(input.dispatch_id),
-            start_to_close_timeout=DB_TIMEOUT,
-        )
 
     async def _sleep(self, duration: timedelta) -> bool:
         """Sleeps durably; True when a change of the dispatch woke it early."""
@@ -264,32 +248,21 @@ class CohortWorkflow:
     async def _start_delivery(
         self, input: CohortInput, plan: DispatchPlan, handoff: Handoff
     ) -> None:
-        try:
-            handle = await workflow.start_child_workflow(
-                DeliveryWorkflow.run,
-                DeliveryInput(
-                    dispatch_id=input.dispatch_id,
-                    client_id=handoff.client_id,
-                    message_id=handoff.message_id,
-                    timezone=handoff.timezone,
-                    start_at=plan.start_at,
-                    end_at=plan.end_at,
-                    window=plan.window,
-                    send=input.send,
-                    delay_seconds=handoff.delay_seconds,
-                ),
-                id=delivery_workflow_id(input.dispatch_id, handoff.client_id),
-                search_attributes=of_dispatch(input.dispatch_id, handoff.client_id),
-                # Deliveries outlive the cohort (it finishes, or continues as new).
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        handle = await start_delivery(
+            DeliveryInput(
+                dispatch_id=input.dispatch_id,
+                client_id=handoff.client_id,
+                message_id=handoff.message_id,
+                timezone=handoff.timezone,
+                start_at=plan.start_at,
+                end_at=plan.end_at,
+                window=plan.window,
+                send=input.send,
+                delay_seconds=handoff.delay_seconds,
             )
+        )
+        if handle is not None:
             self._deliveries.append(handle)
-        except WorkflowAlreadyStartedError:
-            workflow.logger.info(
-                "delivery already started",
-                extra={"dispatch_id": input.dispatch_id, "message_id": handoff.message_id},
-            )
 
     async def _expire_rest(self, input: CohortInput, reason: str) -> None:
         """No opening is left before end_at: what is still pending in the cohort expires, now
@@ -310,10 +283,5 @@ class CohortWorkflow:
             if audience_was_done:
                 return
             await self._wait_for_audience(STARVED_POLL_MAX)
-            plan: DispatchPlan = await workflow.execute_activity_method(
-                DispatchActivities.load_dispatch,
-                LoadDispatchInput(input.dispatch_id),
-                start_to_close_timeout=DB_TIMEOUT,
-            )
-            if not plan.found:
+            if not (await load_plan(input.dispatch_id)).found:
                 return

@@ -10,32 +10,39 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
-from temporalio.workflow import ActivityCancellationType
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from activities.send import SendActivities
-    from core.contracts import (
+    from core.contracts.delivery import (
+        DeliveryInput,
+        DeliveryResult,
+        FinishMessageInput,
+        SendInput,
+        SendResult,
+    )
+    from core.contracts.dispatch import DELIVERY_FINISHED, DeliveryFinished
+    from core.contracts.shared import (
         DB_TIMEOUT,
-        DELIVERY_FINISHED,
         DISPATCH_CHANGED,
         ERROR_MAX_LENGTH,
         REMOTE_REJECTED,
-        DeliveryFinished,
-        DeliveryInput,
-        DeliveryResult,
         DispatchChanged,
-        DispatchPlan,
-        FinishMessageInput,
-        LoadDispatchInput,
-        SendInput,
-        SendResult,
+        delivery_workflow_id,
         dispatch_workflow_id,
     )
     from core.models import MessageStatus
+    from core.search import of_dispatch
     from core.windows import SendWindow, next_send_instant
+    from workflows.plan import load_plan
 
 # Since this patch a delivery wakes on `dispatch_changed` (a resume, a cancel, an edit, its
 # client moving zone), from a sleep or from an attempt waiting to be retried, and reads the
@@ -118,11 +125,7 @@ class DeliveryWorkflow:
 
     async def _reload(self, input: DeliveryInput) -> None:
         """Reads the dispatch's times and window again, after a change woke the delivery."""
-        plan: DispatchPlan = await workflow.execute_activity_method(
-            DispatchActivities.load_dispatch,
-            LoadDispatchInput(input.dispatch_id),
-            start_to_close_timeout=DB_TIMEOUT,
-        )
+        plan = await load_plan(input.dispatch_id)
         if plan.found:
             self._start_at, self._end_at = plan.start_at, plan.end_at
             self._window = plan.window.send_window() if plan.window else None
@@ -187,7 +190,9 @@ class DeliveryWorkflow:
             status = await self._finish(input, MessageStatus.EXPIRED, reason[:ERROR_MAX_LENGTH])
             return SendResult(input.message_id, status)
 
-    async def _finish(self, input: DeliveryInput, status: MessageStatus, reason: str) -> str:
+    async def _finish(
+        self, input: DeliveryInput, status: MessageStatus, reason: str
+    ) -> MessageStatus:
         await workflow.execute_activity_method(
             DispatchActivities.finish_message,
             FinishMessageInput(message_id=input.message_id, status=status, error=reason),
@@ -204,3 +209,27 @@ class DeliveryWorkflow:
             },
         )
         return status
+
+
+async def start_delivery(
+    input: DeliveryInput,
+) -> "workflow.ChildWorkflowHandle[DeliveryWorkflow, DeliveryResult] | None":
+    """Starts the delivery of one message as a child of the calling workflow (a per-client
+    dispatch, or a cohort handing a message off); None when it was started before."""
+    try:
+        return await workflow.start_child_workflow(
+            DeliveryWorkflow.run,
+            input,
+            id=delivery_workflow_id(input.dispatch_id, input.client_id),
+            search_attributes=of_dispatch(input.dispatch_id, input.client_id),
+            # Deliveries outlive the run that started them (it finishes, or continues as new).
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            # A delivery that ran once never runs again, whatever restarts above it.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        workflow.logger.info(
+            "delivery already started",
+            extra={"dispatch_id": input.dispatch_id, "message_id": input.message_id},
+        )
+        return None

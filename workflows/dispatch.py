@@ -17,45 +17,46 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
-    from core.contracts import (
-        AUDIENCE_COMPLETE,
-        CLIENT_MOVED,
-        COHORT_FINISHED,
+    from core.contracts.cohort import AUDIENCE_COMPLETE, AudienceComplete, CohortInput
+    from core.contracts.control import (
         CONTROL_REFUSED,
         CONTROL_UPDATE,
-        DB_TIMEOUT,
-        DELIVERY_FINISHED,
-        DISPATCH_CHANGED,
-        AudienceComplete,
-        CohortFinished,
-        CohortInput,
         ControlInput,
         ControlResult,
         ControlSignal,
         ControlUpdate,
+        WakeDeliveriesInput,
+    )
+    from core.contracts.delivery import DeliveryInput
+    from core.contracts.dispatch import (
+        CLIENT_MOVED,
+        COHORT_FINISHED,
+        DELIVERY_FINISHED,
+        CohortFinished,
         CountOpenInput,
         DeliveryFinished,
-        DeliveryInput,
-        DeliveryShape,
-        DispatchChanged,
         DispatchInput,
-        DispatchPlan,
         DispatchProgress,
         DispatchResult,
         LayOutInput,
         LayOutResult,
-        LoadDispatchInput,
         Recipient,
         SetDispatchStatusInput,
-        WakeDeliveriesInput,
+    )
+    from core.contracts.shared import (
+        DB_TIMEOUT,
+        DISPATCH_CHANGED,
+        DeliveryShape,
+        DispatchChanged,
+        DispatchPlan,
         cohort_workflow_id,
-        delivery_workflow_id,
     )
     from core.control import Command
     from core.models import DispatchStatus
     from core.search import of_dispatch
     from workflows.cohort import CohortWorkflow
-    from workflows.delivery import DeliveryWorkflow
+    from workflows.delivery import start_delivery
+    from workflows.plan import load_plan
 
 # Waking every delivery of a dispatch may take a while for a large per-client one.
 WAKE_TIMEOUT = timedelta(hours=1)
@@ -99,7 +100,7 @@ class DispatchWorkflow:
             self._cancelled = True
         await self._wake_cohorts()
         if input.reason not in (Command.PAUSE, CLIENT_MOVED):
-            self._wake_deliveries(input.reason)
+            self._wake_deliveries_in_background(input.reason)
 
     @workflow.update(name=CONTROL_UPDATE)
     async def control(self, input: ControlUpdate) -> ControlResult:
@@ -158,19 +159,21 @@ class DispatchWorkflow:
         if command == Command.CANCEL and workflow.patched(CANCEL_AWAITS_WAKE):
             # Answered once every delivery has heard, so that a DELETE that follows finds no
             # workflow of the dispatch still waiting (and the wake still finds their rows).
-            await self._wake_deliveries(command)
+            wake = self._wake_deliveries_in_background(command)
+            if wake is not None:
+                await wake
         elif command != Command.PAUSE:
             # Pause needs no wake-up: every attempt reads the row before its request.
-            self._wake_deliveries(command)
+            self._wake_deliveries_in_background(command)
         return result
 
-    def _wake_deliveries(self, reason: str) -> "asyncio.Future[Any]":
-        """Signals the dispatch's delivery workflows, in the background unless awaited (a
-        per-client dispatch may have a million); the workflow finishes after it."""
+    def _wake_deliveries_in_background(self, reason: str) -> "asyncio.Future[Any] | None":
+        """Starts signalling the dispatch's delivery workflows (a per-client dispatch may have
+        a million); the workflow finishes only after it (`_await_handlers`). The future, for a
+        caller that must wait for it; None on runs older than AWAITS_HANDLERS, which never
+        woke their deliveries."""
         if not workflow.patched(AWAITS_HANDLERS):
-            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
+            return None
         wake = asyncio.ensure_future(
             workflow.execute_activity_method(
                 DispatchActivities.wake_deliveries,
@@ -191,20 +194,22 @@ class DispatchWorkflow:
         self._background.clear()
 
     async def _wake_cohorts(self) -> None:
-        dispatch_id = self._dispatch_id
-        await asyncio.gather(
-            *(self._signal_cohort(dispatch_id, cohort) for cohort in self._cohorts),
-        )
+        await asyncio.gather(*(self._wake_cohort(cohort) for cohort in self._cohorts))
 
-    async def _signal_cohort(self, dispatch_id: int, cohort: str) -> None:
+    async def _wake_cohort(self, cohort: str) -> None:
+        # No more messages will be laid out once cancelled: a cohort must not wait for them.
+        complete = [(AUDIENCE_COMPLETE, AudienceComplete())] if self._cancelled else []
+        changed = (DISPATCH_CHANGED, DispatchChanged(reason="dispatch changed"))
+        await self._signal_cohort(cohort, *complete, changed)
+
+    async def _signal_cohort(self, cohort: str, *signals: tuple[str, Any]) -> None:
+        """Sends the signals in order; a cohort that already finished needs none of them."""
+        dispatch_id = self._dispatch_id
         handle = workflow.get_external_workflow_handle(cohort_workflow_id(dispatch_id, cohort))
         try:
-            if self._cancelled:
-                # No more messages will be laid out: a cohort must not wait for them.
-                await handle.signal(AUDIENCE_COMPLETE, AudienceComplete())
-            await handle.signal(DISPATCH_CHANGED, DispatchChanged(reason="dispatch changed"))
+            for name, arg in signals:
+                await handle.signal(name, arg)
         except Exception:
-            # A cohort that finished needs no wake-up.
             workflow.logger.info(
                 "cohort %s did not take the signal", cohort, extra={"dispatch_id": dispatch_id}
             )
@@ -258,7 +263,7 @@ class DispatchWorkflow:
         workflow.logger.info("dispatch workflow cancelled", extra=log_ids)
         self._cancelled = True
         await self._wake_cohorts()
-        self._wake_deliveries(Command.CANCEL)
+        self._wake_deliveries_in_background(Command.CANCEL)
         await self._await_handlers()
 
     async def _run(self, input: DispatchInput) -> DispatchResult:
@@ -266,7 +271,7 @@ class DispatchWorkflow:
         self._cohorts = list(input.cohorts)
         self._cohorts_finished.update(input.cohorts_finished)
         log_ids = {"dispatch_id": input.dispatch_id}
-        plan = await self._load(input)
+        plan = await load_plan(input.dispatch_id)
         if not plan.found:
             return DispatchResult(input.dispatch_id, "deleted", self._started)
         if not input.audience_done:
@@ -279,7 +284,7 @@ class DispatchWorkflow:
             await self._set_status(input, DispatchStatus.RUNNING, [DispatchStatus.SCHEDULED])
             # An edit may have landed between the last read and the move to running, which
             # closes edits: read once more.
-            plan = await self._load(input)
+            plan = await load_plan(input.dispatch_id)
             workflow.logger.info("dispatch started (%s)", plan.delivery, extra=log_ids)
             if plan.delivery == DeliveryShape.PER_CLIENT:
                 await self._start_deliveries(input, plan)
@@ -292,13 +297,6 @@ class DispatchWorkflow:
         # Logged by the activity that moved the status (once), not here: a workflow task that
         # a late signal makes Temporal retry would log it twice.
         return DispatchResult(input.dispatch_id, status, total)
-
-    async def _load(self, input: DispatchInput) -> DispatchPlan:
-        return await workflow.execute_activity_method(
-            DispatchActivities.load_dispatch,
-            LoadDispatchInput(input.dispatch_id),
-            start_to_close_timeout=DB_TIMEOUT,
-        )
 
     async def _set_status(
         self, input: DispatchInput, status: DispatchStatus, from_statuses: list[DispatchStatus]
@@ -324,7 +322,7 @@ class DispatchWorkflow:
                 )
             except TimeoutError:
                 pass
-            plan = await self._load(input)
+            plan = await load_plan(input.dispatch_id)
         return plan
 
     async def _lay_out(self, input: DispatchInput, *, limit: int, per_client: bool) -> LayOutResult:
@@ -365,7 +363,8 @@ class DispatchWorkflow:
             if workflow.info().get_current_history_length() > input.send.history_limit:
                 await self._await_handlers()
                 workflow.continue_as_new(self._next_run(input, audience_done=False))
-        await asyncio.gather(*(self._audience_complete(input, c) for c in self._cohorts))
+        complete = (AUDIENCE_COMPLETE, AudienceComplete())
+        await asyncio.gather(*(self._signal_cohort(c, complete) for c in self._cohorts))
 
     async def _start_cohort(self, input: DispatchInput, cohort: str) -> None:
         try:
@@ -381,19 +380,6 @@ class DispatchWorkflow:
         except WorkflowAlreadyStartedError:
             workflow.logger.info(
                 "cohort %s already started", cohort, extra={"dispatch_id": input.dispatch_id}
-            )
-
-    async def _audience_complete(self, input: DispatchInput, cohort: str) -> None:
-        try:
-            await workflow.get_external_workflow_handle(
-                cohort_workflow_id(input.dispatch_id, cohort)
-            ).signal(AUDIENCE_COMPLETE, AudienceComplete())
-        except Exception:
-            # A cohort that already finished (its end time passed) needs no more messages.
-            workflow.logger.info(
-                "cohort %s did not take the signal",
-                cohort,
-                extra={"dispatch_id": input.dispatch_id},
             )
 
     # Per-client shape.
@@ -417,31 +403,18 @@ class DispatchWorkflow:
                 workflow.continue_as_new(self._next_run(input, audience_done=False))
 
     async def _start_one(self, input: DispatchInput, plan: DispatchPlan, r: Recipient) -> None:
-        try:
-            await workflow.start_child_workflow(
-                DeliveryWorkflow.run,
-                DeliveryInput(
-                    dispatch_id=input.dispatch_id,
-                    client_id=r.client_id,
-                    message_id=r.message_id,
-                    timezone=r.timezone,
-                    start_at=plan.start_at,
-                    end_at=plan.end_at,
-                    window=plan.window,
-                    send=input.send,
-                ),
-                id=delivery_workflow_id(input.dispatch_id, r.client_id),
-                search_attributes=of_dispatch(input.dispatch_id, r.client_id),
-                # Deliveries outlive the run that started them (continue-as-new).
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                # A delivery that ran once never runs again, whatever restarts above it.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        await start_delivery(
+            DeliveryInput(
+                dispatch_id=input.dispatch_id,
+                client_id=r.client_id,
+                message_id=r.message_id,
+                timezone=r.timezone,
+                start_at=plan.start_at,
+                end_at=plan.end_at,
+                window=plan.window,
+                send=input.send,
             )
-        except WorkflowAlreadyStartedError:
-            workflow.logger.info(
-                "delivery already started",
-                extra={"dispatch_id": input.dispatch_id, "message_id": r.message_id},
-            )
+        )
 
     async def _await_messages(self, input: DispatchInput) -> int:
         """Until every message is final and every cohort has finished; cohorts' and deliveries'

@@ -18,26 +18,29 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.dispatch import DispatchActivities
     from activities.send import SendActivities
-    from core.contracts import (
-        DB_TIMEOUT,
-        REMOTE_REJECTED,
-        AudiencePage,
-        AudiencePageInput,
-        CountOpenInput,
-        DeliveryFinished,
+    from core.contracts.delivery import (
         DeliveryInput,
         DeliveryResult,
-        DispatchChanged,
-        DispatchInput,
-        DispatchPlan,
-        DispatchProgress,
-        DispatchResult,
         FinishMessageInput,
-        LoadDispatchInput,
-        Recipient,
         SendInput,
         SendResult,
+    )
+    from core.contracts.dispatch import (
+        CountOpenInput,
+        DeliveryFinished,
+        DispatchInput,
+        DispatchProgress,
+        DispatchResult,
+        Recipient,
         SetDispatchStatusInput,
+    )
+    from core.contracts.legacy import AudiencePage, AudiencePageInput
+    from core.contracts.shared import (
+        DB_TIMEOUT,
+        REMOTE_REJECTED,
+        DispatchChanged,
+        DispatchPlan,
+        LoadDispatchInput,
         Window,
         delivery_workflow_id,
         dispatch_workflow_id,
@@ -289,7 +292,9 @@ class LegacyDeliveryWorkflow:
             status = await self._finish(input, MessageStatus.EXPIRED, reason[:500])
             return SendResult(input.message_id, status)
 
-    async def _finish(self, input: DeliveryInput, status: MessageStatus, reason: str) -> str:
+    async def _finish(
+        self, input: DeliveryInput, status: MessageStatus, reason: str
+    ) -> MessageStatus:
         await workflow.execute_activity_method(
             DispatchActivities.finish_message,
             FinishMessageInput(message_id=input.message_id, status=status, error=reason),

@@ -4,7 +4,9 @@ import sqlalchemy as sa
 from temporalio.testing import ActivityEnvironment
 
 from activities.dispatch import DispatchActivities
-from core.contracts import AudiencePageInput, CountOpenInput, FinishMessageInput
+from core.contracts.delivery import FinishMessageInput
+from core.contracts.dispatch import CountOpenInput
+from core.contracts.legacy import AudiencePageInput
 from core.db import Database
 from core.models import Message
 from tests.factories import make_client, make_dispatch

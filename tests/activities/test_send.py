@@ -13,7 +13,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.ratelimit import SendRateLimiter
 from activities.remote import RemoteClient
 from activities.send import SendActivities
-from core.contracts import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendInput, SendResult
+from core.contracts.delivery import SendInput, SendResult
+from core.contracts.shared import REMOTE_REJECTED, REMOTE_UNAVAILABLE
 from core.db import Database
 from core.models import Message
 from devstack.embedded import free_port

@@ -14,7 +14,7 @@ from activities.dispatch import DispatchActivities
 from activities.ratelimit import SendRateLimiter
 from activities.remote import RemoteClient
 from activities.send import SendActivities
-from core.contracts import COHORT_ALL, ConfirmHandoffsInput, SendBatchInput, SendBatchResult
+from core.contracts.cohort import COHORT_ALL, ConfirmHandoffsInput, SendBatchInput, SendBatchResult
 from core.db import Database
 from core.models import Client, Dispatch, Message
 from simulator.app import SimulatorConfig

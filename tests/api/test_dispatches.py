@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.contracts import dispatch_workflow_id
+from core.contracts.shared import dispatch_workflow_id
 from core.db import Database
 from core.models import dispatch_t
 from core.settings import Settings

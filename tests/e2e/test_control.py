@@ -5,6 +5,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import httpx
 import pytest
@@ -13,7 +14,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.contracts import ControlSignal, cohort_workflow_id, dispatch_workflow_id
+from core.contracts.control import ControlSignal
+from core.contracts.shared import cohort_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.settings import Settings
 from simulator.app import SimulatorConfig
@@ -249,26 +251,34 @@ async def test_deleting_a_dispatch_ends_its_waiting_cohort(
         raise AssertionError(f"cohort still open: {events}; dispatch: {parent_events}") from None
 
 
+@pytest.mark.parametrize(
+    ("delivery", "refusal"), [("cohorts", 401), ("per_client", 401), ("per_client", 403)]
+)
 async def test_refused_credentials_pause_the_dispatch_until_resumed(
-    stack: httpx.AsyncClient, db: Database, simulator: RunningSimulator
+    stack: httpx.AsyncClient,
+    db: Database,
+    simulator: RunningSimulator,
+    delivery: str,
+    refusal: Literal[401, 403],
 ) -> None:
-    """A 401 means our token is wrong: the dispatch pauses with the reason instead of failing
-    its messages; once the token is fixed, resume sends them all."""
+    """A 401 means our token is wrong (a 403, our account): the dispatch pauses with the reason
+    instead of failing its messages; once the token is fixed, resume sends them all. In both
+    shapes: a cohort's batches and each client's own delivery judge the answer alike."""
     api = stack
     clients = 20
     for _ in range(clients):
         await make_client(db)
-    simulator.state.set_config(SimulatorConfig(refuse_credentials=401))
-    dispatch_id = await create(api)
+    simulator.state.set_config(SimulatorConfig(refuse_credentials=refusal))
+    dispatch_id = await create(api, delivery=delivery)
     paused = await until(api, dispatch_id, "paused", seconds=20)
-    assert paused["status_reason"] is not None and "401" in paused["status_reason"]
+    assert paused["status_reason"] is not None and str(refusal) in paused["status_reason"]
     assert paused["messages"]["failed"] == 0
     assert paused["messages"]["pending"] == clients
     # Requests stop with the pause: the refusals counted now are all there will be.
-    refused = simulator.state.stats()["by_status"].get("401", 0)
+    refused = simulator.state.stats()["by_status"].get(str(refusal), 0)
     assert refused >= 1
     await asyncio.sleep(1.5)
-    assert simulator.state.stats()["by_status"].get("401", 0) == refused
+    assert simulator.state.stats()["by_status"].get(str(refusal), 0) == refused
 
     simulator.state.set_config(SimulatorConfig())
     resumed = await api.post(f"{DISPATCHES}/{dispatch_id}/resume")

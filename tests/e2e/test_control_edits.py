@@ -13,7 +13,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.contracts import ControlSignal, delivery_workflow_id, dispatch_workflow_id
+from core.contracts.control import ControlSignal
+from core.contracts.shared import delivery_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.settings import Settings
 from simulator.app import SimulatorConfig

@@ -28,7 +28,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError
 
-from core.contracts import DispatchInput, DispatchResult, SendOptions, dispatch_workflow_id
+from core.contracts.dispatch import DispatchInput, DispatchResult
+from core.contracts.shared import SendOptions, dispatch_workflow_id
 from core.db import Database, migrate
 from core.models import Message, MessageStatus
 from core.settings import Settings

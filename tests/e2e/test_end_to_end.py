@@ -12,7 +12,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from core.contracts import cohort_workflow_id, delivery_workflow_id, dispatch_workflow_id
+from core.contracts.shared import cohort_workflow_id, delivery_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.settings import Settings
 from tests.conftest import TOKEN, RunningSimulator

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 from temporalio.testing import WorkflowEnvironment
 
-from core.contracts import DispatchInput, SendOptions, dispatch_workflow_id
+from core.contracts.dispatch import DispatchInput
+from core.contracts.shared import SendOptions, dispatch_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from activities.reconcile import Reconciler
-from core.contracts import cohort_workflow_id, dispatch_workflow_id
+from core.contracts.shared import cohort_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.models import dispatch_t
 from core.settings import Settings
@@ -19,6 +18,7 @@ from tests.conftest import RunningSimulator
 from tests.e2e.test_control import DISPATCHES, create, stack, until, waiting_for_its_window
 from tests.factories import make_client, make_dispatch
 from tests.support import Queues, settings_for
+from upkeep.reconcile import Reconciler
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from temporalio.testing import WorkflowEnvironment
 
-from activities.report import ensure_report_schedule
-from core.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
 from core.db import Database
 from core.models import message_t
 from core.settings import PROJECT_ROOT, Settings
 from devstack.embedded import free_port
 from devstack.processes import service_env
+from report.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
+from report.schedule import ensure_report_schedule
 from tests.factories import make_client, make_dispatch, make_messages
 from tests.support import Queues, running_workers, settings_for
 
@@ -114,7 +114,7 @@ async def test_report_is_mailed_and_waits_out_an_smtp_outage(
             # `make report` sends it at once through the same worker.
             made = await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "devstack.report", "--day", result.day],
+                [sys.executable, "-m", "report", "--day", result.day],
                 cwd=PROJECT_ROOT,
                 env=service_env(s),
                 capture_output=True,

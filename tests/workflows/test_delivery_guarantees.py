@@ -12,9 +12,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from core.contracts import (
-    DispatchInput,
-    DispatchResult,
+from core.contracts.dispatch import DispatchInput, DispatchResult
+from core.contracts.shared import (
     SendOptions,
     cohort_workflow_id,
     delivery_workflow_id,

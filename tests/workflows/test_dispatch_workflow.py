@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from core.contracts import DispatchInput, DispatchResult, SendOptions, dispatch_workflow_id
+from core.contracts.dispatch import DispatchInput, DispatchResult
+from core.contracts.shared import SendOptions, dispatch_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings

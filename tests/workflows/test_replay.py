@@ -17,13 +17,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from core.contracts import (
-    DispatchInput,
-    DispatchResult,
-    SendOptions,
-    delivery_workflow_id,
-    dispatch_workflow_id,
-)
+from core.contracts.dispatch import DispatchInput, DispatchResult
+from core.contracts.shared import SendOptions, delivery_workflow_id, dispatch_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings

@@ -4,10 +4,10 @@ Creating a dispatch commits its row, then starts its workflow; deleting cancels 
 commits the deletion, then cancels the workflow. A crash between the steps leaves a dispatch
 whose workflow never started (or was terminated from the Temporal UI), or workflows of a
 dispatch that no longer exists. The worker runs `reconcile` when it starts and every
-RECONCILE_INTERVAL; every repair is idempotent by workflow id, so several workers may run it.
+RECONCILE_INTERVAL (upkeep.loops); every repair is idempotent by workflow id, so several
+workers may run it.
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,7 +18,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.contracts import DispatchInput, SendOptions, dispatch_workflow_id
+from core.contracts.dispatch import DispatchInput
+from core.contracts.shared import SendOptions, dispatch_workflow_id
 from core.db import SessionFactory
 from core.logging import ids
 from core.models import UNFINISHED_DISPATCH_STATUSES, dispatch_t, utcnow
@@ -58,18 +59,6 @@ class Reconciler:
         if repairs.started or repairs.cancelled:
             log.warning("reconciled: started %s, cancelled %s", repairs.started, repairs.cancelled)
         return repairs
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """At start, then every RECONCILE_INTERVAL until `stop`; a failed round is logged."""
-        while not stop.is_set():
-            try:
-                await self.reconcile()
-            except (RPCError, OSError, sa.exc.SQLAlchemyError) as error:
-                log.error("reconciliation failed: %s", error)
-            try:
-                await asyncio.wait_for(stop.wait(), RECONCILE_INTERVAL.total_seconds())
-            except TimeoutError:
-                pass
 
     async def _start_missing(self, repairs: Repairs) -> None:
         """Unfinished dispatches whose workflow does not exist, or ended without finishing

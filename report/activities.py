@@ -1,5 +1,4 @@
-"""The daily report's activity: gathers one local day's figures and mails them over SMTP; and
-the Temporal Schedule that starts the report every day, created or updated at worker start."""
+"""The daily report's activity: gathers one local day's figures and mails them over SMTP."""
 
 import logging
 from datetime import UTC, date, datetime
@@ -7,24 +6,11 @@ from email.message import EmailMessage
 
 import aiosmtplib
 from temporalio import activity
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleCalendarSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleRange,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
-)
 
-from core import report
-from core.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
 from core.db import SessionFactory
 from core.settings import Settings
+from report import figures as report
+from report.contracts import ReportInput, ReportResult
 
 log = logging.getLogger(__name__)
 
@@ -66,40 +52,3 @@ class ReportActivities:
         )
         log.info("report for %s mailed to %d recipients", figures.day, len(recipients))
         return ReportResult(day=figures.day, subject=subject, recipients=len(recipients))
-
-
-def report_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            REPORT_WORKFLOW,
-            ReportInput(timezone=settings.report_timezone),
-            id=f"{settings.report_schedule_id}-run",
-            task_queue=settings.temporal_task_queue,
-        ),
-        spec=ScheduleSpec(
-            calendars=[
-                ScheduleCalendarSpec(
-                    hour=[ScheduleRange(settings.report_hour)],
-                    minute=[ScheduleRange(0)],
-                    second=[ScheduleRange(0)],
-                )
-            ],
-            time_zone_name=settings.report_timezone,
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-
-
-async def ensure_report_schedule(client: Client, settings: Settings) -> None:
-    """Creates the schedule, or brings an existing one in line with the settings."""
-    schedule = report_schedule(settings)
-    try:
-        await client.create_schedule(settings.report_schedule_id, schedule)
-        log.info("report schedule %s created", settings.report_schedule_id)
-    except ScheduleAlreadyRunningError:
-
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await client.get_schedule_handle(settings.report_schedule_id).update(update)
-        log.info("report schedule %s updated", settings.report_schedule_id)

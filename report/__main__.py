@@ -1,5 +1,5 @@
-"""`make report`: mails the daily report now, through the worker (the same workflow the
-schedule starts every day).
+"""`make report` (python -m report): mails the daily report now, through the worker (the
+same workflow the schedule starts every day).
 
     make report                                 # yesterday, in REPORT_TIMEZONE
     make report REPORT_ARGS="--day 2026-11-27"
@@ -12,9 +12,9 @@ import sys
 import uuid
 from datetime import date
 
-from core.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
 from core.settings import get_settings
 from core.temporal import connect
+from report.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
 
 
 async def run(day: str | None) -> ReportResult:

@@ -7,9 +7,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.report import ReportActivities
-    from core.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
-    from core.report import previous_day
+    from report.activities import ReportActivities
+    from report.contracts import REPORT_WORKFLOW, ReportInput, ReportResult
+    from report.figures import previous_day
 
 # The SMTP server may be down for a while: keep trying for half a day, at most every 10 min.
 MAIL_RETRY = RetryPolicy(

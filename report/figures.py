@@ -1,4 +1,4 @@
-"""The daily report: the figures of one local day (per dispatch by status, totals, failure
+"""The daily report's figures: one local day (per dispatch by status, totals, failure
 reasons by count), read from PostgreSQL, and its rendering as plain text and HTML."""
 
 from dataclasses import dataclass, field
