@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
-from api.schemas import ErrorBody
+from api.schemas.common import ErrorBody
 from core.auth import ALL_PERMISSIONS, Forbidden, Permission, Principal, Unauthenticated, Verifier
 from core.settings import Settings
 

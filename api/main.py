@@ -13,7 +13,7 @@ from api import metrics as api_metrics
 from api.admin import admin_error_page, install_admin
 from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
-from api.imports import TooLarge, UnsupportedFile
+from api.imports.reading import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
 from api.routers import clients, dispatches, health, stats
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier

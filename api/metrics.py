@@ -25,11 +25,12 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # Pending messages of running dispatches whose client's local time is outside the window now.
 _WAITING = sa.text(
-    """
+    f"""
     SELECT count(*) FROM message m
     JOIN dispatch d ON d.id = m.dispatch_id
     JOIN client c ON c.id = m.client_id
-    WHERE m.status = 'pending' AND d.status = 'running' AND d.window_start IS NOT NULL
+    WHERE m.status = '{MessageStatus.PENDING}' AND d.status = '{DispatchStatus.RUNNING}'
+      AND d.window_start IS NOT NULL
       AND NOT CASE WHEN d.window_start < d.window_end
         THEN (now() AT TIME ZONE c.timezone)::time >= d.window_start
              AND (now() AT TIME ZONE c.timezone)::time < d.window_end

@@ -22,6 +22,8 @@ TEXT_MAX_LENGTH = 1000
 TIMEZONE_MAX_LENGTH = 64
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 STATUS_REASON_MAX_LENGTH = 300
+# An operator's reason for a pause, resume or cancel (kept as the status reason).
+CONTROL_REASON_MAX_LENGTH = 200
 ACTOR_MAX_LENGTH = 200
 
 
@@ -71,6 +73,9 @@ UNFINISHED_DISPATCH_STATUSES = (
     DispatchStatus.RUNNING,
     DispatchStatus.PAUSED,
 )
+# What a running or paused dispatch lets an edit change: the workflows already running read
+# them again. The filter and start_at shaped the audience and its layout, and stay.
+EDITABLE_WHILE_RUNNING = frozenset({"end_at", "text", "window"})
 FINAL_MESSAGE_STATUSES = (
     MessageStatus.SENT,
     MessageStatus.FAILED,

@@ -1,7 +1,11 @@
 """The admin web page, served by the API process under /admin: server-rendered templates (Jinja2,
 autoescaped) with a little htmx for live parts. Every asset is served from api/admin/static, so
 the page works with no internet. Each page and action goes through the same service functions
-and permission checks as the JSON API, as the signed-in user (see session.py)."""
+and permission checks as the JSON API, as the signed-in user (see session.py).
+
+One module per part, as api/routers: `signin` (and `oidc` with a provider), `overview`,
+`clients` (with the import), `dispatches`; `common` holds the templates and what every page
+uses. The routers are gathered here in that order."""
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,8 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.admin.oidc import router as oidc_router
-from api.admin.pages import router, templates
+from api.admin import clients, dispatches, oidc, overview, signin
+from api.admin.common import templates
 from api.admin.session import CsrfRefused, PermissionRefused, SignInNeeded, to_sign_in
 
 STATIC = Path(__file__).parent / "static"
@@ -28,8 +32,8 @@ SECURITY_HEADERS = {
 
 
 def install_admin(app: FastAPI) -> None:
-    app.include_router(oidc_router)
-    app.include_router(router)
+    for module in (oidc, signin, overview, clients, dispatches):
+        app.include_router(module.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
 
     @app.middleware("http")

@@ -6,39 +6,37 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import services
 from api.auth import guarded
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.errors import ErrorItem, error_response
-from api.imports import (
+from api.imports.reading import (
+    COLUMNS,
     CSV_TYPES,
     NDJSON_TYPES,
     FileFormat,
     FileRefused,
-    Importer,
-    OnDuplicate,
-    OnError,
     TooLarge,
     UnsupportedFile,
     format_of,
     spool,
 )
+from api.imports.writing import Importer, OnDuplicate, OnError
 from api.paging import PagingDep
-from api.schemas import (
+from api.schemas.clients import (
     ClientCreate,
     ClientPublic,
     ClientUpdate,
-    ErrorBody,
     ImportRefused,
     ImportReport,
-    MessagePublic,
-    OperatorCode,
     OptOut,
-    Page,
-    Tag,
 )
+from api.schemas.common import FILTER_MAX_ITEMS, ErrorBody, OperatorCode, Page, Tag
+from api.schemas.messages import MessagePublic
+from api.services import clients as clients_service
+from api.services import common as common_service
+from api.services import messages as messages_service
 from core.auth import Permission
-from core.models import MessageStatus
+from core.models import PHONE_LENGTH, MessageStatus
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,8 +45,8 @@ router = APIRouter(prefix="/clients", tags=["clients"])
 
 _IMPORT_BODY = {
     "required": True,
-    "description": "A CSV file with a header row (columns phone, tag, timezone, operator_code, "
-    "opted_out in any order; only phone required), or JSON lines with the same fields; as the "
+    "description": f"A CSV file with a header row (columns {', '.join(COLUMNS)} "
+    "in any order; only phone required), or JSON lines with the same fields; as the "
     "raw body, or as the `file` field of a form.",
     "content": {
         "text/csv": {
@@ -80,7 +78,7 @@ async def create_client(
     data: ClientCreate, session: SessionDep, settings: SettingsDep
 ) -> ClientPublic:
     """Add a client; the operator code and time zone are derived from the phone when omitted."""
-    client = await services.create_client(session=session, data=data, settings=settings)
+    client = await clients_service.create_client(session=session, data=data, settings=settings)
     return ClientPublic.model_validate(client)
 
 
@@ -136,7 +134,7 @@ async def import_clients(
     finally:
         body.close()
     for kind, dispatch_id, client_id in importer.to_wake:
-        await services.wake_after_move(temporal, client_id, [(kind, dispatch_id)])
+        await clients_service.wake_after_move(temporal, client_id, [(kind, dispatch_id)])
     log.info(
         "import %s: %d rows, %d created, %d updated, %d skipped, %d rejected",
         "taken" if report.committed else "rejected",
@@ -193,7 +191,7 @@ async def opt_out(data: OptOut, session: SessionDep) -> ClientPublic:
     again: each send checks, as it checks the end time, and its messages not yet sent end
     `opted_out`. Calling it again changes nothing. `PATCH /clients/{id}` with
     `{"opted_out": false}` takes the client off the list."""
-    client = await services.opt_out(session=session, phone=str(data.phone))
+    client = await clients_service.opt_out(session=session, phone=str(data.phone))
     return ClientPublic.model_validate(client)
 
 
@@ -201,14 +199,20 @@ async def opt_out(data: OptOut, session: SessionDep) -> ClientPublic:
 async def list_clients(
     session: SessionDep,
     paging: PagingDep,
-    tag: Annotated[list[Tag], Query(max_length=100, description="Any of these tags.")] = [],  # noqa: B006
-    operator_code: Annotated[
-        list[OperatorCode], Query(max_length=100, description="Any of these codes.")
+    tag: Annotated[
+        list[Tag], Query(max_length=FILTER_MAX_ITEMS, description="Any of these tags.")
     ] = [],  # noqa: B006
-    timezone: Annotated[list[str], Query(max_length=100, description="Any of these zones.")] = [],  # noqa: B006
+    operator_code: Annotated[
+        list[OperatorCode], Query(max_length=FILTER_MAX_ITEMS, description="Any of these codes.")
+    ] = [],  # noqa: B006
+    timezone: Annotated[
+        list[str], Query(max_length=FILTER_MAX_ITEMS, description="Any of these zones.")
+    ] = [],  # noqa: B006
     phone: Annotated[
         str | None,
-        Query(pattern=r"^\d{1,11}$", description="Numbers starting with these digits."),
+        Query(
+            pattern=rf"^\d{{1,{PHONE_LENGTH}}}$", description="Numbers starting with these digits."
+        ),
     ] = None,
     opted_out: Annotated[
         bool | None,
@@ -217,7 +221,7 @@ async def list_clients(
 ) -> Page[ClientPublic]:
     """List clients by id. Filters combine (all must hold); a repeated one matches any of its
     values: `?tag=vip&tag=gold&operator_code=916`."""
-    clients, total, next_cursor = await services.list_clients(
+    clients, total, next_cursor = await clients_service.list_clients(
         session=session,
         tags=tag,
         operator_codes=operator_code,
@@ -239,7 +243,7 @@ async def list_clients(
 async def get_client(client_id: IdPath, session: SessionDep) -> ClientPublic:
     """One client."""
     return ClientPublic.model_validate(
-        await services.get_client(session=session, client_id=client_id)
+        await common_service.get_client(session=session, client_id=client_id)
     )
 
 
@@ -249,7 +253,7 @@ async def update_client(
 ) -> ClientPublic:
     """Change some of a client's fields. Messages not yet sent follow: a new phone is where
     they go, a new time zone is the window they wait for (also a message already waiting)."""
-    client = await services.update_client(
+    client = await clients_service.update_client(
         session=session, temporal=temporal, client_id=client_id, data=data
     )
     return ClientPublic.model_validate(client)
@@ -275,7 +279,7 @@ async def delete_client(
     """Delete a client; its messages stay in the statistics with the phone they were for, and
     unsent ones end cancelled at once. With `erase=true` the phone goes from its messages too
     (the counts stay)."""
-    await services.delete_client(
+    await clients_service.delete_client(
         session=session, temporal=temporal, client_id=client_id, erase=erase
     )
 
@@ -292,6 +296,6 @@ async def client_messages(
     status: MessageStatus | None = None,
 ) -> Page[MessagePublic]:
     """One client's messages across every dispatch, by id, optionally of one status."""
-    return await services.list_client_messages(
+    return await messages_service.list_client_messages(
         session=session, client_id=client_id, status=status, paging=paging
     )

@@ -3,23 +3,25 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Response, status
 
-from api import insights, services
 from api.auth import DispatchesController, DispatchesWriter, guarded
 from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
 from api.paging import PagingDep
-from api.schemas import (
+from api.schemas.common import Page
+from api.schemas.dispatches import (
     ControlBody,
     DispatchCreate,
     DispatchEventPublic,
     DispatchProgressPublic,
     DispatchPublic,
-    DispatchStats,
     DispatchUpdate,
-    FailureReason,
-    MessagePublic,
-    Page,
-    TimelinePoint,
 )
+from api.schemas.messages import MessagePublic
+from api.schemas.statistics import DispatchStats, FailureReason, TimelinePoint
+from api.services import common as common_service
+from api.services import control as control_service
+from api.services import dispatches as dispatches_service
+from api.services import messages as messages_service
+from api.services import statistics as statistics_service
 from core.audience import audience_size
 from core.auth import Permission, Principal
 from core.control import Command
@@ -56,7 +58,7 @@ async def create_dispatch(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> DispatchPublic:
     """Create a dispatch and start its workflow: it waits for start_at by itself."""
-    dispatch, replayed = await services.create_dispatch(
+    dispatch, replayed = await dispatches_service.create_dispatch(
         session=session,
         temporal=temporal,
         settings=settings,
@@ -66,9 +68,9 @@ async def create_dispatch(
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-        answer = await services.dispatch_with_counts(session=session, dispatch=dispatch)
+        answer = await dispatches_service.dispatch_with_counts(session=session, dispatch=dispatch)
     else:
-        answer = services.dispatch_public(dispatch, {})
+        answer = dispatches_service.dispatch_public(dispatch, {})
     answer.audience = await audience_size(
         session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
     )
@@ -82,14 +84,14 @@ async def list_dispatches(
     status: DispatchStatus | None = None,
 ) -> Page[DispatchPublic]:
     """List dispatches by id with their message counts, optionally of one status."""
-    return await services.list_dispatches(session=session, status=status, paging=paging)
+    return await dispatches_service.list_dispatches(session=session, status=status, paging=paging)
 
 
 @router.get("/{dispatch_id}", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_READ))
 async def get_dispatch(dispatch_id: IdPath, session: SessionDep) -> DispatchPublic:
     """One dispatch with its messages counted by status."""
-    dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
-    return await services.dispatch_with_counts(session=session, dispatch=dispatch)
+    dispatch = await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await dispatches_service.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
 @router.patch(
@@ -105,14 +107,14 @@ async def update_dispatch(
     """Edit a dispatch. Before its start, any field. Running or paused: `end_at` (earlier or
     later), `text` (for messages not yet sent) and `window`, which reach the workflows already
     running (409 naming any other field). After its end: 409."""
-    dispatch = await services.update_dispatch(
+    dispatch = await dispatches_service.update_dispatch(
         session=session,
         temporal=temporal,
         dispatch_id=dispatch_id,
         data=data,
         actor=principal.subject,
     )
-    return await services.dispatch_with_counts(session=session, dispatch=dispatch)
+    return await dispatches_service.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
 @router.delete(
@@ -127,7 +129,7 @@ async def delete_dispatch(
 ) -> None:
     """Delete a dispatch with its messages. One not finished is cancelled first (nothing more
     is sent, every workflow of it ends); its events stay listed."""
-    await services.delete_dispatch(
+    await dispatches_service.delete_dispatch(
         session=session,
         temporal=temporal,
         dispatch_id=dispatch_id,
@@ -147,7 +149,7 @@ async def _control(
     response: Response,
     idempotency_key: str | None,
 ) -> DispatchPublic:
-    dispatch, replayed = await services.control_dispatch(
+    dispatch, replayed = await control_service.control_dispatch(
         session=session,
         temporal=temporal,
         dispatch_id=dispatch_id,
@@ -159,7 +161,7 @@ async def _control(
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return await services.dispatch_with_counts(session=session, dispatch=dispatch)
+    return await dispatches_service.dispatch_with_counts(session=session, dispatch=dispatch)
 
 
 @router.post(
@@ -252,7 +254,7 @@ async def cancel_dispatch(
 )
 async def dispatch_stats(dispatch_id: IdPath, session: SessionDep) -> DispatchStats:
     """One dispatch's messages counted by status."""
-    return await services.dispatch_stats(session=session, dispatch_id=dispatch_id)
+    return await statistics_service.dispatch_stats(session=session, dispatch_id=dispatch_id)
 
 
 @router.get(
@@ -267,7 +269,7 @@ async def dispatch_messages(
     status: MessageStatus | None = None,
 ) -> Page[MessagePublic]:
     """A dispatch's messages by id, optionally of one status."""
-    return await services.list_messages(
+    return await messages_service.list_messages(
         session=session, dispatch_id=dispatch_id, status=status, paging=paging
     )
 
@@ -284,7 +286,9 @@ async def dispatch_events(
 ) -> Page[DispatchEventPublic]:
     """The dispatch's control actions, oldest first: created, edited, paused, resumed,
     cancelled, deleted, each with its time, actor and reason (kept after a delete)."""
-    return await services.list_events(session=session, dispatch_id=dispatch_id, paging=paging)
+    return await dispatches_service.list_events(
+        session=session, dispatch_id=dispatch_id, paging=paging
+    )
 
 
 @router.get(
@@ -296,8 +300,8 @@ async def dispatch_timeline(
     dispatch_id: IdPath, session: SessionDep, bucket: Literal["minute", "hour"] = "minute"
 ) -> list[TimelinePoint]:
     """The dispatch's messages sent per minute (or hour), from its first send to its last."""
-    dispatch = await services.get_dispatch(session=session, dispatch_id=dispatch_id)
-    return await insights.timeline(
+    dispatch = await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await statistics_service.timeline(
         session=session, dispatch_id=dispatch_id, since=dispatch.created_at, bucket=bucket
     )
 
@@ -310,8 +314,8 @@ async def dispatch_timeline(
 async def dispatch_failures(dispatch_id: IdPath, session: SessionDep) -> list[FailureReason]:
     """Why the dispatch's messages did not go, or not yet: each last error with its status,
     counted, most frequent first (20 at most)."""
-    await services.get_dispatch(session=session, dispatch_id=dispatch_id)
-    return await insights.failure_reasons(session=session, dispatch_id=dispatch_id)
+    await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await statistics_service.failure_reasons(session=session, dispatch_id=dispatch_id)
 
 
 @router.get(
@@ -324,5 +328,5 @@ async def dispatch_progress(
 ) -> DispatchProgressPublic:
     """What the dispatch's workflow says of itself: its phase, the clients laid out, and each
     cohort's phase, sends and, while it sleeps for its zone's window, until when."""
-    await services.get_dispatch(session=session, dispatch_id=dispatch_id)
-    return await insights.dispatch_progress(temporal=temporal, dispatch_id=dispatch_id)
+    await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return await dispatches_service.dispatch_progress(temporal=temporal, dispatch_id=dispatch_id)

@@ -1,7 +1,7 @@
 from fastapi import APIRouter, Request, Response, status
 
 from api.deps import TemporalClientDep
-from api.schemas import Health, Liveness
+from api.schemas.health import Health, Liveness
 from core.health import dependencies
 
 router = APIRouter(tags=["health"])

@@ -3,11 +3,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from api import insights, services
 from api.auth import guarded
 from api.deps import SessionDep
 from api.paging import PagingDep
-from api.schemas import AudienceCount, OperatorCode, OverallStats, RemoteHealth, Tag, TimelinePoint
+from api.schemas.common import FILTER_MAX_ITEMS, OperatorCode, Tag
+from api.schemas.statistics import AudienceCount, OverallStats, RemoteHealth, TimelinePoint
+from api.services import statistics as statistics_service
 from core.auth import Permission
 from core.models import utcnow
 
@@ -21,18 +22,20 @@ async def overall_stats(
 ) -> OverallStats:
     """Every dispatch (a page of them, by id) with its messages counted by status, and the
     totals over all messages."""
-    return await services.overall_stats(session=session, paging=paging)
+    return await statistics_service.overall_stats(session=session, paging=paging)
 
 
 @router.get("/audience", response_model=AudienceCount, **guarded(Permission.DISPATCHES_READ))
 async def audience(
     session: SessionDep,
-    operator_code: Annotated[list[OperatorCode], Query(max_length=100)] = [],  # noqa: B006
-    tag: Annotated[list[Tag], Query(max_length=100)] = [],  # noqa: B006
+    operator_code: Annotated[list[OperatorCode], Query(max_length=FILTER_MAX_ITEMS)] = [],  # noqa: B006
+    tag: Annotated[list[Tag], Query(max_length=FILTER_MAX_ITEMS)] = [],  # noqa: B006
 ) -> AudienceCount:
     """How many clients a dispatch with this filter (repeat `tag` and `operator_code`; none of
     either: every client) would target now, before creating it. The stop list is left out."""
-    return await insights.audience_count(session=session, operator_codes=operator_code, tags=tag)
+    return await statistics_service.audience_count(
+        session=session, operator_codes=operator_code, tags=tag
+    )
 
 
 @router.get("/timeline", response_model=list[TimelinePoint], **guarded(Permission.DISPATCHES_READ))
@@ -43,7 +46,9 @@ async def timeline(
 ) -> list[TimelinePoint]:
     """Messages sent per hour (or minute) over the last `hours`, every dispatch together."""
     since = utcnow() - timedelta(hours=hours)
-    return await insights.timeline(session=session, dispatch_id=None, since=since, bucket=bucket)
+    return await statistics_service.timeline(
+        session=session, dispatch_id=None, since=since, bucket=bucket
+    )
 
 
 @router.get("/remote", response_model=RemoteHealth, **guarded(Permission.DISPATCHES_READ))
@@ -52,4 +57,4 @@ async def remote(
 ) -> RemoteHealth:
     """The remote API's error rate over the last `hours`: of the requests made for the
     messages that changed meanwhile, the share that did not end in `sent`."""
-    return await insights.remote_health(session=session, hours=hours)
+    return await statistics_service.remote_health(session=session, hours=hours)

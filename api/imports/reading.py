@@ -1,35 +1,25 @@
-"""Bulk import of clients: a CSV or JSON-lines file, judged row by row exactly as a single create
-is (the same `ClientCreate` and the same derived operator code and zone), written in batches of
-multi-row statements inside one transaction.
-
-The body is first spooled to a temporary file (in memory up to 1 MiB, then on disk), then read
-back in batches: a worker thread parses and validates a batch while the event loop writes the
-one before. The API's memory is a batch or two, whatever the file's size.
-"""
+"""Reading an import's file: the body spooled to a temporary file (in memory up to 1 MiB, then on
+disk), its format told from its Content-Type or name, its rows read back a batch at a time and
+each judged exactly as a single create is (the same `ClientCreate` and the same derived operator
+code and zone). A whole file that cannot be read is refused here; an invalid row is reported."""
 
 import asyncio
-import contextlib
 import csv
 import io
 import json
-import logging
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, Any
 
-import asyncpg
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import ErrorItem
-from api.schemas import ClientCreate, ImportReport, RejectedRow
-from api.services import follow_move, new_client_values
+from api.schemas.clients import ClientCreate, RejectedRow
+from api.services import clients as clients_service
 from core.errors import InvalidRequest
 from core.settings import Settings
-
-log = logging.getLogger(__name__)
 
 COLUMNS = ("phone", "tag", "timezone", "operator_code", "opted_out")
 # Rows validated and written together: one multi-row statement (or two) per batch.
@@ -40,20 +30,6 @@ CSV_TYPES = ("text/csv", "application/csv")
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
-
-
-class OnDuplicate(StrEnum):
-    """What a row whose phone is already a client's does."""
-
-    SKIP = "skip"  # the stored client stays as it is
-    UPDATE = "update"  # the row's non-empty fields replace the stored ones
-
-
-class OnError(StrEnum):
-    """What an invalid row does."""
-
-    REJECT_FILE = "reject_file"  # nothing is imported; every rejected row is reported
-    SKIP_ROW = "skip_row"  # the row alone is left out and reported
 
 
 class FileFormat(StrEnum):
@@ -75,7 +51,7 @@ class UnsupportedFile(FileRefused):
 
 
 @dataclass
-class _Row:
+class Row:
     """A valid row: the fields a create stores, and those the file gave (for an update)."""
 
     line: int
@@ -84,8 +60,8 @@ class _Row:
 
 
 @dataclass
-class _Batch:
-    rows: list[_Row]
+class Batch:
+    rows: list[Row]
     rejected: list[RejectedRow]
     end: bool
 
@@ -124,7 +100,7 @@ def format_of(content_type: str, filename: str | None = None) -> FileFormat | No
     return None
 
 
-class _Rows:
+class Rows:
     """Reads and judges the rows of a file, a batch at a time (called from a worker thread,
     one batch at a time)."""
 
@@ -223,8 +199,8 @@ class _Rows:
                 },
             )
 
-    def batch(self) -> _Batch:
-        rows: list[_Row] = []
+    def batch(self) -> Batch:
+        rows: list[Row] = []
         rejected: list[RejectedRow] = []
         for line, record in self.records:
             if isinstance(record, RejectedRow):
@@ -236,10 +212,10 @@ class _Rows:
                 else:
                     rows.append(judged)
             if len(rows) + len(rejected) >= BATCH_ROWS:
-                return _Batch(rows, rejected, end=False)
-        return _Batch(rows, rejected, end=True)
+                return Batch(rows, rejected, end=False)
+        return Batch(rows, rejected, end=True)
 
-    def _judge(self, line: int, record: dict[str, str | None]) -> _Row | RejectedRow:
+    def _judge(self, line: int, record: dict[str, str | None]) -> Row | RejectedRow:
         """The row as a single create would take it: empty cells are fields not given."""
         given: dict[str, Any] = {}
         for name, value in record.items():
@@ -258,12 +234,12 @@ class _Rows:
         except ValidationError as error:
             item = ErrorItem.of_validation(error.errors()[0])
             return _reject(line, item.field, item.message)
-        values = new_client_values(data, self.settings)
+        values = clients_service.new_client_values(data, self.settings)
         given["phone"] = values["phone"]
         for name in ("operator_code", "timezone"):
             if name in given:
                 given[name] = values[name]
-        return _Row(line, values, given)
+        return Row(line, values, given)
 
     def close(self) -> None:
         self.text.close()
@@ -288,173 +264,4 @@ def _not_utf8(line: int) -> FileRefused:
     file as a whole is refused (and nothing of it taken), whatever on_error says."""
     return FileRefused(
         f"the file is not UTF-8 text (from about line {line}); save it as UTF-8 and send again"
-    )
-
-
-_INSERT = """
-    INSERT INTO client (phone, operator_code, tag, timezone, opted_out, opted_out_at)
-    SELECT phone, code, tag, zone, opted, CASE WHEN opted THEN now() END
-    FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bool[])
-        AS row (phone, code, tag, zone, opted)
-    ON CONFLICT (phone) DO NOTHING
-    RETURNING phone
-"""
-
-# Fields the file did not give are NULL and keep the stored value. `old` is the row before
-# this statement, for the clients whose zone changed.
-_UPDATE = """
-    UPDATE client c SET
-        operator_code = coalesce(row.code, c.operator_code),
-        tag = coalesce(row.tag, c.tag),
-        timezone = coalesce(row.zone, c.timezone),
-        opted_out = coalesce(row.opted, c.opted_out),
-        opted_out_at = CASE
-            WHEN row.opted IS NULL THEN c.opted_out_at
-            WHEN row.opted THEN coalesce(c.opted_out_at, now())
-        END,
-        updated_at = now()
-    FROM (
-        SELECT row.*, old.timezone AS old_zone
-        FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bool[])
-            AS row (phone, code, tag, zone, opted)
-        JOIN client old ON old.phone = row.phone
-    ) AS row
-    WHERE c.phone = row.phone
-    RETURNING c.id, c.phone, row.old_zone <> c.timezone AS moved
-"""
-
-_MOVED_WITH_OPEN_MESSAGES = """
-    SELECT DISTINCT client_id FROM message
-    WHERE client_id = ANY($1::bigint[]) AND status IN ('pending', 'retrying')
-"""
-
-
-class Importer:
-    """One import: the batches written in the session's transaction, counted in `report`."""
-
-    def __init__(
-        self,
-        *,
-        session: AsyncSession,
-        settings: Settings,
-        on_duplicate: OnDuplicate,
-        on_error: OnError,
-    ) -> None:
-        self.session = session
-        self.settings = settings
-        self.on_duplicate = on_duplicate
-        self.on_error = on_error
-        self.report = ImportReport()
-        # Workflows to wake after the commit: clients moved zone with messages waiting.
-        self.to_wake: list[tuple[str, int, int]] = []
-        self._connection: asyncpg.Connection | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.on_error is OnError.REJECT_FILE and self.report.rejected > 0
-
-    async def run(self, body: IO[bytes], file_format: FileFormat) -> ImportReport:
-        rows = _Rows(body, file_format, self.settings)
-        next_batch = asyncio.create_task(asyncio.to_thread(rows.batch))
-        try:
-            while True:
-                batch = await next_batch
-                if not batch.end:
-                    # The thread judges the next batch while this one is written.
-                    next_batch = asyncio.create_task(asyncio.to_thread(rows.batch))
-                self._count_rejected(batch.rejected)
-                if not self.failed:
-                    await self._write(batch.rows)
-                self.report.rows += len(batch.rows) + len(batch.rejected)
-                if batch.end:
-                    break
-        finally:
-            # A write that failed leaves the thread reading: it finishes before the file closes.
-            if not next_batch.done():
-                with contextlib.suppress(Exception):
-                    await next_batch
-            rows.close()
-        if self.failed:
-            await self.session.rollback()
-            self.report.created = self.report.updated = self.report.skipped = 0
-            self.to_wake = []
-        else:
-            await self.session.commit()
-            self.report.committed = True
-        return self.report
-
-    def _count_rejected(self, rejected: list[RejectedRow]) -> None:
-        self.report.rejected += len(rejected)
-        room = self.settings.import_errors_shown - len(self.report.rejected_rows)
-        self.report.rejected_rows.extend(rejected[: max(room, 0)])
-
-    async def _raw(self) -> asyncpg.Connection:
-        if self._connection is None:
-            connection = await self.session.connection()
-            # The dialect begins its transaction at its first statement: one goes through it,
-            # so that the statements sent to the driver itself belong to that transaction.
-            await connection.exec_driver_sql("SELECT 1")
-            raw = await connection.get_raw_connection()
-            self._connection = raw.driver_connection
-        return self._connection
-
-    async def _write(self, rows: list[_Row]) -> None:
-        """Writes one batch as rows taken one after another would be: a phone seen again in
-        the batch is skipped, or updates the client its first row made."""
-        if not rows:
-            return
-        merged: dict[str, _Row] = {}
-        seen: dict[str, int] = {}
-        for row in rows:
-            phone = row.values["phone"]
-            seen[phone] = seen.get(phone, 0) + 1
-            if phone not in merged:
-                merged[phone] = _Row(row.line, dict(row.values), dict(row.given))
-            elif self.on_duplicate is OnDuplicate.UPDATE:
-                merged[phone].values.update(row.given)
-                merged[phone].given.update(row.given)
-        connection = await self._raw()
-        remaining = list(merged.values())
-        if self.on_duplicate is OnDuplicate.UPDATE:
-            updated = await connection.fetch(_UPDATE, *_columns(remaining, given=True))
-            updated_phones = {record["phone"] for record in updated}
-            self.report.updated += sum(seen[phone] for phone in updated_phones)
-            moved = [record["id"] for record in updated if record["moved"]]
-            if moved:
-                await self._follow_moves(moved)
-            remaining = [row for row in remaining if row.values["phone"] not in updated_phones]
-        created = {
-            record["phone"]
-            for record in await connection.fetch(_INSERT, *_columns(remaining, given=False))
-        }
-        for row in remaining:
-            phone = row.values["phone"]
-            if phone in created:
-                self.report.created += 1
-                extra = seen[phone] - 1
-            else:
-                # Another writer created it meanwhile (or the policy is skip).
-                extra = seen[phone]
-            if self.on_duplicate is OnDuplicate.UPDATE and phone in created:
-                self.report.updated += extra
-            else:
-                self.report.skipped += extra
-
-    async def _follow_moves(self, client_ids: list[int]) -> None:
-        connection = await self._raw()
-        waiting = await connection.fetch(_MOVED_WITH_OPEN_MESSAGES, client_ids)
-        for record in waiting:
-            client_id = record["client_id"]
-            for kind, dispatch_id in await follow_move(self.session, client_id):
-                self.to_wake.append((kind, dispatch_id, client_id))
-
-
-def _columns(rows: list[_Row], *, given: bool) -> tuple[list[Any], ...]:
-    source = [row.given if given else row.values for row in rows]
-    return (
-        [fields["phone"] for fields in source],
-        [fields.get("operator_code") for fields in source],
-        [fields.get("tag") for fields in source],
-        [fields.get("timezone") for fields in source],
-        [fields.get("opted_out") for fields in source],
     )

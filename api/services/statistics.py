@@ -1,37 +1,70 @@
-"""Reads for the people who watch dispatches (the admin page and the API alike): how many clients
-a filter matches, sends over time, the remote's error rate, why messages failed, and which
-cohorts are waiting for their window and until when."""
+"""Reads that answer only numbers, counted over messages or clients: a dispatch's messages by
+status (and every dispatch's, with the totals), sends over time, why a dispatch's messages did
+not go, the remote's error rate, how many clients a filter matches. The admin page reads them
+too. The counting queries the workers share are in `core.stats` and `core.audience`.
 
-import logging
+A dispatch's read that answers numbers alone is here; one that answers the dispatch itself, its
+events or its workflow's progress is in `dispatches`, and its messages in `messages`."""
+
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowQueryFailedError
-from temporalio.service import RPCError
 
-from api.schemas import (
+from api.paging import Paging
+from api.schemas.statistics import (
     AudienceCount,
-    CohortState,
-    DispatchProgressPublic,
+    DispatchStats,
     FailureReason,
+    OverallStats,
     RemoteHealth,
+    StatusCounts,
     TimelinePoint,
 )
+from api.services import common as common_service
 from core.audience import audience_size
-from core.contracts.cohort import CohortProgress
-from core.contracts.dispatch import DispatchProgress
-from core.contracts.shared import cohort_workflow_id, dispatch_workflow_id
-from core.logging import ids
-from core.models import MessageStatus, message_sent_minute_t, message_t, utcnow
+from core.models import (
+    Dispatch,
+    MessageStatus,
+    dispatch_t,
+    message_sent_minute_t,
+    message_t,
+    utcnow,
+)
+from core.stats import counts_by_dispatch, total_counts
 
-log = logging.getLogger(__name__)
-
-# A query waits for a worker to answer: a page must not wait long for a busy or absent one.
-QUERY_TIMEOUT = timedelta(seconds=2)
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
+
+
+async def dispatch_stats(*, session: AsyncSession, dispatch_id: int) -> DispatchStats:
+    """One dispatch's messages counted by status."""
+    dispatch = await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
+    return DispatchStats(
+        dispatch_id=dispatch_id,
+        status=dispatch.status,
+        messages=StatusCounts.of(counts[dispatch_id]),
+    )
+
+
+async def overall_stats(*, session: AsyncSession, paging: Paging) -> OverallStats:
+    """A page of dispatches by id with their counts, and totals over every message."""
+    query = paging.select(sa.select(dispatch_t.c.id, dispatch_t.c.status), dispatch_t.c.id)
+    dispatches, next_cursor = paging.cut(list(await session.execute(query)), common_service.row_id)
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in dispatches])
+    dispatch_count = (
+        await session.execute(sa.select(sa.func.count()).select_from(Dispatch))
+    ).scalar_one()
+    return OverallStats(
+        dispatches=[
+            DispatchStats(dispatch_id=d.id, status=d.status, messages=StatusCounts.of(counts[d.id]))
+            for d in dispatches
+        ],
+        totals=StatusCounts.of(await total_counts(session=session)),
+        dispatch_count=dispatch_count,
+        next_cursor=next_cursor,
+    )
 
 
 async def audience_count(
@@ -120,47 +153,3 @@ async def failure_reasons(
         .limit(limit)
     )
     return [FailureReason(status=row[0], reason=row[1], count=int(row[2])) for row in rows]
-
-
-async def dispatch_progress(
-    *, temporal: TemporalClient, dispatch_id: int
-) -> DispatchProgressPublic:
-    """The dispatch workflow's own account (its `progress` query) and each unfinished cohort's:
-    which are asleep waiting for their zone's window, and until when. `available` is false
-    when no workflow answers (not started yet, finished long ago, or no worker)."""
-    try:
-        handle = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
-        progress = await handle.query(
-            "progress", result_type=DispatchProgress, rpc_timeout=QUERY_TIMEOUT
-        )
-    except (RPCError, WorkflowQueryFailedError) as error:
-        log.info("progress not available: %s", error, extra=ids(dispatch_id=dispatch_id))
-        return DispatchProgressPublic(available=False)
-    cohorts = []
-    finished = set(progress.cohorts_finished)
-    for cohort in progress.cohorts:
-        if cohort in finished:
-            cohorts.append(CohortState(cohort=cohort, phase="finished"))
-            continue
-        try:
-            state = await temporal.get_workflow_handle(
-                cohort_workflow_id(dispatch_id, cohort)
-            ).query("progress", result_type=CohortProgress, rpc_timeout=QUERY_TIMEOUT)
-        except (RPCError, WorkflowQueryFailedError):
-            cohorts.append(CohortState(cohort=cohort, phase="unknown"))
-            continue
-        cohorts.append(
-            CohortState(
-                cohort=cohort,
-                phase=state.phase,
-                sent=state.sent,
-                handed_off=state.handed_off,
-                waiting_until=state.waiting_until,
-            )
-        )
-    return DispatchProgressPublic(
-        available=True,
-        phase=progress.phase,
-        clients_laid_out=progress.started,
-        cohorts=cohorts,
-    )

@@ -1,0 +1,199 @@
+"""Bodies of a dispatch: its create and edit, a control command's reason, the dispatch as
+answered, its events and its workflow's progress."""
+
+from datetime import UTC, datetime, time
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from api.schemas.common import FILTER_MAX_ITEMS, NO_NUL, OperatorCode, Tag
+from api.schemas.statistics import StatusCounts
+from core.contracts.shared import DeliveryShape
+from core.models import CONTROL_REASON_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus
+from core.windows import SendWindow, parse_hhmm
+
+
+class DispatchFilter(BaseModel):
+    """Which clients a dispatch targets. A client matches when its operator code is in
+    operator_codes (if given) and its tag is in tags (if given). Both empty would target every
+    client, which must be asked for with `all: true`."""
+
+    operator_codes: list[OperatorCode] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
+    tags: list[Tag] = Field(default_factory=list, max_length=FILTER_MAX_ITEMS)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _explicit_everyone(self) -> "DispatchFilter":
+        targets_everyone = not self.operator_codes and not self.tags
+        if targets_everyone and not self.all:
+            raise ValueError(
+                "filter is empty and would target every client; "
+                "give operator_codes or tags, or set all: true"
+            )
+        if self.all and not targets_everyone:
+            raise ValueError("all: true cannot be combined with operator_codes or tags")
+        return self
+
+
+class WindowSchema(BaseModel):
+    """Local times of day ("HH:MM") in each client's own zone; end before start crosses
+    midnight (22:00-06:00). The end is exclusive."""
+
+    start: str = Field(examples=["09:00"])
+    end: str = Field(examples=["21:00"])
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "WindowSchema":
+        SendWindow(start=parse_hhmm(self.start), end=parse_hhmm(self.end))
+        return self
+
+    def times(self) -> tuple[time, time]:
+        return parse_hhmm(self.start), parse_hhmm(self.end)
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=NO_NUL)]
+
+
+def _ends_after_start(start_at: datetime | None, end_at: datetime | None) -> None:
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise ValueError("end_at must be after start_at")
+
+
+class DispatchCreate(BaseModel):
+    """A new dispatch; it starts by itself at start_at, and nothing is sent after end_at."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "start_at": "2026-12-01T09:00:00+03:00",
+                "end_at": "2026-12-02T21:00:00+03:00",
+                "text": "Our shop is open on Sunday",
+                "filter": {"operator_codes": ["916"], "tags": ["vip"]},
+                "window": {"start": "09:00", "end": "21:00"},
+            }
+        }
+    )
+
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    text: Text
+    filter: DispatchFilter
+    window: WindowSchema | None = None
+    delivery: DeliveryShape = Field(
+        default=DeliveryShape.COHORTS,
+        description=(
+            "`cohorts` (default): clients whose window opens together (one time zone) wait in "
+            "one workflow and are sent in batches; a client whose send fails gets a workflow "
+            "of its own that retries. `per_client`: one workflow per client from the start, "
+            "each visible in the Temporal UI (for small dispatches: it moves about 10 "
+            "messages per second on one machine)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> "DispatchCreate":
+        _ends_after_start(self.start_at, self.end_at)
+        if self.end_at <= datetime.now(UTC):
+            raise ValueError("end_at is in the past: nothing could be sent")
+        return self
+
+
+class DispatchUpdate(BaseModel):
+    """Fields to change. Before the start any field; while running or paused `end_at`
+    (earlier or later), `text` (for messages not yet sent) and `window`, which reach the
+    workflows already running; after the end nothing. `window: null` removes the window."""
+
+    start_at: AwareDatetime | None = None
+    end_at: AwareDatetime | None = None
+    text: Text | None = None
+    filter: DispatchFilter | None = None
+    window: WindowSchema | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> "DispatchUpdate":
+        _ends_after_start(self.start_at, self.end_at)
+        if self.end_at is not None and self.end_at <= datetime.now(UTC):
+            raise ValueError("end_at is in the past: nothing could be sent")
+        return self
+
+
+class ControlBody(BaseModel):
+    """Why the operator pauses, resumes or cancels (kept in the logs, and on cancelled
+    messages)."""
+
+    reason: (
+        Annotated[str, StringConstraints(max_length=CONTROL_REASON_MAX_LENGTH, pattern=NO_NUL)]
+        | None
+    ) = None
+
+
+class DispatchPublic(BaseModel):
+    id: int
+    start_at: datetime
+    end_at: datetime
+    text: str
+    filter: DispatchFilter
+    window: WindowSchema | None
+    delivery: DeliveryShape
+    status: DispatchStatus
+    status_reason: str | None = Field(
+        default=None, description="Why it is paused or cancelled, when it is."
+    )
+    # Only in the answer to a create: how many clients the filter matches now (0 is accepted,
+    # since clients may be added before start_at, and said here).
+    audience: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    messages: StatusCounts
+
+
+class DispatchEventPublic(BaseModel):
+    """A control action on a dispatch: create, edit, pause, resume, cancel, delete."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dispatch_id: int
+    at: datetime
+    action: str
+    actor: str = Field(
+        description="api (the caller), temporal (a signal from the Temporal UI or CLI), "
+        "or worker (the service: refused credentials, error budget)."
+    )
+    reason: str | None
+    details: dict[str, Any] | None
+
+
+class CohortState(BaseModel):
+    cohort: str = Field(description="A zone name, or `all` for a dispatch without a window.")
+    phase: str
+    sent: int = 0
+    handed_off: int = 0
+    waiting_until: datetime | None = Field(
+        default=None, description="When its sleep ends (its window opening), if asleep."
+    )
+
+
+class DispatchProgressPublic(BaseModel):
+    """The dispatch workflow's own account, and its cohorts'."""
+
+    available: bool = Field(
+        description="False when no workflow answers (not started, long finished, no worker)."
+    )
+    phase: str | None = None
+    clients_laid_out: int = 0
+    cohorts: list[CohortState] = Field(default_factory=list)

@@ -1,0 +1,30 @@
+"""A message as answered, of a dispatch or of a client."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.models import MessageStatus
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dispatch_id: int
+    client_id: int | None
+    phone: str | None = Field(
+        description="The number it goes (or went) to; kept when the client is deleted."
+    )
+    timezone: str | None = Field(
+        default=None, description="The client's zone now (None once the client is deleted)."
+    )
+    status: MessageStatus
+    attempts: int
+    last_error: str | None
+    waiting_until: datetime | None = Field(
+        default=None,
+        description="For a pending message outside its send window: when the window next opens.",
+    )
+    created_at: datetime
+    sent_at: datetime | None

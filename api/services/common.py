@@ -1,0 +1,75 @@
+"""What several service modules use: the lookups by id (NotFound when absent), one page of rows,
+the Idempotency-Key check a create and a control command share, and the signal that wakes a
+workflow after a change."""
+
+import logging
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+from temporalio.client import Client as TemporalClient
+from temporalio.service import RPCError
+
+from api.paging import Paging
+from core.contracts.shared import DISPATCH_CHANGED, DispatchChanged
+from core.errors import InvalidRequest, NotFound
+from core.logging import ids
+from core.models import Client, Dispatch, DispatchEvent, IdempotencyKey, Message
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", Client, Dispatch, Message, DispatchEvent)
+
+
+async def get_client(*, session: AsyncSession, client_id: int) -> Client:
+    client = await session.get(Client, client_id)
+    if client is None:
+        raise NotFound("client", client_id)
+    return client
+
+
+async def get_dispatch(*, session: AsyncSession, dispatch_id: int) -> Dispatch:
+    dispatch = await session.get(Dispatch, dispatch_id)
+    if dispatch is None:
+        raise NotFound("dispatch", dispatch_id)
+    return dispatch
+
+
+async def fetch_page(
+    *, session: AsyncSession, model: type[M], conditions: list[Any], paging: Paging
+) -> tuple[list[M], int | None, str | None]:
+    """One page of the rows of `model` matching all conditions, by id; how many match in all
+    (when the paging asks for it); the cursor of the next page."""
+    total = await paging.total(session, model, conditions)
+    query = paging.select(select(model).where(*conditions), col(model.id))
+    rows, next_cursor = paging.cut(list((await session.execute(query)).scalars().all()), row_id)
+    return rows, total, next_cursor
+
+
+def row_id(row: Any) -> int:
+    return int(row.id)
+
+
+async def created_before(*, session: AsyncSession, key: str, request_hash: str) -> Dispatch | None:
+    """The dispatch an earlier create (or control command) with this Idempotency-Key acted on,
+    if any; the same key with another request is refused."""
+    earlier = await session.get(IdempotencyKey, key)
+    if earlier is None:
+        return None
+    if earlier.request_hash != request_hash:
+        raise InvalidRequest(
+            "this Idempotency-Key was used with a different request; use a new key"
+        )
+    return await get_dispatch(session=session, dispatch_id=earlier.dispatch_id)
+
+
+async def signal_changed(
+    temporal: TemporalClient, workflow_id: str, reason: str, dispatch_id: int
+) -> None:
+    try:
+        await temporal.get_workflow_handle(workflow_id).signal(
+            DISPATCH_CHANGED, DispatchChanged(reason=reason)
+        )
+    except RPCError as error:
+        # A finished workflow needs no wake-up; one asleep finds the change when it wakes.
+        log.info("%s not signalled: %s", workflow_id, error, extra=ids(dispatch_id=dispatch_id))

@@ -1,0 +1,342 @@
+"""A dispatch itself: create (its workflow started), edit, delete, list, and its reads that answer
+the dispatch (its row with its messages counted), its events, or what its workflow says of itself
+(progress). Pause, resume and cancel are in `control`; reads that answer only numbers (its counts
+alone, sends over time, failure reasons) in `statistics`; its messages in `messages`."""
+
+import hashlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+from temporalio.client import Client as TemporalClient
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.paging import Paging
+from api.schemas.common import Page
+from api.schemas.dispatches import (
+    CohortState,
+    DispatchCreate,
+    DispatchEventPublic,
+    DispatchFilter,
+    DispatchProgressPublic,
+    DispatchPublic,
+    DispatchUpdate,
+    WindowSchema,
+)
+from api.schemas.statistics import StatusCounts
+from api.services import common as common_service
+from api.services import control as control_service
+from core.contracts.cohort import CohortProgress
+from core.contracts.dispatch import DispatchInput, DispatchProgress
+from core.contracts.shared import SendOptions, Window, cohort_workflow_id, dispatch_workflow_id
+from core.control import Command
+from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.events import Action, Actor, record_event
+from core.logging import ids
+from core.models import (
+    EDITABLE_WHILE_RUNNING,
+    UNFINISHED_DISPATCH_STATUSES,
+    Dispatch,
+    DispatchEvent,
+    DispatchStatus,
+    IdempotencyKey,
+)
+from core.search import of_dispatch
+from core.settings import Settings
+from core.stats import counts_by_dispatch
+from core.windows import stored_window
+from workflows.dispatch import DispatchWorkflow
+
+log = logging.getLogger(__name__)
+
+# A query waits for a worker to answer: a page must not wait long for a busy or absent one.
+QUERY_TIMEOUT = timedelta(seconds=2)
+
+
+def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPublic:
+    stored = Window.of(stored_window(dispatch.window_start, dispatch.window_end))
+    window = None if stored is None else WindowSchema(start=stored.start, end=stored.end)
+    assert dispatch.id is not None
+    return DispatchPublic(
+        id=dispatch.id,
+        start_at=dispatch.start_at,
+        end_at=dispatch.end_at,
+        text=dispatch.text,
+        filter=DispatchFilter(
+            operator_codes=dispatch.operator_codes, tags=dispatch.tags, all=dispatch.target_all
+        ),
+        window=window,
+        delivery=dispatch.delivery,
+        status=dispatch.status,
+        status_reason=dispatch.status_reason,
+        created_at=dispatch.created_at,
+        updated_at=dispatch.updated_at,
+        messages=StatusCounts.of(counts),
+    )
+
+
+async def dispatch_with_counts(*, session: AsyncSession, dispatch: Dispatch) -> DispatchPublic:
+    assert dispatch.id is not None
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch.id])
+    return dispatch_public(dispatch, counts[dispatch.id])
+
+
+def _apply_filter_and_window(
+    dispatch: Dispatch, dispatch_filter: DispatchFilter | None, window: WindowSchema | None
+) -> None:
+    if dispatch_filter is not None:
+        dispatch.operator_codes = list(dispatch_filter.operator_codes)
+        dispatch.tags = list(dispatch_filter.tags)
+        dispatch.target_all = dispatch_filter.all
+    if window is not None:
+        dispatch.window_start, dispatch.window_end = window.times()
+
+
+async def create_dispatch(
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    settings: Settings,
+    data: DispatchCreate,
+    idempotency_key: str | None = None,
+    actor: str = Actor.API,
+) -> tuple[Dispatch, bool]:
+    """Stores the dispatch, then starts its workflow; without Temporal nothing is kept. With an
+    Idempotency-Key already used for the same body, the dispatch it made comes back instead
+    (the bool says so)."""
+    request_hash = hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+    if idempotency_key is not None:
+        earlier = await common_service.created_before(
+            session=session, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is not None:
+            return earlier, True
+    dispatch = Dispatch(
+        start_at=data.start_at, end_at=data.end_at, text=data.text, delivery=data.delivery
+    )
+    _apply_filter_and_window(dispatch, data.filter, data.window)
+    session.add(dispatch)
+    await session.flush()
+    assert dispatch.id is not None
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyKey(key=idempotency_key, request_hash=request_hash, dispatch_id=dispatch.id)
+        )
+    await record_event(session, dispatch_id=dispatch.id, action=Action.CREATED, actor=actor)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The same key, committed by a concurrent request a moment ago: its dispatch wins.
+        await session.rollback()
+        assert idempotency_key is not None
+        earlier = await common_service.created_before(
+            session=session, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is None:
+            raise
+        return earlier, True
+    try:
+        await temporal.start_workflow(
+            DispatchWorkflow.run,
+            DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(settings)),
+            id=dispatch_workflow_id(dispatch.id),
+            task_queue=settings.temporal_task_queue,
+            search_attributes=of_dispatch(dispatch.id),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except RPCError as error:
+        log.error("workflow did not start: %s", error, extra=ids(dispatch_id=dispatch.id))
+        # Its idempotency key goes with it (cascade): a retry with the key creates anew.
+        await session.delete(dispatch)
+        await session.commit()
+        raise EngineUnavailable("the workflow service is unavailable; try again") from error
+    log.info("dispatch created", extra=ids(dispatch_id=dispatch.id))
+    return dispatch, False
+
+
+def _and_list(names: list[str]) -> str:
+    """`a, b and c`."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+
+
+async def update_dispatch(
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    dispatch_id: int,
+    data: DispatchUpdate,
+    actor: str = Actor.API,
+) -> Dispatch:
+    """Before the start any field; running or paused, EDITABLE_WHILE_RUNNING, which the
+    workflows read again when signalled (cohorts, deliveries) or at their next send (batches
+    and attempts read the row); after the end, a Conflict."""
+    # The row lock orders this edit against the workflow moving the dispatch to running.
+    dispatch = await session.get(Dispatch, dispatch_id, with_for_update=True)
+    if dispatch is None:
+        raise NotFound("dispatch", dispatch_id)
+    changes = data.model_dump(exclude_unset=True)
+    current = dispatch.status
+    if current not in UNFINISHED_DISPATCH_STATUSES:
+        await session.rollback()
+        raise Conflict(f"dispatch {dispatch_id} is {current}: it can no longer be edited")
+    if current != DispatchStatus.SCHEDULED and (
+        frozen := sorted(set(changes) - EDITABLE_WHILE_RUNNING)
+    ):
+        await session.rollback()
+        raise Conflict(
+            f"dispatch {dispatch_id} is {current}: only "
+            f"{_and_list(sorted(EDITABLE_WHILE_RUNNING))} can change now, not {', '.join(frozen)}"
+        )
+    start_at = data.start_at or dispatch.start_at
+    end_at = data.end_at or dispatch.end_at
+    if end_at <= start_at:
+        await session.rollback()
+        raise InvalidRequest("end_at must be after start_at")
+    dispatch.start_at, dispatch.end_at = start_at, end_at
+    if data.text is not None:
+        dispatch.text = data.text
+    _apply_filter_and_window(dispatch, data.filter, data.window)
+    if "window" in changes and data.window is None:
+        dispatch.window_start = dispatch.window_end = None
+    await record_event(
+        session,
+        dispatch_id=dispatch_id,
+        action=Action.EDITED,
+        actor=actor,
+        details={"fields": sorted(changes)},
+    )
+    await session.commit()
+    log.info("dispatch updated: %s", sorted(changes), extra=ids(dispatch_id=dispatch_id))
+    # The dispatch workflow wakes its cohorts and deliveries; if the signal is lost, they read
+    # the row at their next timer or send.
+    await common_service.signal_changed(
+        temporal, dispatch_workflow_id(dispatch_id), "edited", dispatch_id
+    )
+    return dispatch
+
+
+async def delete_dispatch(
+    *,
+    session: AsyncSession,
+    temporal: TemporalClient,
+    dispatch_id: int,
+    update_wait: timedelta,
+    actor: str = Actor.API,
+) -> None:
+    """Deletes the dispatch with its messages. One that has not finished is cancelled first
+    (its workflow ends every unsent message and wakes its cohorts and deliveries, which end),
+    then the rows go, and its workflow is asked to cancel: no workflow keeps running for a
+    deleted dispatch. Its events stay, with the deletion."""
+    dispatch = await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    if dispatch.status in UNFINISHED_DISPATCH_STATUSES:
+        await session.rollback()
+        dispatch, _ = await control_service.control_dispatch(
+            session=session,
+            temporal=temporal,
+            dispatch_id=dispatch_id,
+            command=Command.CANCEL,
+            reason="deleted",
+            update_wait=update_wait,
+            actor=actor,
+        )
+    await record_event(session, dispatch_id=dispatch_id, action=Action.DELETED, actor=actor)
+    await session.delete(dispatch)
+    await session.commit()
+    log.info("dispatch deleted", extra=ids(dispatch_id=dispatch_id))
+    handle: WorkflowHandle[Any, Any] = temporal.get_workflow_handle(
+        dispatch_workflow_id(dispatch_id)
+    )
+    try:
+        await handle.cancel()
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            log.warning(
+                "workflow not cancelled: %s; it ends when it next finds the rows gone",
+                error,
+                extra=ids(dispatch_id=dispatch_id),
+            )
+
+
+async def list_dispatches(
+    *, session: AsyncSession, status: DispatchStatus | None, paging: Paging
+) -> Page[DispatchPublic]:
+    conditions: list[Any] = [] if status is None else [col(Dispatch.status) == status]
+    rows, total, next_cursor = await common_service.fetch_page(
+        session=session, model=Dispatch, conditions=conditions, paging=paging
+    )
+    counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in rows if d.id])
+    return Page(
+        items=[dispatch_public(d, counts[d.id]) for d in rows if d.id is not None],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+        next_cursor=next_cursor,
+    )
+
+
+async def list_events(
+    *, session: AsyncSession, dispatch_id: int, paging: Paging
+) -> Page[DispatchEventPublic]:
+    """A dispatch's control actions, oldest first; kept after its deletion."""
+    conditions = [col(DispatchEvent.dispatch_id) == dispatch_id]
+    rows, total, next_cursor = await common_service.fetch_page(
+        session=session, model=DispatchEvent, conditions=conditions, paging=paging
+    )
+    if not rows and paging.after_id is None and paging.offset == 0:
+        await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
+    return Page(
+        items=[DispatchEventPublic.model_validate(row) for row in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+        next_cursor=next_cursor,
+    )
+
+
+async def dispatch_progress(
+    *, temporal: TemporalClient, dispatch_id: int
+) -> DispatchProgressPublic:
+    """The dispatch workflow's own account (its `progress` query) and each unfinished cohort's:
+    which are asleep waiting for their zone's window, and until when. `available` is false
+    when no workflow answers (not started yet, finished long ago, or no worker)."""
+    try:
+        handle = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
+        progress = await handle.query(
+            "progress", result_type=DispatchProgress, rpc_timeout=QUERY_TIMEOUT
+        )
+    except (RPCError, WorkflowQueryFailedError) as error:
+        log.info("progress not available: %s", error, extra=ids(dispatch_id=dispatch_id))
+        return DispatchProgressPublic(available=False)
+    cohorts = []
+    finished = set(progress.cohorts_finished)
+    for cohort in progress.cohorts:
+        if cohort in finished:
+            cohorts.append(CohortState(cohort=cohort, phase="finished"))
+            continue
+        try:
+            state = await temporal.get_workflow_handle(
+                cohort_workflow_id(dispatch_id, cohort)
+            ).query("progress", result_type=CohortProgress, rpc_timeout=QUERY_TIMEOUT)
+        except (RPCError, WorkflowQueryFailedError):
+            cohorts.append(CohortState(cohort=cohort, phase="unknown"))
+            continue
+        cohorts.append(
+            CohortState(
+                cohort=cohort,
+                phase=state.phase,
+                sent=state.sent,
+                handed_off=state.handed_off,
+                waiting_until=state.waiting_until,
+            )
+        )
+    return DispatchProgressPublic(
+        available=True,
+        phase=progress.phase,
+        clients_laid_out=progress.started,
+        cohorts=cohorts,
+    )
