@@ -4,8 +4,23 @@ One stack for the whole run, in a temporary data directory on free ports. In ord
 clients against the simulator (if bench.http_clients is there), the ceiling of one child
 workflow per client, one dispatch to every client per remote latency, the audience run (a
 bulk import, then reads and big writes with a million messages), and the zone run (--zones).
-The worker and the API are restarted before each dispatch so that each one's peak memory is
+The workers and the API are restarted before each dispatch so that each one's peak memory is
 its own. A table goes to stdout, JSON to bench/results/.
+
+Workers: `--workers N` runs N worker processes (all polling both task queues, each with its own
+log worker-<n>.log and metrics port); `--workers 1,3` measures each dispatch scenario once per
+count, in that order, on the same stack; `--compare-one` adds a 1-worker run before the others
+(`--workers 3 --compare-one` is `--workers 1,3`). For each dispatch the table gives every
+worker's sent messages and share (its `mailing_messages_finished_total{status="sent"}`), the
+most requests in flight at the gateway, and, for a run of more than one worker with a 1-worker
+run of the same latency, `scale: N workers / 1 worker = x.xx` (messages/s POST->completed).
+The outage, zone and audience runs use the largest count.
+
+Cost: for each dispatch, its Temporal Cloud actions (bench/actions.py says how they are
+counted) from every history of its workflows, heartbeats from the dev server's `action` metric
+(served on a port of its own), per 1,000 messages and in USD per million messages at USD 50
+per million actions; `--no-actions` skips reading the histories (a big per-client dispatch
+has one per client).
 """
 
 import argparse
@@ -26,7 +41,7 @@ import httpx
 from bench import data
 from bench.audience import run_audience
 from bench.ceiling import run_ceiling
-from bench.figures import BenchReport, DispatchScenario
+from bench.figures import BenchReport, DispatchFigures, DispatchScenario
 from bench.http_bench import run_http_clients
 from bench.memory import PeakRss
 from bench.outage import run_outage
@@ -49,7 +64,7 @@ T = TypeVar("T")
 SHAPES = ("cohorts", "per_client")
 
 RESTARTS = (
-    "worker and API restarted before each dispatch scenario (per-scenario peak RSS); "
+    "workers and API restarted before each dispatch scenario (per-scenario peak RSS); "
     "PostgreSQL, Temporal and the simulator run once for the whole bench (Temporal's "
     "peak RSS includes what earlier scenarios left in it)"
 )
@@ -60,6 +75,22 @@ def _latencies(value: str) -> list[float]:
         return [float(part) for part in value.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected e.g. 0,100, got {value!r}") from None
+
+
+def _workers(value: str) -> list[int]:
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 3 or 1,3, got {value!r}") from None
+    if not counts or any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError(f"worker counts of at least 1, got {value!r}")
+    return counts
+
+
+def worker_counts(args: argparse.Namespace) -> list[int]:
+    """The worker counts each dispatch scenario runs with, in order, without repeats."""
+    counts: list[int] = [1, *args.workers] if args.compare_one else list(args.workers)
+    return list(dict.fromkeys(counts))
 
 
 def _env_pair(value: str) -> tuple[str, str]:
@@ -73,6 +104,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Measure dispatches end to end on a stack of the bench's own.",
+        epilog="Each dispatch prints every worker's sent messages and share, the most requests "
+        "in flight at the gateway, with more than one worker and a 1-worker run of the same "
+        'latency "scale: N workers / 1 worker = x.xx", and its Temporal Cloud actions (from '
+        "its histories, heartbeats from the dev server's action metric): total, per 1,000 "
+        "messages, by kind, and USD per million messages at USD 50 per million actions.",
     )
     parser.add_argument("--clients", type=int, default=10_000, help="clients per dispatch")
     parser.add_argument(
@@ -90,7 +126,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per dispatch")
     parser.add_argument("--end-hours", type=float, default=3.0, help="end_at - start_at")
     parser.add_argument(
-        "--send-concurrency", type=int, default=100, help="SEND_CONCURRENCY of the worker"
+        "--send-concurrency",
+        type=int,
+        default=100,
+        help="SEND_CONCURRENCY of each worker process",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=[1],
+        metavar="N[,N...]",
+        help="worker processes (each polling both task queues, its own metrics port and log "
+        "worker-<n>.log); a list (e.g. 1,3) runs each dispatch scenario once per count, in "
+        "that order; the outage, zone and audience runs use the largest (default 1)",
+    )
+    parser.add_argument(
+        "--compare-one",
+        action="store_true",
+        help="run each dispatch scenario with 1 worker first too, and print "
+        '"scale: N workers / 1 worker = x.xx" (same as listing 1 in --workers)',
+    )
+    parser.add_argument(
+        "--no-actions",
+        action="store_true",
+        help="do not read the dispatches' histories to count their Temporal Cloud actions",
     )
     parser.add_argument(
         "--service-env",
@@ -185,20 +244,35 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
                 timeout_s=args.timeout,
             ),
         )
+    counts = worker_counts(args)
     for latency in args.latencies:
-        scenario = DispatchScenario(
-            clients=args.clients,
-            latency_ms=latency,
-            shape=args.shape,
-            send_concurrency=args.send_concurrency,
-            timeout_s=args.timeout,
-            end_after_hours=args.end_hours,
-        )
-        figures = await _guarded(
-            rig, report, f"dispatch at {latency:g} ms", run_dispatch(rig, scenario)
-        )
-        if figures is not None:
-            report.dispatches.append(figures)
+        measured: list[DispatchFigures] = []
+        for workers in counts:
+            scenario = DispatchScenario(
+                clients=args.clients,
+                latency_ms=latency,
+                shape=args.shape,
+                send_concurrency=args.send_concurrency,
+                timeout_s=args.timeout,
+                end_after_hours=args.end_hours,
+                workers=workers,
+                count_actions=not args.no_actions,
+            )
+            figures = await _guarded(
+                rig,
+                report,
+                f"dispatch at {latency:g} ms on {workers} worker(s)",
+                run_dispatch(rig, scenario),
+            )
+            if figures is not None:
+                measured.append(figures)
+                report.dispatches.append(figures)
+        one_worker = next((f for f in measured if f.scenario.workers == 1), None)
+        if one_worker is not None:
+            for figures in measured:
+                if figures.scenario.workers > 1:
+                    set_scale(figures, one_worker)
+    rig.stack.workers = max(counts)
     if args.outage > 0:
         report.outage = await _guarded(
             rig,
@@ -227,6 +301,13 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
                 ),
             ),
         )
+
+
+def set_scale(figures: DispatchFigures, one_worker: DispatchFigures) -> None:
+    """messages/s (POST->completed) against the 1-worker run; None unless both completed."""
+    figures.one_worker_dispatch_id = one_worker.dispatch_id
+    if figures.messages_per_s and one_worker.messages_per_s:
+        figures.scale_vs_one_worker = round(figures.messages_per_s / one_worker.messages_per_s, 2)
 
 
 async def _guarded(rig: Rig, report: BenchReport, name: str, scenario: Awaitable[T]) -> T | None:
@@ -269,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         send_concurrency=args.send_concurrency,
         extra_env=dict(args.service_env),
         memory=memory,
+        workers=worker_counts(args)[0],
     )
     code = 0
     try:

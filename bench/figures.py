@@ -58,6 +58,46 @@ class DispatchScenario:
     send_concurrency: int
     timeout_s: float
     end_after_hours: float
+    workers: int = 1  # worker processes, all polling both task queues
+    count_actions: bool = True  # read every history of the dispatch for its actions
+
+
+@dataclass
+class WorkerShare:
+    """One worker process's part of a dispatch, from its /metrics after the dispatch."""
+
+    worker: str  # worker-<n>
+    sent: int | None  # mailing_messages_finished_total{status="sent"}; None: not read
+    share_pct: float | None  # of the sent messages of every worker together
+
+
+@dataclass
+class ActionFigures:
+    """What a dispatch costs on Temporal Cloud, which bills per action.
+
+    `by_kind` is counted from every run of every workflow of the dispatch (its histories);
+    heartbeats are not in histories and come from the server's `action` counter (before and
+    after the dispatch) or, without it, an estimate. `server_by_type` is that counter's own
+    account of the namespace over the same span, for comparison.
+    """
+
+    messages: int  # messages of the dispatch (the denominator)
+    runs: int  # workflow runs whose histories were read
+    events: int  # history events read
+    by_kind: dict[str, int]  # actions by kind, heartbeats included
+    not_billed: dict[str, int]  # events seen that Cloud exempts (counted by the OSS server)
+    total: int
+    per_1000_messages: float | None
+    usd_per_million_messages: float | None  # at USD_PER_MILLION_ACTIONS
+    heartbeats: int | None
+    heartbeats_method: str  # "server action metric", "server RPC metric" or "estimate"
+    heartbeats_estimate: int  # from the histories (see bench.actions), whatever the method
+    server_total: int | None  # sum of the server's `action` deltas; None: not available
+    server_per_1000_messages: float | None
+    server_by_type: dict[str, int] | None
+    usd_per_million_actions: float
+    rules: str  # how events were counted
+    note: str | None = None
 
 
 @dataclass
@@ -78,7 +118,12 @@ class DispatchFigures:
     delays: Delays
     history: HistoryFigures
     peak_rss_mb: dict[str, float]  # per process (with its children), sampled every 0.25 s
-    remote: RemoteFigures
+    remote: RemoteFigures  # max_in_flight: the most requests at the gateway at once
+    workers: list[WorkerShare] = field(default_factory=list)  # one per worker process
+    actions: ActionFigures | None = None
+    # messages_per_s over that of the 1-worker run of the same latency in this bench run
+    scale_vs_one_worker: float | None = None
+    one_worker_dispatch_id: int | None = None
 
 
 @dataclass

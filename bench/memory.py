@@ -55,6 +55,12 @@ class PeakRss:
         with self._lock:
             self._pids[name] = pid
 
+    def unwatch(self, name: str) -> None:
+        """Stops following `name` (a worker process not restarted: fewer workers from now on);
+        its peak so far stays until the next `reset`."""
+        with self._lock:
+            self._pids.pop(name, None)
+
     def reset(self) -> None:
         """Forgets the peaks: what follows is a new scenario."""
         with self._lock:

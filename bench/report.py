@@ -6,14 +6,17 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
+from bench.actions import KINDS as ACTION_KINDS
+from bench.actions import USD_PER_MILLION_ACTIONS
 from bench.figures import (
+    ActionFigures,
     BenchReport,
     CeilingFigures,
     Delays,
@@ -122,8 +125,78 @@ def _rss(peaks: dict[str, float], name: str) -> str:
     return _num(peaks.get(name), " MB")
 
 
+def _worker_rss(peaks: dict[str, float]) -> str:
+    """Each worker process's peak, in order (`worker` alone: a report of one worker)."""
+    names = sorted(
+        (name for name in peaks if name == "worker" or name.startswith("worker-")),
+        key=lambda name: int(name.partition("-")[2] or 0),
+    )
+    if not names:
+        return "-"
+    return " / ".join(_num(peaks[name]) for name in names) + " MB"
+
+
 def _rate(result: DispatchFigures, rate: float | None) -> str:
     return "(timeout)" if result.timed_out else _num(rate)
+
+
+def _share(result: DispatchFigures, index: int) -> str:
+    if index >= len(result.workers):
+        return ""
+    share = result.workers[index]
+    if share.sent is None:
+        return "(not read)"
+    return f"{share.sent} ({_num(share.share_pct, ' %')})"
+
+
+def _scale(result: DispatchFigures) -> str:
+    if result.scale_vs_one_worker is None:
+        return "-"
+    return f"{result.scale_vs_one_worker:.2f}x (vs #{result.one_worker_dispatch_id})"
+
+
+def _action_rows(results: Sequence[DispatchFigures]) -> list[list[str]]:
+    """Totals, per 1,000 messages, USD per million messages, then each kind's count."""
+    actions = [r.actions for r in results]
+
+    def cells(cell: Callable[[ActionFigures], str]) -> list[str]:
+        return [cell(a) if a is not None else "-" for a in actions]
+
+    kinds = [k for k in ACTION_KINDS if any(a is not None and k in a.by_kind for a in actions)]
+    rows = [
+        ["actions (histories + heartbeats)", *cells(lambda a: str(a.total))],
+        ["actions / 1,000 messages", *cells(lambda a: _num(a.per_1000_messages))],
+        [
+            f"USD / million messages (at ${USD_PER_MILLION_ACTIONS:g}/M actions)",
+            *cells(lambda a: _num(a.usd_per_million_messages)),
+        ],
+    ]
+    for kind in kinds:
+        rows.append([f"  {kind}", *(str(a.by_kind.get(kind, 0)) if a else "-" for a in actions)])
+    exempt = sorted({kind for a in actions if a is not None for kind in a.not_billed})
+    for kind in exempt:
+        rows.append(
+            [
+                f"  (not billed) {kind}",
+                *(str(a.not_billed.get(kind, 0)) if a else "-" for a in actions),
+            ]
+        )
+    rows += [
+        ["  heartbeats from", *cells(lambda a: a.heartbeats_method)],
+        ["  heartbeats estimated (histories)", *cells(lambda a: str(a.heartbeats_estimate))],
+        ["  runs / events read", *cells(lambda a: f"{a.runs} / {a.events}")],
+        [
+            "server action metric (total, /1,000)",
+            *cells(
+                lambda a: (
+                    "(unavailable)"
+                    if a.server_total is None
+                    else f"{a.server_total}, {_num(a.server_per_1000_messages)}"
+                )
+            ),
+        ],
+    ]
+    return rows
 
 
 def dispatch_table(results: Sequence[DispatchFigures]) -> str:
@@ -143,13 +216,51 @@ def dispatch_table(results: Sequence[DispatchFigures]) -> str:
         ["most events in a run", *(_num(r.history.longest_events) for r in results)],
         ["workflow runs", *(_num(r.history.executions) for r in results)],
         ["dispatch runs", *(_num(r.history.parent_runs) for r in results)],
-        ["peak RSS worker", *(_rss(r.peak_rss_mb, "worker") for r in results)],
+        ["peak RSS workers", *(_worker_rss(r.peak_rss_mb) for r in results)],
         ["peak RSS API", *(_rss(r.peak_rss_mb, "api") for r in results)],
         ["peak RSS temporal", *(_rss(r.peak_rss_mb, "temporal") for r in results)],
         ["remote", *(_remote(r.remote) for r in results)],
         ["client insert (COPY)", *(_num(r.insert_s, " s") for r in results)],
+        ["workers", *(str(r.scenario.workers) for r in results)],
     ]
+    most = max((len(r.workers) for r in results), default=0)
+    rows += [
+        [f"  worker-{i + 1} sent (share)", *(_share(r, i) for r in results)] for i in range(most)
+    ]
+    rows += [
+        ["max in flight at the gateway", *(str(r.remote.max_in_flight) for r in results)],
+        ["scale vs 1 worker (messages/s)", *(_scale(r) for r in results)],
+    ]
+    if any(r.actions is not None for r in results):
+        rows += _action_rows(results)
     return table([header, *rows])
+
+
+def scale_lines(results: Sequence[DispatchFigures]) -> list[str]:
+    return [
+        f"scale: {r.scenario.workers} workers / 1 worker = {r.scale_vs_one_worker:.2f} "
+        f"(#{r.dispatch_id} vs #{r.one_worker_dispatch_id}, {r.scenario.clients} clients at "
+        f"{r.scenario.latency_ms:g} ms)"
+        for r in results
+        if r.scale_vs_one_worker is not None
+    ]
+
+
+def action_notes(results: Sequence[DispatchFigures]) -> list[str]:
+    notes = [
+        f"  #{r.dispatch_id}: {r.actions.note}"
+        for r in results
+        if r.actions is not None and r.actions.note
+    ]
+    if not any(r.actions is not None for r in results):
+        return notes
+    return [
+        "Actions: what Temporal Cloud would bill, counted from every run of every workflow of "
+        "the dispatch (rules in bench/actions.py; a child is 2: intent + start), heartbeats "
+        "from the server's action counter; the server's own total includes queries and "
+        "whatever else ran in the namespace meanwhile.",
+        *notes,
+    ]
 
 
 def ceiling_lines(ceiling: CeilingFigures) -> list[str]:
@@ -183,7 +294,7 @@ def zone_lines(zones: ZoneRunFigures) -> list[str]:
         f"  immediate zones: delay from start {_delays(zones.immediate_delays)}; "
         f"{_num(zones.immediate_messages_per_s)} messages/s",
         f"  largest history {_history(zones.history)}; workflow runs "
-        f"{_num(zones.history.executions)}; peak RSS worker {_rss(zones.peak_rss_mb, 'worker')}"
+        f"{_num(zones.history.executions)}; peak RSS workers {_worker_rss(zones.peak_rss_mb)}"
         f", API {_rss(zones.peak_rss_mb, 'api')}; remote {_remote(zones.remote)}; "
         f"deleted: {zones.deleted}",
     ]
@@ -259,7 +370,8 @@ def render(report: BenchReport) -> str:
     if report.ceiling is not None:
         lines += [*ceiling_lines(report.ceiling), ""]
     if report.dispatches:
-        lines += ["Dispatches to every client:", dispatch_table(report.dispatches), ""]
+        lines += ["Dispatches to every client:", dispatch_table(report.dispatches)]
+        lines += [*scale_lines(report.dispatches), *action_notes(report.dispatches), ""]
     if report.outage is not None:
         lines += [*outage_lines(report.outage), ""]
     if report.zones is not None:

@@ -37,9 +37,17 @@ class Rig:
         return f"{self.stack.api_url}/api/v1/dispatches"
 
 
-async def prepare(rig: Rig, *, clients: int, zones: Sequence[str], latency_ms: float) -> float:
-    """Fresh tables with `clients` clients, fresh worker and API, zeroed peaks and counters.
-    Returns the seconds the bulk insert took.
+async def prepare(
+    rig: Rig,
+    *,
+    clients: int,
+    zones: Sequence[str],
+    latency_ms: float,
+    workers: int | None = None,
+) -> float:
+    """Fresh tables with `clients` clients, fresh workers and API, zeroed peaks and counters.
+    `workers`: how many worker processes from now on (None: as many as before). Returns the
+    seconds the bulk insert took.
 
     The worker and the API are restarted so that each scenario's peak memory is its own:
     Python seldom hands memory back, so a second scenario in the same process would start
@@ -50,6 +58,8 @@ async def prepare(rig: Rig, *, clients: int, zones: Sequence[str], latency_ms: f
     await data.insert_clients(rig.db, count=clients, zones=zones)
     insert_s = time.monotonic() - started
     log.info("%d clients inserted in %.1f s", clients, insert_s)
+    if workers is not None:
+        rig.stack.workers = workers
     await asyncio.to_thread(rig.stack.restart_services)
     await wait_until_ready(rig.stack, rig.temporal)
     await rig.simulator.prepare(latency_ms=latency_ms)

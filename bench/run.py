@@ -1,20 +1,31 @@
-"""One measured dispatch: N clients, one dispatch to all of them, from the POST to completed."""
+"""One measured dispatch: N clients, one dispatch to all of them, from the POST to completed,
+on `scenario.workers` worker processes; then each worker's share (its /metrics) and the
+dispatch's actions (its histories, and the server's counter over it)."""
 
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from temporalio.service import RPCError
+
 from bench import data
-from bench.figures import DispatchFigures, DispatchScenario
+from bench.actions import dispatch_actions, settle
+from bench.figures import ActionFigures, DispatchFigures, DispatchScenario, WorkerShare
 from bench.history import CLIENT_SAMPLE, dispatch_history
 from bench.rig import Rig, await_completed, create_dispatch, delete_dispatch, dispatch_body, prepare
+from bench.scrape import ServerCounters, messages_sent, settled_server_counters
+from bench.stack import NAMESPACE
 
 log = logging.getLogger(__name__)
 
 
 async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
     insert_s = await prepare(
-        rig, clients=scenario.clients, zones=[data.DEFAULT_ZONE], latency_ms=scenario.latency_ms
+        rig,
+        clients=scenario.clients,
+        zones=[data.DEFAULT_ZONE],
+        latency_ms=scenario.latency_ms,
+        workers=scenario.workers,
     )
     now = datetime.now(UTC)
     body = dispatch_body(
@@ -23,10 +34,14 @@ async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
         shape=scenario.shape,
     )
     log.info(
-        "dispatch to %d clients at %g ms (shape %s)",
+        "dispatch to %d clients at %g ms (shape %s) on %d worker(s)",
         scenario.clients,
         scenario.latency_ms,
         scenario.shape or "not sent",
+        scenario.workers,
+    )
+    server_before = await settled_server_counters(
+        rig.http, rig.stack.temporal_metrics_url, NAMESPACE
     )
     started = time.monotonic()
     created = await create_dispatch(rig, body)
@@ -45,6 +60,10 @@ async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
         completed=completed,
         elapsed=elapsed,
     )
+    # Before the next restart: each worker's counters are its own since it started.
+    figures.workers = await worker_shares(rig)
+    if scenario.count_actions:
+        figures.actions = await _actions(rig, dispatch_id, figures.messages, server_before)
     if not completed:
         # Left running, it would send into the next scenario's figures.
         await delete_dispatch(rig, dispatch_id)
@@ -86,3 +105,45 @@ async def _figures(
         peak_rss_mb=rig.memory.peaks_mb(),
         remote=await rig.simulator.figures(),
     )
+
+
+async def worker_shares(rig: Rig) -> list[WorkerShare]:
+    """Each running worker's sent messages, from its /metrics, and its share of them all."""
+    names = rig.stack.worker_names
+    counts = [await messages_sent(rig.http, rig.stack.worker_metrics_url(name)) for name in names]
+    total = sum(count for count in counts if count is not None)
+    return [
+        WorkerShare(
+            worker=name,
+            sent=count,
+            share_pct=round(100 * count / total, 1) if count is not None and total else None,
+        )
+        for name, count in zip(names, counts, strict=True)
+    ]
+
+
+async def _actions(
+    rig: Rig, dispatch_id: int, messages: int, server_before: ServerCounters | None
+) -> ActionFigures | None:
+    """The dispatch's actions; None (and a warning) if its histories cannot be read."""
+    settled = await settle(rig.temporal, dispatch_id)
+    server_after = await settled_server_counters(
+        rig.http, rig.stack.temporal_metrics_url, NAMESPACE
+    )
+    server = (
+        server_after.minus(server_before)
+        if server_after is not None and server_before is not None
+        else None
+    )
+    try:
+        figures = await dispatch_actions(
+            rig.temporal, dispatch_id=dispatch_id, messages=messages, server=server
+        )
+    except RPCError as error:
+        log.warning("actions of dispatch %d not counted: %s", dispatch_id, error)
+        return None
+    if not settled:
+        figures.note = " ".join(
+            filter(None, [figures.note, "some workflows were still running when counted"])
+        )
+    return figures

@@ -1,5 +1,10 @@
-"""The bench's own stack: PostgreSQL, the Temporal dev server, the simulator, the worker and the
-API, as separate processes over a temporary data directory on free ports.
+"""The bench's own stack: PostgreSQL, the Temporal dev server, the simulator, N worker processes
+and the API, as separate processes over a temporary data directory on free ports.
+
+Worker processes are named `worker-1` .. `worker-N` (their logs `worker-<n>.log`, their peak
+memory under the same names); each serves its own /metrics on a free WORKER_METRICS_PORT so that
+the bench can tell each one's share of a dispatch. The dev server serves its Prometheus metrics
+(its `action` counter among them) on a free port too.
 
 Each process runs in a session of its own (like core.stack), so that stopping it stops its
 children too, and a Ctrl-C in the terminal reaches only the bench, which then stops them all.
@@ -47,19 +52,30 @@ READY_TIMEOUT = 60.0
 class Ports:
     temporal: int
     temporal_ui: int
+    temporal_metrics: int
     simulator: int
     api: int
 
     @classmethod
     def free(cls) -> "Ports":
         return cls(
-            temporal=free_port(), temporal_ui=free_port(), simulator=free_port(), api=free_port()
+            temporal=free_port(),
+            temporal_ui=free_port(),
+            temporal_metrics=free_port(),
+            simulator=free_port(),
+            api=free_port(),
         )
 
 
+def worker_name(index: int) -> str:
+    """The name of the index-th worker process (from 1): its log, its peak memory, its pid."""
+    return f"worker-{index}"
+
+
 class BenchStack:
-    """Every server of one bench run; `restart_services` gives the worker and the API fresh
-    processes, so that each scenario's peak memory is its own."""
+    """Every server of one bench run; `restart_services` gives the workers and the API fresh
+    processes, so that each scenario's peak memory is its own. `workers` worker processes run
+    at a time; set it before `restart_services` to change how many."""
 
     def __init__(
         self,
@@ -68,16 +84,22 @@ class BenchStack:
         send_concurrency: int,
         extra_env: dict[str, str],
         memory: PeakRss,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"at least one worker, not {workers}")
         self.data_dir = data_dir
         self.logs = data_dir / "logs"
         self.send_concurrency = send_concurrency
         self.extra_env = extra_env
         self.memory = memory
+        self.workers = workers
         self.ports = Ports.free()
         self.postgres: EmbeddedPostgres | None = None
         self.database_url = ""
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # The /metrics port of each running worker process, by name.
+        self.worker_metrics_ports: dict[str, int] = {}
 
     @property
     def temporal_address(self) -> str:
@@ -94,6 +116,18 @@ class BenchStack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def temporal_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.temporal_metrics}/metrics"
+
+    @property
+    def worker_names(self) -> list[str]:
+        """The worker processes running now, in order."""
+        return list(self.worker_metrics_ports)
+
+    def worker_metrics_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.worker_metrics_ports[name]}/metrics"
 
     def env(self) -> dict[str, str]:
         """The environment of the worker and the API: only what is set here configures them."""
@@ -117,7 +151,8 @@ class BenchStack:
             "TEMPORAL_PORT": str(self.ports.temporal),
             "TEMPORAL_UI_PORT": str(self.ports.temporal_ui),
             "PYTHONUNBUFFERED": "1",
-            # The counters still count; no exporter port that could collide with `make run`.
+            # Off here; each worker process gets a free port of its own in `start_services`
+            # (its /metrics tell its share of a dispatch). No SDK exporter.
             "WORKER_METRICS_PORT": "0",
             "WORKER_SDK_METRICS_PORT": "0",
         }
@@ -142,6 +177,9 @@ class BenchStack:
                     namespace=NAMESPACE,
                 ),
                 "--headless",
+                # Its `action` counter tells what a dispatch would cost on Temporal Cloud.
+                "--metrics-port",
+                str(self.ports.temporal_metrics),
             ],
         )
         wait_for_port("127.0.0.1", self.ports.temporal, timeout=READY_TIMEOUT, process=temporal)
@@ -164,13 +202,24 @@ class BenchStack:
         self.start_services()
 
     def start_services(self) -> None:
-        """The worker and the API; readiness is awaited by `wait_until_ready`."""
-        self._spawn("worker", [sys.executable, "worker.py"])
+        """`workers` worker processes and the API; readiness is awaited by `wait_until_ready`."""
+        for index in range(1, self.workers + 1):
+            name = worker_name(index)
+            port = free_port()
+            self._spawn(
+                name, [sys.executable, "worker.py"], extra_env={"WORKER_METRICS_PORT": str(port)}
+            )
+            self.worker_metrics_ports[name] = port
         self._spawn("api", api_server_command(host="127.0.0.1", port=self.ports.api))
 
     def restart_services(self) -> None:
-        for name in ("api", "worker"):
-            self._stop(name)
+        """Stops the API and every worker process (together: SIGTERM to all, then the waits),
+        and starts `workers` fresh ones."""
+        names = ["api", *self.worker_names]
+        self._stop_all(names)
+        for name in names:
+            self.memory.unwatch(name)
+        self.worker_metrics_ports.clear()
         self.start_services()
 
     def stop(self) -> None:
@@ -198,12 +247,14 @@ class BenchStack:
             return ""
         return f"--- {path}\n{path.read_text(errors='replace')[-chars:]}"
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, command: list[str], extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
                 command,
-                env=self.env(),
+                env=self.env() | (extra_env or {}),
                 cwd=PROJECT_ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -216,18 +267,27 @@ class BenchStack:
 
     def _stop(self, name: str) -> None:
         """SIGTERM to the process group, SIGKILL if it is still there after a while."""
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s; killing it", name, STOP_TIMEOUT)
+        self._stop_all([name])
+
+    def _stop_all(self, names: list[str]) -> None:
+        """SIGTERM to each one's process group first, then each one's wait (SIGKILL if it is
+        still there after a while): N workers stop in the time of one."""
+        stopping: dict[str, subprocess.Popen[bytes]] = {}
+        for name in names:
+            process = self.processes.pop(name, None)
+            if process is None or process.poll() is not None:
+                continue
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+                os.killpg(process.pid, signal.SIGTERM)
+            stopping[name] = process
+        for name, process in stopping.items():
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", name, STOP_TIMEOUT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 async def connect_temporal(address: str) -> Client:
@@ -245,16 +305,17 @@ async def connect_temporal(address: str) -> Client:
 
 
 async def wait_until_ready(stack: BenchStack, temporal: Client) -> None:
-    """Until the API answers healthy and the worker polls both of its task queues.
+    """Until the API answers healthy and every worker process polls both task queues.
 
-    The worker has no port: its pollers, seen by the server under its identity (pid@host),
-    tell that it is up. Without this, the first scenario would time the worker's start-up.
+    A worker's pollers, seen by the server under its identity (pid@host), tell that it is up.
+    Without this, the first scenario would time the workers' start-up (or start with only
+    some of them polling, and give the first ones every batch).
     """
     async with asyncio.timeout(READY_TIMEOUT), httpx.AsyncClient(timeout=5) as http:
         while True:
             stack.check_alive()
-            if await _api_healthy(http, stack.api_url) and await _worker_polls(
-                temporal, stack.pid("worker")
+            if await _api_healthy(http, stack.api_url) and await _workers_poll(
+                temporal, [stack.pid(name) for name in stack.worker_names]
             ):
                 return
             await asyncio.sleep(0.2)
@@ -268,7 +329,8 @@ async def _api_healthy(http: httpx.AsyncClient, api_url: str) -> bool:
     return response.status_code == 200
 
 
-async def _worker_polls(temporal: Client, pid: int) -> bool:
+async def _workers_poll(temporal: Client, pids: list[int]) -> bool:
+    """Whether every pid polls the workflow queue and the send queue."""
     wanted = [
         (TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
         (SEND_TASK_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
@@ -279,6 +341,7 @@ async def _worker_polls(temporal: Client, pid: int) -> bool:
                 namespace=NAMESPACE, task_queue=TaskQueue(name=queue), task_queue_type=kind
             )
         )
-        if not any(poller.identity.startswith(f"{pid}@") for poller in response.pollers):
+        polling = {poller.identity.partition("@")[0] for poller in response.pollers}
+        if any(str(pid) not in polling for pid in pids):
             return False
     return True
