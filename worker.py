@@ -1,11 +1,12 @@
 """The Temporal worker process: dispatch, cohort and delivery workflows, database and send
 activities.
 
-Two workers share one connection: the main task queue runs the workflows and the database
-activities; the send task queue runs the sends (batches of a cohort, attempts of a delivery),
-so that they never wait behind the workflows' own work, nor hold it up. Sends share one HTTP
-connection pool and SEND_CONCURRENCY per process, and the global rate cap
-(SEND_RATE_PER_SECOND, in messages) through PostgreSQL.
+Three workers share one connection: the main task queue runs the workflows and the database
+activities; the send task queue runs the sends (attempts of a delivery, and the batches of
+cohorts started before parallel batches), so that they never wait behind the workflows' own
+work, nor hold it up; its `-batches` queue runs a cohort's parallel batches, a few per
+process. Sends share one HTTP connection pool and SEND_CONCURRENCY per process, and the global
+rate cap (SEND_RATE_PER_SECOND, in messages) through PostgreSQL.
 """
 
 import asyncio
@@ -27,7 +28,7 @@ from activities.send import SendActivities
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
-from core.settings import Settings, get_settings
+from core.settings import Settings, batch_task_queue, get_settings
 from core.temporal import connect
 from report.activities import ReportActivities
 from report.schedule import ensure_report_schedule
@@ -125,7 +126,15 @@ def build_workers(
         # never keep a failed message's next attempt from starting.
         max_concurrent_activities=2 * settings.send_concurrency,
     )
-    return [main, sends]
+    batches = Worker(
+        client,
+        task_queue=batch_task_queue(send_task_queue or settings.temporal_send_task_queue),
+        activities=[send_activities.send_batch],
+        graceful_shutdown_timeout=grace,
+        # Full, the worker polls for no more: the next batch goes to a worker with room.
+        max_concurrent_activities=settings.send_batches_per_worker,
+    )
+    return [main, sends, batches]
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:

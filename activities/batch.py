@@ -23,6 +23,7 @@ from activities.records import (
     Outcome,
     confirm_handoffs,
     finish_open_message,
+    in_lane,
     owed_handoffs,
     record_outcomes,
 )
@@ -52,6 +53,10 @@ async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
     batch = Batch(sender, input)
     batch.handoffs += await _owed_handoffs(sender, input)
     async with sender.sessions() as session:
+        # The breaker trips so far: one more, by any batch of the dispatch, stops this one.
+        batch.trips_seen = await session.scalar(
+            sa.select(dispatch_t.c.breaker_trips).where(dispatch_t.c.id == input.dispatch_id)
+        )
         message_ids = list(
             (
                 await session.execute(
@@ -64,23 +69,23 @@ async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
                         message_t.c.status == sa.literal_column("'pending'"),
                         message_t.c.sender == sa.literal_column("'cohort'"),
                         message_t.c.id > input.after_message_id,
+                        *in_lane(input.lane, input.lanes),
                     )
                     .order_by(message_t.c.id)
-                    .limit(input.limit)
+                    # One more than the batch takes: whether any is left after it.
+                    .limit(input.limit + 1)
                 )
             ).scalars()
         )
+    more = len(message_ids) > input.limit
+    del message_ids[input.limit :]
     if not message_ids:
         # Nothing pending: tell a cohort whose dispatch was deleted to stop looking.
-        async with sender.sessions() as session:
-            exists = await session.scalar(
-                sa.select(dispatch_t.c.id).where(dispatch_t.c.id == input.dispatch_id)
-            )
         return SendBatchResult(
             last_message_id=input.after_message_id,
             exhausted=True,
             handoffs=batch.handoffs,
-            stopped=None if exists is not None else SendOutcome.DELETED,
+            stopped=None if batch.trips_seen is not None else SendOutcome.DELETED,
         )
     metrics.BATCH_SIZE.observe(len(message_ids))
     started = clock.monotonic()
@@ -95,7 +100,7 @@ async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
         await batch.abandon()
     for why in batch.pauses:
         await sender.pause_dispatch(input.dispatch_id, why)
-    result = batch.result(message_ids)
+    result = batch.result(message_ids, more=more)
     metrics.BATCH_SECONDS.labels(result.stopped or "done").observe(clock.monotonic() - started)
     log.info(
         "batch of cohort %s: %d sent, %d final, %d handed off%s",
@@ -113,7 +118,12 @@ async def _owed_handoffs(sender: Sender, input: SendBatchInput) -> list[Handoff]
     """Hand-offs an earlier attempt wrote but could not return: the cohort starts their
     deliveries again (a delivery already started is refused, harmlessly)."""
     owed = await owed_handoffs(
-        sender.sessions, dispatch_id=input.dispatch_id, cohort=input.cohort, limit=input.limit
+        sender.sessions,
+        dispatch_id=input.dispatch_id,
+        cohort=input.cohort,
+        limit=input.limit,
+        lane=input.lane,
+        lanes=input.lanes,
     )
     if owed:
         log.warning(
@@ -175,6 +185,15 @@ class Batch:
     # The dispatch's status as last read, and when (monotonic seconds).
     status_seen: str | None = None
     status_read_at: float = 0.0
+    # The dispatch's breaker trips when the batch began (None: the dispatch is gone), and the
+    # write of this batch's own trip.
+    trips_seen: int | None = None
+    tripping: asyncio.Task[None] | None = None
+    # The worker's failed outcome writes when the batch began: one more stops it.
+    write_failures_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self.write_failures_seen = self.sender.write_failures
 
     async def dispatch_status(self) -> str | None:
         """The dispatch's status, read again when older than STATUS_MAX_AGE_SECONDS (None when
@@ -182,10 +201,22 @@ class Batch:
         now = clock.monotonic()
         if now - self.status_read_at > STATUS_MAX_AGE_SECONDS:
             async with self.sender.sessions() as session:
-                self.status_seen = await session.scalar(
-                    sa.select(dispatch_t.c.status).where(dispatch_t.c.id == self.input.dispatch_id)
-                )
+                row = (
+                    await session.execute(
+                        sa.select(dispatch_t.c.status, dispatch_t.c.breaker_trips).where(
+                            dispatch_t.c.id == self.input.dispatch_id
+                        )
+                    )
+                ).one_or_none()
             self.status_read_at = now
+            self.status_seen = None if row is None else row.status
+            if (
+                row is not None
+                and self.trips_seen is not None
+                and row.breaker_trips > self.trips_seen
+            ):
+                # Another batch of the dispatch found the remote down: this one stops too.
+                self.stop(SendOutcome.REMOTE_DOWN)
         return self.status_seen
 
     def stop(self, reason: SendOutcome, not_before: datetime | None = None) -> None:
@@ -219,6 +250,12 @@ class Batch:
                     sender.slots.release()
                     return False
                 decision = await sender.judge_now(row, self.windows, self.dispatch_status)
+                if sender.write_failures != self.write_failures_seen:
+                    # Another batch's write failed: this one's are retried with the attempt.
+                    self.stop(SendOutcome.FAILED)
+                if self.stopped:  # or the status read found another batch's breaker open
+                    sender.slots.release()
+                    return False
                 if decision.action == Action.SEND:
                     task = asyncio.create_task(self._send(row))
                     self.tasks.add(task)
@@ -291,10 +328,27 @@ class Batch:
         delay = verdict.retry_after or self.input.retry_delay_seconds
         self.handoffs.append(Handoff(row.id, row.client_id, row.timezone, delay_seconds=delay))
         self.consecutive_failures += 1
-        if self.consecutive_failures >= self.input.breaker_failures:
+        if self.consecutive_failures >= self.input.breaker_failures and self.stopped is None:
             self.stop(SendOutcome.REMOTE_DOWN)
+            self.tripping = asyncio.create_task(self._trip())
         return Outcome(
             row.id, MessageStatus.RETRYING, attempted=True, error=verdict.error, hand_off=True
+        )
+
+    async def _trip(self) -> None:
+        """Tells every other batch of the dispatch that the remote is down."""
+        async with self.sender.sessions() as session:
+            await session.execute(
+                sa.update(dispatch_t)
+                .where(dispatch_t.c.id == self.input.dispatch_id)
+                .values(breaker_trips=dispatch_t.c.breaker_trips + 1)
+            )
+            await session.commit()
+        log.warning(
+            "cohort %s: %d failures in a row, every batch of the dispatch stops",
+            self.input.cohort,
+            self.consecutive_failures,
+            extra=ids(dispatch_id=self.input.dispatch_id),
         )
 
     # Writing outcomes: one write at a time, each taking everything that finished meanwhile.
@@ -320,8 +374,10 @@ class Batch:
             try:
                 await record_outcomes(self.sender.sessions, [outcome for outcome, _ in queued])
             except BaseException as error:
-                # No send may go out while the database cannot record it.
+                # No send may go out while the database cannot record it: not from this
+                # batch, nor from any other of the process (they share the slots).
                 self.failure = self.failure or error
+                self.sender.write_failures += 1
                 self.stop(SendOutcome.FAILED)
                 for _, written in [*queued, *self.unwritten]:
                     if not written.done():
@@ -337,15 +393,19 @@ class Batch:
         database would not take them (the batch is then retried and finds them still pending)."""
         while self.tasks:
             await asyncio.gather(*self.tasks)
+        if self.tripping is not None:
+            await self.tripping
         if self.writer is not None:
             await self.writer
         await self._write_all()
         if self.failure is not None:
             raise self.failure
+        if self.stopped == SendOutcome.FAILED:
+            raise RuntimeError("another batch of this worker could not write its outcomes")
 
     async def abandon(self) -> None:
         """On the way out after an error or a cancellation: nothing may keep running."""
-        running = [*self.tasks, *([self.writer] if self.writer else [])]
+        running = [*self.tasks, *(task for task in (self.writer, self.tripping) if task)]
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
@@ -357,13 +417,13 @@ class Batch:
             activity.heartbeat(self.sent + self.finished + len(self.handoffs))
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
-    def result(self, message_ids: list[int]) -> SendBatchResult:
+    def result(self, message_ids: list[int], *, more: bool) -> SendBatchResult:
         done = self.stopped is None
         return SendBatchResult(
             # Stopped early: the cursor stays, and the next batch reads the still-pending
             # messages again (those dealt with are no longer pending in the cohort).
             last_message_id=message_ids[-1] if done else self.input.after_message_id,
-            exhausted=done and len(message_ids) < self.input.limit,
+            exhausted=done and not more,
             sent=self.sent,
             finished=self.finished,
             handoffs=self.handoffs,

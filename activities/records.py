@@ -25,6 +25,11 @@ from core.models import (
 log = logging.getLogger(__name__)
 
 
+def in_lane(lane: int, lanes: int) -> list[sa.ColumnElement[bool]]:
+    """The condition of one lane's messages (none with one lane)."""
+    return [] if lanes <= 1 else [message_t.c.id % lanes == lane]
+
+
 def error_text(error: object) -> str:
     return str(error)[:ERROR_MAX_LENGTH]
 
@@ -136,10 +141,17 @@ async def record_outcomes(sessions: SessionFactory, outcomes: list[Outcome]) -> 
 
 
 async def owed_handoffs(
-    sessions: SessionFactory, *, dispatch_id: int, cohort: str, limit: int
+    sessions: SessionFactory,
+    *,
+    dispatch_id: int,
+    cohort: str,
+    limit: int,
+    lane: int = 0,
+    lanes: int = 1,
 ) -> list[Any]:
     """Messages a cohort handed off whose delivery it has not confirmed starting (a batch that
-    wrote them may have failed before returning them)."""
+    wrote them may have failed before returning them); of one lane, when the cohort has
+    several (each lane's next batch takes its own)."""
     async with sessions() as session:
         rows = await session.execute(
             sa.select(
@@ -151,6 +163,7 @@ async def owed_handoffs(
                 message_t.c.dispatch_id == dispatch_id,
                 message_t.c.cohort == cohort,
                 message_t.c.sender == sa.literal_column("'owed'"),
+                *in_lane(lane, lanes),
             )
             .order_by(message_t.c.id)
             .limit(limit)

@@ -109,6 +109,9 @@ class Sender:
     policy: FailurePolicy
     # Requests in flight from this worker process, across every batch and attempt.
     slots: asyncio.Semaphore
+    # Outcome writes of this process's batches that failed: each stops every batch in flight,
+    # so that no request goes out while the database cannot record it.
+    write_failures: int = 0
 
     async def judge_now(
         self,

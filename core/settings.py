@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     audience_page_size: int = Field(default=500, ge=1, le=5000)
     # Cohort shape: messages sent per batch activity.
     send_batch_size: int = Field(default=500, ge=1, le=5000)
+    # Cohort shape: batch activities a cohort keeps in flight at once, each over its own
+    # share of the cohort's messages (message id modulo this), so that every worker polling
+    # the send queue takes a share of one cohort. One batch keeps one worker's
+    # SEND_CONCURRENCY busy; two per worker overlap one's tail with the next. 8 serves up to
+    # four workers that way and costs no more actions (the same batches, in parallel).
+    cohort_parallel_batches: int = Field(default=8, ge=1, le=64)
+    # Batch activities one worker process runs at once (they share its SEND_CONCURRENCY). A
+    # worker at this many polls for no more, so that Temporal hands the next batch to a worker
+    # with room: the batches of a cohort spread evenly over the workers instead of piling up
+    # on whichever polled first.
+    send_batches_per_worker: int = Field(default=2, ge=1, le=64)
     # Without a zone from the number, a client gets this one.
     default_timezone: str = "Europe/Moscow"
     # Bulk import: the largest file taken (413 above it), and how many rejected rows an
@@ -151,6 +162,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def temporal_batch_task_queue(self) -> str:
+        """The parallel batches' own queue, beside the send queue (its workers run at most
+        SEND_BATCHES_PER_WORKER of them at once)."""
+        return batch_task_queue(self.temporal_send_task_queue)
+
+    @property
     def temporal_ui(self) -> str:
         return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
 
@@ -165,5 +182,9 @@ class Settings(BaseSettings):
 
 
 @lru_cache
+def batch_task_queue(send_task_queue: str) -> str:
+    return f"{send_task_queue}-batches"
+
+
 def get_settings() -> Settings:
     return Settings()

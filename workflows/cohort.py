@@ -2,6 +2,7 @@
 (one time zone, or everyone when the dispatch has no window) wait and send together."""
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -29,11 +30,12 @@ with workflow.unsafe.imports_passed_through():
         DISPATCH_CHANGED,
         DispatchChanged,
         DispatchPlan,
+        SendOptions,
         SendOutcome,
         dispatch_workflow_id,
     )
     from core.models import MessageStatus
-    from core.windows import next_send_instant
+    from core.windows import SendWindow, next_send_instant
     from workflows.delivery import DeliveryWorkflow, start_delivery
     from workflows.plan import load_plan
 
@@ -47,6 +49,39 @@ STARVED_POLL_MAX = timedelta(minutes=1)
 # Since this patch a cohort woken by a change reads the dispatch again (an edit of end_at or of
 # the window applies to the sleep that follows).
 RELOADS_ON_CHANGE = "cohort-reloads-on-change"
+# Since this patch a cohort keeps several batches in flight (SendOptions.parallel_batches).
+PARALLEL_BATCHES = "cohort-parallel-batches"
+
+
+@dataclass
+class _Pace:
+    """How a cohort's sending loop paces itself: the dispatch as last read, and when to try
+    again (a window's opening, a pause's recheck, the backoff of a remote that is down)."""
+
+    plan: DispatchPlan
+    window: SendWindow | None
+    not_before: datetime | None = None
+    backoff: timedelta = timedelta(0)
+    starved: timedelta = STARVED_POLL
+
+    def back_off(self, send: SendOptions) -> None:
+        """The remote fails everything: probe it again later instead of handing every message
+        to a delivery of its own."""
+        self.backoff = min(
+            max(self.backoff * 2, timedelta(seconds=send.retry_initial_seconds)),
+            timedelta(seconds=send.retry_max_seconds),
+        )
+        self.not_before = workflow.now() + self.backoff
+
+
+@dataclass
+class _Round:
+    """One round of parallel batches: how its lanes ended."""
+
+    stops: dict[SendOutcome, datetime | None] = field(default_factory=dict)
+    starved: bool = False  # a lane ran out while the audience was still being laid out
+    full: bool = False  # the history reached its limit: continue as new
+    sent: int = 0
 
 
 @workflow.defn(name="CohortWorkflow")
@@ -64,6 +99,7 @@ class CohortWorkflow:
         self._sent = 0
         self._handed_off = 0
         self._batches = 0
+        self._in_flight = 0
         self._waiting_until: datetime | None = None
         # Deliveries started by this run; it finishes after them, so that the Temporal UI shows
         # the cohort open while any of its messages is still being retried.
@@ -85,6 +121,7 @@ class CohortWorkflow:
             handed_off=self._handed_off,
             waiting_until=self._waiting_until,
             batches=self._batches,
+            batches_in_flight=self._in_flight,
         )
 
     @workflow.run
@@ -94,7 +131,10 @@ class CohortWorkflow:
         log_ids = {"dispatch_id": input.dispatch_id}
         plan = await load_plan(input.dispatch_id)
         if plan.found:
-            await self._send_all(input, plan)
+            if workflow.patched(PARALLEL_BATCHES):
+                await self._send_in_lanes(input, plan)
+            else:
+                await self._send_all(input, plan)
         self._phase = "awaiting deliveries"
         await asyncio.gather(*self._deliveries, return_exceptions=True)
         self._phase = "finished"
@@ -114,89 +154,173 @@ class CohortWorkflow:
         return CohortResult(input.dispatch_id, input.cohort, self._sent, self._handed_off)
 
     async def _send_all(self, input: CohortInput, plan: DispatchPlan) -> None:
-        window = plan.window.send_window() if plan.window else None
-        zone = None if input.cohort == COHORT_ALL else input.cohort
+        """One batch at a time (runs started before PARALLEL_BATCHES)."""
+        pace = _Pace(plan, plan.window.send_window() if plan.window else None)
         cursor = input.after_message_id
-        not_before: datetime | None = None
-        backoff = timedelta(0)
-        starved = STARVED_POLL
         while True:
-            now = workflow.now()
-            lower = max(now, not_before or now)
-            opens: datetime | None = lower if lower < plan.end_at else None
-            if zone is not None:
-                opens = next_send_instant(
-                    now=lower,
-                    start_at=plan.start_at,
-                    end_at=plan.end_at,
-                    window=window,
-                    timezone=zone,
-                )
-            if opens is None:
-                reason = "end time passed" if lower >= plan.end_at else "no window before end"
-                await self._expire_rest(input, reason)
+            if not await self._wait_to_send(input, pace):
                 return
-            if opens > now:
-                self._phase = "waiting for the window" if zone else "waiting"
-                self._waiting_until = opens
-                woken = await self._sleep(opens - now)
-                self._waiting_until = None
-                if woken:
-                    # Woken by a change of the dispatch (a resume, a cancel, an edit): a batch
-                    # judges every message now (outside the window it sends nothing and says
-                    # so), and the next sleep follows the dispatch as it is now.
-                    not_before = None
-                    if workflow.patched(RELOADS_ON_CHANGE):
-                        plan = await load_plan(input.dispatch_id)
-                        if not plan.found:
-                            return
-                        window = plan.window.send_window() if plan.window else None
             self._phase = "sending"
             # A change that lands while the batch runs must still cut the next sleep short.
             self._changed = False
             audience_was_done = self._audience_done
             result = await self._batch(input, cursor)
             self._batches += 1
-            await self._hand_off(input, plan, result.handoffs)
+            await self._hand_off(input, pace.plan, result.handoffs)
             self._sent += result.sent
             if result.stopped == SendOutcome.DELETED:
                 return
             if result.stopped == SendOutcome.REMOTE_DOWN:
-                # The remote fails everything: probe it again later instead of handing every
-                # message to a delivery of its own.
-                backoff = min(
-                    max(backoff * 2, timedelta(seconds=input.send.retry_initial_seconds)),
-                    timedelta(seconds=input.send.retry_max_seconds),
-                )
-                not_before = workflow.now() + backoff
+                pace.back_off(input.send)
             elif result.stopped is not None:
-                not_before = result.not_before
+                pace.not_before = result.not_before
             else:
-                backoff, not_before = timedelta(0), None
+                pace.backoff, pace.not_before = timedelta(0), None
                 cursor = result.last_message_id
                 if result.exhausted:
                     if audience_was_done:
                         return
                     if not self._audience_done:
-                        self._phase = "waiting for the audience"
-                        # More messages may still be laid out: look again shortly, less
-                        # often while none come.
-                        if result.sent:
-                            starved = STARVED_POLL
-                        await self._wait_for_audience(starved)
-                        starved = min(starved * 2, STARVED_POLL_MAX)
+                        await self._starve(pace, fed=result.sent > 0)
             if workflow.info().get_current_history_length() > input.send.history_limit:
-                workflow.continue_as_new(
-                    CohortInput(
-                        dispatch_id=input.dispatch_id,
-                        cohort=input.cohort,
-                        send=input.send,
-                        after_message_id=cursor,
-                        audience_done=self._audience_done,
-                        sent=self._sent,
-                        handed_off=self._handed_off,
-                    )
+                workflow.continue_as_new(self._next_run(input, cursor))
+
+    async def _send_in_lanes(self, input: CohortInput, plan: DispatchPlan) -> None:
+        """Up to `parallel_batches` batches in flight, one per lane: lane i sends the messages
+        whose id % lanes == i, a batch after another, so that every worker polling the send
+        queue takes a share and a batch's tail overlaps the next. A lane that stops (window
+        closed, paused, breaker open) ends the round: the others stop starting batches, and
+        those in flight stop themselves (each judges every message; the breaker is counted on
+        the dispatch's row); then the cohort paces itself as one."""
+        pace = _Pace(plan, plan.window.send_window() if plan.window else None)
+        lanes = max(1, input.send.parallel_batches)
+        cursors = list(input.lane_cursors)
+        if len(cursors) != lanes:
+            cursors = [input.after_message_id] * lanes
+        finished: set[int] = set()
+        while True:
+            if not await self._wait_to_send(input, pace):
+                return
+            self._phase = "sending"
+            self._changed = False
+            round = _Round()
+            await asyncio.gather(
+                *(
+                    self._lane(input, pace.plan, lane, cursors, finished, round)
+                    for lane in range(lanes)
+                    if lane not in finished
                 )
+            )
+            if SendOutcome.DELETED in round.stops or len(finished) == lanes:
+                return
+            if SendOutcome.REMOTE_DOWN in round.stops:
+                pace.back_off(input.send)
+            elif round.stops:
+                pace.not_before = min((t for t in round.stops.values() if t), default=None)
+            else:
+                pace.backoff, pace.not_before = timedelta(0), None
+                if round.starved and not self._audience_done:
+                    await self._starve(pace, fed=round.sent > 0)
+            if round.full or (
+                workflow.info().get_current_history_length() > input.send.history_limit
+            ):
+                workflow.continue_as_new(self._next_run(input, min(cursors), cursors))
+
+    async def _lane(
+        self,
+        input: CohortInput,
+        plan: DispatchPlan,
+        lane: int,
+        cursors: list[int],
+        finished: set[int],
+        round: "_Round",
+    ) -> None:
+        while not round.stops and not round.full:
+            if workflow.info().get_current_history_length() > input.send.history_limit:
+                round.full = True
+                return
+            audience_was_done = self._audience_done
+            self._in_flight += 1
+            try:
+                result = await self._batch(input, cursors[lane], lane=lane, lanes=len(cursors))
+            finally:
+                self._in_flight -= 1
+            self._batches += 1
+            await self._hand_off(input, plan, result.handoffs)
+            self._sent += result.sent
+            round.sent += result.sent
+            if result.stopped == SendOutcome.WORKER_SHUTDOWN:
+                continue  # the next batch of the lane goes to another worker
+            if result.stopped is not None:
+                round.stops.setdefault(result.stopped, result.not_before)
+                return
+            cursors[lane] = result.last_message_id
+            if result.exhausted:
+                if audience_was_done:
+                    finished.add(lane)
+                else:
+                    round.starved = True
+                return
+
+    async def _wait_to_send(self, input: CohortInput, pace: "_Pace") -> bool:
+        """Sleeps until the cohort may send (its zone's window open, a backoff or a pause's
+        recheck over); False when it is over: its messages expired, or the dispatch is gone."""
+        zone = None if input.cohort == COHORT_ALL else input.cohort
+        plan = pace.plan
+        now = workflow.now()
+        lower = max(now, pace.not_before or now)
+        opens: datetime | None = lower if lower < plan.end_at else None
+        if zone is not None:
+            opens = next_send_instant(
+                now=lower,
+                start_at=plan.start_at,
+                end_at=plan.end_at,
+                window=pace.window,
+                timezone=zone,
+            )
+        if opens is None:
+            reason = "end time passed" if lower >= plan.end_at else "no window before end"
+            await self._expire_rest(input, reason)
+            return False
+        if opens > now:
+            self._phase = "waiting for the window" if zone else "waiting"
+            self._waiting_until = opens
+            woken = await self._sleep(opens - now)
+            self._waiting_until = None
+            if woken:
+                # Woken by a change of the dispatch (a resume, a cancel, an edit): a batch
+                # judges every message now (outside the window it sends nothing and says
+                # so), and the next sleep follows the dispatch as it is now.
+                pace.not_before = None
+                if workflow.patched(RELOADS_ON_CHANGE):
+                    pace.plan = await load_plan(input.dispatch_id)
+                    if not pace.plan.found:
+                        return False
+                    pace.window = pace.plan.window.send_window() if pace.plan.window else None
+        return True
+
+    async def _starve(self, pace: "_Pace", *, fed: bool) -> None:
+        """More messages may still be laid out: look again shortly, less often while none
+        come."""
+        self._phase = "waiting for the audience"
+        if fed:
+            pace.starved = STARVED_POLL
+        await self._wait_for_audience(pace.starved)
+        pace.starved = min(pace.starved * 2, STARVED_POLL_MAX)
+
+    def _next_run(
+        self, input: CohortInput, cursor: int, lane_cursors: list[int] | None = None
+    ) -> CohortInput:
+        return CohortInput(
+            dispatch_id=input.dispatch_id,
+            cohort=input.cohort,
+            send=input.send,
+            after_message_id=cursor,
+            audience_done=self._audience_done,
+            sent=self._sent,
+            handed_off=self._handed_off,
+            lane_cursors=list(lane_cursors or []),
+        )
 
     async def _sleep(self, duration: timedelta) -> bool:
         """Sleeps durably; True when a change of the dispatch woke it early."""
@@ -213,7 +337,9 @@ class CohortWorkflow:
         except TimeoutError:
             pass
 
-    async def _batch(self, input: CohortInput, cursor: int) -> SendBatchResult:
+    async def _batch(
+        self, input: CohortInput, cursor: int, *, lane: int = 0, lanes: int = 1
+    ) -> SendBatchResult:
         options = input.send
         return await workflow.execute_activity_method(
             SendActivities.send_batch,
@@ -224,8 +350,10 @@ class CohortWorkflow:
                 limit=options.batch_size,
                 breaker_failures=options.breaker_failures,
                 retry_delay_seconds=options.retry_initial_seconds,
+                lane=lane,
+                lanes=lanes,
             ),
-            task_queue=options.task_queue,
+            task_queue=options.batch_task_queue or options.task_queue,
             start_to_close_timeout=BATCH_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=options.attempt_timeout_seconds),
         )

@@ -67,8 +67,10 @@ AWAITS_HANDLERS = "dispatch-awaits-handlers"
 CANCEL_AWAITS_WAKE = "cancel-awaits-wake"
 # Cohorts and deliveries signal when they finish; this is only the backstop for a lost wake-up.
 COMPLETION_RECHECK = timedelta(minutes=10)
-# Finished signals that arrive together are counted with one query.
+# Finished signals that arrive together are counted with one query; since this patch, not
+# once the last cohort has finished (the dispatch completes at once).
 COMPLETION_DEBOUNCE = timedelta(seconds=1)
+COMPLETES_AT_ONCE = "dispatch-completes-at-once"
 
 
 @workflow.defn(name="DispatchWorkflow.v2")
@@ -437,6 +439,8 @@ class DispatchWorkflow:
                 await workflow.wait_condition(
                     lambda: self._finished > 0, timeout=COMPLETION_RECHECK
                 )
-                await workflow.sleep(COMPLETION_DEBOUNCE)
+                last = bool(self._cohorts) and self._cohorts_finished.issuperset(self._cohorts)
+                if not (workflow.patched(COMPLETES_AT_ONCE) and last):
+                    await workflow.sleep(COMPLETION_DEBOUNCE)
             except TimeoutError:
                 pass

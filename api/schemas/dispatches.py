@@ -186,6 +186,9 @@ class CohortState(BaseModel):
     waiting_until: datetime | None = Field(
         default=None, description="When its sleep ends (its window opening), if asleep."
     )
+    batches_in_flight: int = Field(
+        default=0, description="Its batch activities running now (up to its parallel batches)."
+    )
 
 
 class DispatchProgressPublic(BaseModel):

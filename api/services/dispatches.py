@@ -332,6 +332,7 @@ async def dispatch_progress(
                 sent=state.sent,
                 handed_off=state.handed_off,
                 waiting_until=state.waiting_until,
+                batches_in_flight=state.batches_in_flight,
             )
         )
     return DispatchProgressPublic(

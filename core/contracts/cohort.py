@@ -24,6 +24,9 @@ class CohortInput:
     audience_done: bool = False
     sent: int = 0
     handed_off: int = 0
+    # Parallel batches: each lane's cursor (lane i sends the messages whose id % lanes == i);
+    # empty: every lane starts at after_message_id.
+    lane_cursors: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -36,6 +39,8 @@ class CohortProgress:
     # When its sleep ends (its zone's window opening, a backoff, a pause's recheck), if asleep.
     waiting_until: datetime | None = None
     batches: int = 0
+    # Batch activities running now (parallel batches).
+    batches_in_flight: int = 0
 
 
 @dataclass
@@ -57,6 +62,9 @@ class SendBatchInput:
     breaker_failures: int = 20
     # A message whose send failed is retried by its own delivery after at least this long.
     retry_delay_seconds: float = 1.0
+    # Its lane of the cohort: only messages whose id % lanes == lane (1 lane: all of them).
+    lane: int = 0
+    lanes: int = 1
 
 
 @dataclass

@@ -93,6 +93,10 @@ class SendOptions:
     layout_page_size: int = 10_000
     batch_size: int = 500
     breaker_failures: int = 20
+    # Batches a cohort keeps in flight (1: one at a time, as runs started before it do), and
+    # their queue (empty: task_queue, as before).
+    parallel_batches: int = 1
+    batch_task_queue: str = ""
     # History events after which a dispatch or cohort run continues as new.
     history_limit: int = 5000
 
@@ -106,6 +110,8 @@ class SendOptions:
             retry_max_seconds=settings.send_retry_max_seconds,
             page_size=settings.audience_page_size,
             batch_size=settings.send_batch_size,
+            parallel_batches=settings.cohort_parallel_batches,
+            batch_task_queue=settings.temporal_batch_task_queue,
         )
 
 

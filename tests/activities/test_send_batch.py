@@ -2,6 +2,7 @@
 message judged at its moment, outcomes written in bulk, failures handed off, and a retried
 batch that sends nothing twice."""
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
@@ -251,3 +252,70 @@ async def test_a_client_on_the_stop_list_is_never_sent_to(
     assert [m.status for m in stored] == ["sent", "opted_out", "sent"]
     assert stored[1].last_error == "client opted out"
     assert simulator.state.stats()["received"] == 2
+
+
+async def test_lanes_split_a_cohort_into_disjoint_shares_sent_at_once(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    """Parallel batches of one cohort: lane i takes the messages whose id % lanes == i, so that
+    batches running at once (on one worker or several) never send the same message."""
+    dispatch, _, messages = await cohort_of(db, 30)
+    simulator.state.set_config(SimulatorConfig(latency_ms=20))
+    results = await asyncio.gather(
+        *(run_batch(sender, batch(dispatch, lane=lane, lanes=3)) for lane in range(3))
+    )
+    for lane, result in enumerate(results):
+        share = [m.id for m in messages if m.id is not None and m.id % 3 == lane]
+        assert (result.sent, result.exhausted, result.last_message_id) == (
+            len(share),
+            True,
+            share[-1],
+        )
+    assert sum(result.sent for result in results) == 30
+    stats = simulator.state.stats()
+    assert (stats["unique_accepted"], stats["duplicates"]) == (30, 0)
+    assert stats["max_in_flight"] > 1
+    assert {m.status for m in await rows(db, dispatch)} == {"sent"}
+
+
+async def test_one_batch_opening_its_breaker_stops_the_others_in_flight(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    """A batch whose breaker opens counts it on the dispatch's row; every other batch of the
+    dispatch reads that with the status and stops too, instead of finding the outage alone."""
+    dispatch, _, _ = await cohort_of(db, 200)
+    assert dispatch.id is not None
+
+    async def trips() -> int | None:
+        async with db.sessions() as session:
+            return await session.scalar(
+                sa.select(Dispatch.breaker_trips).where(Dispatch.id == dispatch.id)
+            )
+
+    simulator.state.set_config(SimulatorConfig(outage=True))
+    tripped = await run_batch(sender, batch(dispatch, lane=0, lanes=2, breaker_failures=3))
+    assert tripped.stopped == "remote_down"
+    assert await trips() == 1
+
+    # The other lane, sending to a healthy remote when another batch's breaker opens (the
+    # count moved by hand, as that batch's write would): it stops without a failure of its own.
+    # 100 messages, ten at a time, 200 ms each: two seconds, against a status read every 0.5 s.
+    simulator.state.set_config(SimulatorConfig(latency_ms=200))
+    sibling = asyncio.create_task(run_batch(sender, batch(dispatch, lane=1, lanes=2)))
+    async with asyncio.timeout(10):
+        while simulator.state.stats()["accepted"] < 5:
+            await asyncio.sleep(0.01)
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Dispatch)
+            .where(Dispatch.id == dispatch.id)
+            .values(breaker_trips=Dispatch.breaker_trips + 1)
+        )
+        await session.commit()
+    result = await sibling
+    assert result.stopped == "remote_down"
+    assert result.last_message_id == 0  # its cursor stays: the next round reads them again
+    assert result.handoffs == []
+    # Within half a second of the count, with its ten requests in flight finishing: far from
+    # its 100 messages.
+    assert 5 <= result.sent < 100

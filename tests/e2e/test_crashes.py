@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
@@ -228,8 +229,9 @@ class DispatchRun:
     handle: WorkflowHandle[DispatchWorkflow, DispatchResult]
 
 
-async def begin_dispatch(rig: Rig, delivery: str = "cohorts") -> DispatchRun:
-    """CLIENTS clients, a dispatch to all of them starting now, and its workflow started."""
+async def begin_dispatch(rig: Rig, delivery: str = "cohorts", **send: Any) -> DispatchRun:
+    """CLIENTS clients, a dispatch to all of them starting now, and its workflow started
+    (`send`: SendOptions fields to change)."""
     phones: dict[int, str] = {}
     for _ in range(CLIENTS):
         client = await make_client(rig.db)
@@ -237,15 +239,16 @@ async def begin_dispatch(rig: Rig, delivery: str = "cohorts") -> DispatchRun:
         phones[client.id] = client.phone
     dispatch = await make_dispatch(rig.db, text="Crash test", delivery=delivery)
     assert dispatch.id is not None
-    send = dataclasses.replace(
+    send_options = dataclasses.replace(
         SendOptions.from_settings(rig.settings),
         children_per_run=CHILDREN_PER_RUN,
         layout_page_size=PAGE_SIZE,
         history_limit=HISTORY_LIMIT,
     )
+    send_options = dataclasses.replace(send_options, **send)
     handle = await rig.client.start_workflow(
         DispatchWorkflow.run,
-        DispatchInput(dispatch_id=dispatch.id, send=send),
+        DispatchInput(dispatch_id=dispatch.id, send=send_options),
         id=dispatch_workflow_id(dispatch.id),
         task_queue=rig.settings.temporal_task_queue,
     )

@@ -39,13 +39,15 @@ __all__ = ["rig"]  # the fixture, shared with the crash tests
 RATE = 40.0
 
 
-async def test_three_workers_share_a_dispatch_under_one_rate_cap(rig: Rig) -> None:
+async def test_three_workers_share_one_cohort_under_one_rate_cap(rig: Rig) -> None:
+    """The default shape: one cohort (no window) whose parallel batches every worker polling
+    the send queue takes a share of."""
     env = service_env(rig.settings, LOG_LEVEL="INFO", SEND_RATE_PER_SECOND=str(RATE))
     workers = [WorkerProcess(env, rig.tmp / f"scale-{n}.log") for n in range(3)]
     rig.workers.extend(workers)
-    # One delivery workflow per client: more send tasks at once than one worker has slots
-    # (2 x SEND_CONCURRENCY), so that every worker gets work, as it would in a big dispatch.
-    run = await begin_dispatch(rig, delivery="per_client")
+    # Eight lanes of batches of five: 30 batch activities, so that matching hands each worker
+    # some (a worker missing all 30 is a (2/3)^30 chance) while the cap keeps each one long.
+    run = await begin_dispatch(rig, parallel_batches=8, batch_size=5)
 
     def shares() -> list[int]:
         return [worker.log().count("remote accepted: message sent") for worker in workers]
