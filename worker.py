@@ -85,7 +85,8 @@ def build_workers(
     task_queue: str | None = None,
     send_task_queue: str | None = None,
 ) -> Sequence[Worker]:
-    """The main worker and the send worker; queues default to the settings' ones."""
+    """The main worker, the send worker and the batches' worker; queues default to the
+    settings' ones (the batches' queue is the send queue's, `-batches`)."""
     dispatch_activities = DispatchActivities(sessions=sessions, temporal=client)
     send_activities = SendActivities(
         sessions=sessions,
@@ -168,9 +169,10 @@ async def main() -> None:
             client=client, settings=settings, sessions=database.sessions, remote=remote
         )
         log.info(
-            "worker polling %s and %s at %s",
+            "worker polling %s, %s and %s at %s",
             settings.temporal_task_queue,
             settings.temporal_send_task_queue,
+            settings.temporal_batch_task_queue,
             settings.temporal_target,
         )
         try:

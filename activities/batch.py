@@ -53,10 +53,6 @@ async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
     batch = Batch(sender, input)
     batch.handoffs += await _owed_handoffs(sender, input)
     async with sender.sessions() as session:
-        # The breaker trips so far: one more, by any batch of the dispatch, stops this one.
-        batch.trips_seen = await session.scalar(
-            sa.select(dispatch_t.c.breaker_trips).where(dispatch_t.c.id == input.dispatch_id)
-        )
         message_ids = list(
             (
                 await session.execute(
@@ -81,11 +77,15 @@ async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
     del message_ids[input.limit :]
     if not message_ids:
         # Nothing pending: tell a cohort whose dispatch was deleted to stop looking.
+        async with sender.sessions() as session:
+            exists = await session.scalar(
+                sa.select(dispatch_t.c.id).where(dispatch_t.c.id == input.dispatch_id)
+            )
         return SendBatchResult(
             last_message_id=input.after_message_id,
             exhausted=True,
             handoffs=batch.handoffs,
-            stopped=None if batch.trips_seen is not None else SendOutcome.DELETED,
+            stopped=None if exists is not None else SendOutcome.DELETED,
         )
     metrics.BATCH_SIZE.observe(len(message_ids))
     started = clock.monotonic()
@@ -185,15 +185,16 @@ class Batch:
     # The dispatch's status as last read, and when (monotonic seconds).
     status_seen: str | None = None
     status_read_at: float = 0.0
-    # The dispatch's breaker trips when the batch began (None: the dispatch is gone), and the
-    # write of this batch's own trip.
-    trips_seen: int | None = None
+    # A breaker that a batch of the dispatch opened since then stops this one (the cohort's
+    # round began then, or this batch); the write of this batch's own trip.
+    trips_after: datetime = field(init=False)
     tripping: asyncio.Task[None] | None = None
     # The worker's failed outcome writes when the batch began: one more stops it.
     write_failures_seen: int = 0
 
     def __post_init__(self) -> None:
         self.write_failures_seen = self.sender.write_failures
+        self.trips_after = self.input.round_started_at or activity_now()
 
     async def dispatch_status(self) -> str | None:
         """The dispatch's status, read again when older than STATUS_MAX_AGE_SECONDS (None when
@@ -203,18 +204,15 @@ class Batch:
             async with self.sender.sessions() as session:
                 row = (
                     await session.execute(
-                        sa.select(dispatch_t.c.status, dispatch_t.c.breaker_trips).where(
+                        sa.select(dispatch_t.c.status, dispatch_t.c.breaker_tripped_at).where(
                             dispatch_t.c.id == self.input.dispatch_id
                         )
                     )
                 ).one_or_none()
             self.status_read_at = now
             self.status_seen = None if row is None else row.status
-            if (
-                row is not None
-                and self.trips_seen is not None
-                and row.breaker_trips > self.trips_seen
-            ):
+            tripped = None if row is None else row.breaker_tripped_at
+            if tripped is not None and tripped >= self.trips_after:
                 # Another batch of the dispatch found the remote down: this one stops too.
                 self.stop(SendOutcome.REMOTE_DOWN)
         return self.status_seen
@@ -341,7 +339,7 @@ class Batch:
             await session.execute(
                 sa.update(dispatch_t)
                 .where(dispatch_t.c.id == self.input.dispatch_id)
-                .values(breaker_trips=dispatch_t.c.breaker_trips + 1)
+                .values(breaker_tripped_at=activity_now())
             )
             await session.commit()
         log.warning(
@@ -375,9 +373,10 @@ class Batch:
                 await record_outcomes(self.sender.sessions, [outcome for outcome, _ in queued])
             except BaseException as error:
                 # No send may go out while the database cannot record it: not from this
-                # batch, nor from any other of the process (they share the slots).
+                # batch, nor (unless this is a cancellation) from any other of the process.
                 self.failure = self.failure or error
-                self.sender.write_failures += 1
+                if not isinstance(error, asyncio.CancelledError):
+                    self.sender.write_failures += 1
                 self.stop(SendOutcome.FAILED)
                 for _, written in [*queued, *self.unwritten]:
                     if not written.done():
@@ -393,13 +392,13 @@ class Batch:
         database would not take them (the batch is then retried and finds them still pending)."""
         while self.tasks:
             await asyncio.gather(*self.tasks)
-        if self.tripping is not None:
-            await self.tripping
         if self.writer is not None:
             await self.writer
         await self._write_all()
         if self.failure is not None:
             raise self.failure
+        if self.tripping is not None:
+            await self.tripping
         if self.stopped == SendOutcome.FAILED:
             raise RuntimeError("another batch of this worker could not write its outcomes")
 

@@ -160,10 +160,10 @@ class Dispatch(SQLModel, table=True):
         default="cohorts",
         sa_column=sa.Column(sa.String(16), nullable=False, server_default="cohorts"),
     )
-    # Times a batch of this dispatch opened its breaker (failures in a row): every batch in
-    # flight reads it with the status and stops when it grows, not only the one that tripped.
-    breaker_trips: int = Field(
-        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    # When a batch of this dispatch last opened its breaker (failures in a row): every batch
+    # in flight reads it with the status and stops, not only the one that tripped.
+    breaker_tripped_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))

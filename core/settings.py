@@ -181,10 +181,10 @@ class Settings(BaseSettings):
         return url.rstrip("/")
 
 
-@lru_cache
 def batch_task_queue(send_task_queue: str) -> str:
     return f"{send_task_queue}-batches"
 
 
+@lru_cache
 def get_settings() -> Settings:
     return Settings()

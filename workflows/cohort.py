@@ -78,6 +78,8 @@ class _Pace:
 class _Round:
     """One round of parallel batches: how its lanes ended."""
 
+    # A breaker opened by a batch of the dispatch since then stops every batch of the round.
+    started_at: datetime
     stops: dict[SendOutcome, datetime | None] = field(default_factory=dict)
     starved: bool = False  # a lane ran out while the audience was still being laid out
     full: bool = False  # the history reached its limit: continue as new
@@ -203,7 +205,7 @@ class CohortWorkflow:
                 return
             self._phase = "sending"
             self._changed = False
-            round = _Round()
+            round = _Round(started_at=workflow.now())
             await asyncio.gather(
                 *(
                     self._lane(input, pace.plan, lane, cursors, finished, round)
@@ -242,7 +244,13 @@ class CohortWorkflow:
             audience_was_done = self._audience_done
             self._in_flight += 1
             try:
-                result = await self._batch(input, cursors[lane], lane=lane, lanes=len(cursors))
+                result = await self._batch(
+                    input,
+                    cursors[lane],
+                    lane=lane,
+                    lanes=len(cursors),
+                    round_started_at=round.started_at,
+                )
             finally:
                 self._in_flight -= 1
             self._batches += 1
@@ -338,8 +346,16 @@ class CohortWorkflow:
             pass
 
     async def _batch(
-        self, input: CohortInput, cursor: int, *, lane: int = 0, lanes: int = 1
+        self,
+        input: CohortInput,
+        cursor: int,
+        *,
+        lane: int = 0,
+        lanes: int = 1,
+        round_started_at: datetime | None = None,
     ) -> SendBatchResult:
+        """One batch: on the send queue for the old path (no round), on the batches' queue
+        for parallel batches (or the send queue, for a dispatch started before it had one)."""
         options = input.send
         return await workflow.execute_activity_method(
             SendActivities.send_batch,
@@ -352,8 +368,13 @@ class CohortWorkflow:
                 retry_delay_seconds=options.retry_initial_seconds,
                 lane=lane,
                 lanes=lanes,
+                round_started_at=round_started_at,
             ),
-            task_queue=options.batch_task_queue or options.task_queue,
+            task_queue=(
+                options.task_queue
+                if round_started_at is None
+                else options.batch_task_queue or options.task_queue
+            ),
             start_to_close_timeout=BATCH_TIMEOUT,
             heartbeat_timeout=timedelta(seconds=options.attempt_timeout_seconds),
         )

@@ -65,6 +65,9 @@ class SendBatchInput:
     # Its lane of the cohort: only messages whose id % lanes == lane (1 lane: all of them).
     lane: int = 0
     lanes: int = 1
+    # Parallel batches: when the cohort's round began. A breaker any batch of the dispatch
+    # opened since then stops this one too (None: since this batch began).
+    round_started_at: datetime | None = None
 
 
 @dataclass

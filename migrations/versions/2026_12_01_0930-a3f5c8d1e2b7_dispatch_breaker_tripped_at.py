@@ -1,4 +1,4 @@
-"""the dispatch's breaker trips, read by every batch in flight (parallel batches of a cohort)
+"""when a batch of the dispatch last opened its breaker, read by every batch in flight
 
 Revision ID: a3f5c8d1e2b7
 Revises: e7c91f3a2b64
@@ -19,9 +19,9 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column(
         "dispatch",
-        sa.Column("breaker_trips", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("breaker_tripped_at", sa.DateTime(timezone=True), nullable=True),
     )
 
 
 def downgrade() -> None:
-    op.drop_column("dispatch", "breaker_trips")
+    op.drop_column("dispatch", "breaker_tripped_at")
