@@ -293,8 +293,11 @@ class Batch:
         SEND_CONCURRENCY sends of a worker are ever unrecorded (what a crash may resend)."""
         sender = self.sender
         try:
+            # Sent when the request went out (inside the window, before the end time, spaced
+            # by the rate cap), not when its answer was read.
+            requested_at = activity_now()
             error = await sender.post(row)
-            await self._write(self._outcome_of(row, error))
+            await self._write(self._outcome_of(row, error, requested_at))
         except BaseException as failure:
             # Kept for finish(), which fails the attempt: the message stays pending and the
             # retried batch judges it again.
@@ -303,7 +306,7 @@ class Batch:
         finally:
             sender.slots.release()
 
-    def _outcome_of(self, row: Any, error: RemoteError | None) -> Outcome:
+    def _outcome_of(self, row: Any, error: RemoteError | None, requested_at: datetime) -> Outcome:
         verdict = self.sender.policy.judge(
             error,
             message_id=row.id,
@@ -317,7 +320,7 @@ class Batch:
         if verdict.fate == Fate.SENT:
             self.sent += 1
             self.consecutive_failures = 0
-            return Outcome(row.id, MessageStatus.SENT, attempted=True, sent_at=activity_now())
+            return Outcome(row.id, MessageStatus.SENT, attempted=True, sent_at=requested_at)
         if verdict.fate == Fate.KEEP_OPEN:
             return Outcome(row.id, MessageStatus.PENDING, attempted=True, error=verdict.error)
         if verdict.fate == Fate.FAILED:

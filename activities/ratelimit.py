@@ -56,8 +56,10 @@ class SendRateLimiter:
         assert self.rate is not None
         async with self._lock:
             now = time.monotonic()
-            # A reserved send whose instant passed long ago would burst on top of newer ones.
-            self._slots = [slot for slot in self._slots if slot > now - RESERVATION_SECONDS]
+            # A reserved send whose instant passed more than half an interval ago is given up:
+            # used late, it would go out on top of the next reservation's (another process's).
+            late = 0.5 / self.rate
+            self._slots = [slot for slot in self._slots if slot > now - late]
             if not self._slots:
                 self._slots = await self._reserve()
             slot = self._slots.pop(0)

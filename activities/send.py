@@ -82,6 +82,7 @@ class SendActivities:
             decision = await sender.judge_now(row, Windows())
             if decision.action != Action.SEND:
                 return await self._not_sent(row, decision)
+            requested_at = activity_now()
             error = await sender.post(row)
             verdict = sender.policy.judge(
                 error, message_id=message_id, dispatch_id=row.dispatch_id, client_id=row.client_id
@@ -91,7 +92,7 @@ class SendActivities:
                 message_id=message_id,
                 status=_STATUS_OF.get(verdict.fate, MessageStatus(row.status)),
                 error=verdict.error,
-                sent_at=activity_now() if verdict.fate == Fate.SENT else None,
+                sent_at=requested_at if verdict.fate == Fate.SENT else None,
             )
         for why in verdict.pauses:
             await sender.pause_dispatch(row.dispatch_id, why)
