@@ -27,4 +27,6 @@ class MessagePublic(BaseModel):
         description="For a pending message outside its send window: when the window next opens.",
     )
     created_at: datetime
-    sent_at: datetime | None
+    sent_at: datetime | None = Field(
+        description="When the request the remote accepted went out (not when its answer came)."
+    )
