@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## test: lint, types, and the whole test suite against real PostgreSQL and Temporal
 test: $(STAMP)
-	$(BIN)/python -m devstack.system chromium chromium-driver prometheus kubernetes-client
+	$(BIN)/python -m devstack.system chromium chromium-driver prometheus kubernetes-client nodejs npm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

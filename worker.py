@@ -5,8 +5,9 @@ Three workers share one connection: the main task queue runs the workflows and t
 activities; the send task queue runs the sends (attempts of a delivery, and the batches of
 cohorts started before parallel batches), so that they never wait behind the workflows' own
 work, nor hold it up; its `-batches` queue runs a cohort's parallel batches, a few per
-process. Sends share one HTTP connection pool and SEND_CONCURRENCY per process, and the global
-rate cap (SEND_RATE_PER_SECOND, in messages) through PostgreSQL.
+process. Sends share SEND_CONCURRENCY per process and one router: an HTTP connection pool per
+send route (gateway), each route's cap across every worker through PostgreSQL, and each
+route's circuit (SEND_ROUTES, or the one route of SEND_API_URL).
 """
 
 import asyncio
@@ -22,8 +23,7 @@ from temporalio.worker import Worker
 
 from activities.budget import ErrorBudget
 from activities.dispatch import DispatchActivities
-from activities.ratelimit import SendRateLimiter
-from activities.remote import RemoteClient
+from activities.routing import Router
 from activities.send import SendActivities
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
@@ -67,21 +67,12 @@ def runtime_of(settings: Settings) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=exporter))
 
 
-def create_remote(settings: Settings) -> RemoteClient:
-    return RemoteClient(
-        base_url=settings.send_base_url,
-        token=settings.send_api_token,
-        timeout_seconds=settings.send_timeout_seconds,
-        max_connections=settings.send_concurrency,
-    )
-
-
 def build_workers(
     *,
     client: Client,
     settings: Settings,
     sessions: SessionFactory,
-    remote: RemoteClient,
+    router: Router,
     task_queue: str | None = None,
     send_task_queue: str | None = None,
 ) -> Sequence[Worker]:
@@ -90,8 +81,7 @@ def build_workers(
     dispatch_activities = DispatchActivities(sessions=sessions, temporal=client)
     send_activities = SendActivities(
         sessions=sessions,
-        remote=remote,
-        limiter=SendRateLimiter(sessions=sessions, rate_per_second=settings.send_rate_per_second),
+        router=router,
         concurrency=settings.send_concurrency,
         budget=ErrorBudget(share=settings.error_budget_share, window=settings.error_budget_window),
     )
@@ -164,9 +154,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with create_remote(settings) as remote:
+    async with Router.from_settings(settings, database.sessions) as router:
         workers = build_workers(
-            client=client, settings=settings, sessions=database.sessions, remote=remote
+            client=client, settings=settings, sessions=database.sessions, router=router
         )
         log.info(
             "worker polling %s, %s and %s at %s",

@@ -27,7 +27,7 @@ from activities.records import (
     owed_handoffs,
     record_outcomes,
 )
-from activities.remote import RemoteError
+from activities.routing import Attempt, Ticket
 from activities.sender import Sender, Windows, count_judged, message_query
 from core import metrics
 from core.contracts.cohort import Handoff, SendBatchInput, SendBatchResult
@@ -247,15 +247,17 @@ class Batch:
                 if self.stopped:  # while this waited for a slot
                     sender.slots.release()
                     return False
-                decision = await sender.judge_now(row, self.windows, self.dispatch_status)
+                decision, ticket = await sender.judge_now(row, self.windows, self.dispatch_status)
                 if sender.write_failures != self.write_failures_seen:
                     # Another batch's write failed: this one's are retried with the attempt.
                     self.stop(SendOutcome.FAILED)
                 if self.stopped:  # or the status read found another batch's breaker open
+                    if ticket is not None:
+                        await sender.router.release(ticket)
                     sender.slots.release()
                     return False
-                if decision.action == Action.SEND:
-                    task = asyncio.create_task(self._send(row))
+                if ticket is not None:
+                    task = asyncio.create_task(self._send(row, ticket))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
                     continue  # the task releases the slot
@@ -288,16 +290,17 @@ class Batch:
         self._write(Outcome(row.id, MessageStatus.PENDING, hand_off=True))
         self.handoffs.append(Handoff(row.id, row.client_id, row.timezone))
 
-    async def _send(self, row: Any) -> None:
-        """One request; its slot is held until its outcome is written, so that at most
-        SEND_CONCURRENCY sends of a worker are ever unrecorded (what a crash may resend)."""
+    async def _send(self, row: Any, ticket: Ticket) -> None:
+        """One request (more in a failover); its slot is held until its outcome is written, so
+        that at most SEND_CONCURRENCY sends of a worker are ever unrecorded (what a crash may
+        resend)."""
         sender = self.sender
         try:
-            # Sent when the request went out (inside the window, before the end time, spaced
-            # by the rate cap), not when its answer was read.
-            requested_at = activity_now()
-            error = await sender.post(row)
-            await self._write(self._outcome_of(row, error, requested_at))
+            attempt = await sender.post(row, ticket, self.windows, self.dispatch_status)
+            if attempt.decision is not None:
+                self._judged(row, attempt.decision)
+            else:
+                await self._write(self._outcome_of(row, attempt))
         except BaseException as failure:
             # Kept for finish(), which fails the attempt: the message stays pending and the
             # retried batch judges it again.
@@ -306,35 +309,49 @@ class Batch:
         finally:
             sender.slots.release()
 
-    def _outcome_of(self, row: Any, error: RemoteError | None, requested_at: datetime) -> Outcome:
+    def _outcome_of(self, row: Any, attempt: Attempt) -> Outcome:
         verdict = self.sender.policy.judge(
-            error,
+            attempt.error,
             message_id=row.id,
             dispatch_id=row.dispatch_id,
             client_id=row.client_id,
+            route=attempt.via,
             retry_note="its delivery will retry",
         )
+
+        def after(status: MessageStatus, **changes: Any) -> Outcome:
+            # What an outcome records of its attempt: whether a request went out, the route
+            # that has (or may have) the message, and its segments.
+            return Outcome(
+                row.id,
+                status,
+                attempted=attempt.via is not None,
+                route=attempt.route,
+                segments=attempt.segments,
+                **changes,
+            )
+
         self.pauses += [why for why in verdict.pauses if why not in self.pauses]
         if verdict.stops_sending:
             self.stop(SendOutcome.PAUSED, activity_now() + PAUSE_RECHECK)
         if verdict.fate == Fate.SENT:
             self.sent += 1
             self.consecutive_failures = 0
-            return Outcome(row.id, MessageStatus.SENT, attempted=True, sent_at=requested_at)
+            # Sent when the request went out (inside the window, before the end time, spaced
+            # by the cap), not when its answer was read.
+            return after(MessageStatus.SENT, sent_at=attempt.requested_at)
         if verdict.fate == Fate.KEEP_OPEN:
-            return Outcome(row.id, MessageStatus.PENDING, attempted=True, error=verdict.error)
+            return after(MessageStatus.PENDING, error=verdict.error)
         if verdict.fate == Fate.FAILED:
             self.finished += 1
-            return Outcome(row.id, MessageStatus.FAILED, attempted=True, error=verdict.error)
+            return after(MessageStatus.FAILED, error=verdict.error)
         delay = verdict.retry_after or self.input.retry_delay_seconds
         self.handoffs.append(Handoff(row.id, row.client_id, row.timezone, delay_seconds=delay))
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.input.breaker_failures and self.stopped is None:
             self.stop(SendOutcome.REMOTE_DOWN)
             self.tripping = asyncio.create_task(self._trip())
-        return Outcome(
-            row.id, MessageStatus.RETRYING, attempted=True, error=verdict.error, hand_off=True
-        )
+        return after(MessageStatus.RETRYING, error=verdict.error, hand_off=True)
 
     async def _trip(self) -> None:
         """Tells every other batch of the dispatch that the remote is down."""

@@ -68,26 +68,29 @@ class FailurePolicy:
         message_id: int,
         dispatch_id: int,
         client_id: int | None,
+        route: str | None = None,
         retry_note: str = "will retry",
     ) -> Verdict:
-        """The verdict on one request (`error` None: accepted); counts and logs it."""
+        """The verdict on one request (`error` None: accepted) through `route` (None: no
+        route took it); counts and logs it."""
         log_ids = ids(message_id=message_id, dispatch_id=dispatch_id, client_id=client_id)
         spent = self.budget.record(dispatch_id, failed=error is not None)
+        label = route or ""
         if error is None:
-            metrics.count_attempt("sent")
+            metrics.count_attempt("sent", route=label)
             metrics.MESSAGES_FINISHED.labels(MessageStatus.SENT).inc()
-            log.info("remote accepted: message sent", extra=log_ids)
+            log.info("remote accepted: message sent through route %s", route, extra=log_ids)
             return Verdict(Fate.SENT, budget_spent=spent)
-        reason = error_text(error)
+        reason = error_text(error if route is None else f"route {route}: {error}")
         if error.credentials:
-            metrics.count_attempt("paused", error.kind)
+            metrics.count_attempt("paused", error.kind, label)
             log.warning("remote refused our credentials: %s", reason, extra=log_ids)
             return Verdict(Fate.KEEP_OPEN, reason, budget_spent=spent)
         if error.permanent:
-            metrics.count_attempt("rejected", error.kind)
+            metrics.count_attempt("rejected", error.kind, label)
             metrics.MESSAGES_FINISHED.labels(MessageStatus.FAILED).inc()
             log.warning("remote rejected message: %s", reason, extra=log_ids)
             return Verdict(Fate.FAILED, reason, budget_spent=spent)
-        metrics.count_attempt("retried", error.kind)
+        metrics.count_attempt("retried", error.kind, label)
         log.warning("send failed, %s: %s", retry_note, reason, extra=log_ids)
         return Verdict(Fate.RETRY, reason, retry_after=error.retry_after, budget_spent=spent)

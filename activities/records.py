@@ -69,8 +69,12 @@ async def record_attempt(
     status: MessageStatus,
     error: str | None = None,
     sent_at: datetime | None = None,
+    attempted: bool = True,
+    route: str | None = None,
+    segments: int | None = None,
 ) -> None:
-    """One more request went out for the message, with this outcome."""
+    """A send of the message came to this outcome: a request went out (`attempted`), through
+    `route` (kept when None), carrying `segments`."""
     condition = (
         sa.true() if status == MessageStatus.SENT else message_t.c.status.in_(OPEN_MESSAGE_STATUSES)
     )
@@ -79,10 +83,12 @@ async def record_attempt(
             sa.update(message_t)
             .where(message_t.c.id == message_id, condition)
             .values(
-                attempts=message_t.c.attempts + 1,
+                attempts=message_t.c.attempts + int(attempted),
                 status=status,
                 last_error=error,
                 sent_at=sa.func.coalesce(sent_at, message_t.c.sent_at),
+                route=sa.func.coalesce(route, message_t.c.route),
+                segments=sa.func.coalesce(segments, message_t.c.segments),
             )
         )
         await session.commit()
@@ -99,6 +105,9 @@ class Outcome:
     sent_at: datetime | None = None
     # The message leaves its cohort's batches: the cohort owes it a delivery of its own.
     hand_off: bool = False
+    # The route that has (or may have) it, and the segments of its text.
+    route: str | None = None
+    segments: int | None = None
 
 
 _RECORD_OUTCOMES = sa.text(
@@ -110,11 +119,14 @@ _RECORD_OUTCOMES = sa.text(
                           ELSE coalesce(v.error, m.last_error) END,
         sent_at = coalesce(v.sent_at, m.sent_at),
         sender = CASE WHEN v.hand_off THEN 'owed' ELSE m.sender END,
+        route = coalesce(v.route, m.route),
+        segments = coalesce(v.segments, m.segments),
         updated_at = now()
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempted AS boolean[]),
-        CAST(:errors AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:hand_off AS boolean[])
-    ) AS v(id, status, attempted, error, sent_at, hand_off)
+        CAST(:errors AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:hand_off AS boolean[]),
+        CAST(:routes AS text[]), CAST(:segments AS smallint[])
+    ) AS v(id, status, attempted, error, sent_at, hand_off, route, segments)
     WHERE m.id = v.id AND (v.status = 'sent' OR m.status IN ('pending', 'retrying'))
     """
 )
@@ -134,6 +146,8 @@ async def record_outcomes(sessions: SessionFactory, outcomes: list[Outcome]) -> 
                 "errors": [o.error for o in outcomes],
                 "sent_at": [o.sent_at for o in outcomes],
                 "hand_off": [o.hand_off for o in outcomes],
+                "routes": [o.route for o in outcomes],
+                "segments": [o.segments for o in outcomes],
             },
         )
         await session.commit()

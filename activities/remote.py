@@ -25,6 +25,11 @@ class RemoteError(Exception):
     `retry_after` is the delay in seconds the remote asked for (a 429's Retry-After), if any.
     `credentials`: a 401 or 403, our token or account refused: no message can go until an
     operator fixes it, so the dispatch pauses instead of failing its messages.
+    `maybe_taken`: the gateway may have the message (a timeout, a connection lost once the
+    request was written, an answer that cannot be read): it is retried on the same route
+    only, never sent through another. Otherwise the gateway certainly did not take it.
+    `shows_down`: the failure says the gateway is down (refused, reset, timed out, 5xx, 429),
+    not that it judged this message: it counts toward opening the route's circuit.
     """
 
     def __init__(
@@ -35,14 +40,18 @@ class RemoteError(Exception):
         permanent: bool = False,
         retry_after: float | None = None,
         credentials: bool = False,
+        maybe_taken: bool = False,
+        shows_down: bool = False,
     ) -> None:
         super().__init__(reason)
-        # The error class, a bounded label of the metrics: timeout, transport, throttled,
-        # server, garbage, rejected, credentials.
+        # The error class, a bounded label of the metrics: timeout, transport, refused,
+        # throttled, server, garbage, rejected, credentials, no_route.
         self.kind = kind
         self.permanent = permanent
         self.retry_after = retry_after
         self.credentials = credentials
+        self.maybe_taken = maybe_taken
+        self.shows_down = shows_down
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -71,9 +80,14 @@ def _text(body: bytes, limit: int) -> str:
 def check_answer(*, status: int, headers: Mapping[str, str], body: bytes) -> None:
     """Raises RemoteError unless the answer is HTTP 200 with JSON code 0."""
     if status == 429:
-        raise RemoteError("HTTP 429 throttled", kind="throttled", retry_after=_retry_after(headers))
+        raise RemoteError(
+            "HTTP 429 throttled",
+            kind="throttled",
+            retry_after=_retry_after(headers),
+            shows_down=True,
+        )
     if status == 408 or status >= 500:
-        raise RemoteError(f"HTTP {status}", kind="server")
+        raise RemoteError(f"HTTP {status}", kind="server", shows_down=True)
     if status in (401, 403):
         raise RemoteError(
             f"HTTP {status}: {_text(body, 200)}", kind="credentials", credentials=True
@@ -82,14 +96,19 @@ def check_answer(*, status: int, headers: Mapping[str, str], body: bytes) -> Non
         raise RemoteError(f"HTTP {status}: {_text(body, 200)}", kind="rejected", permanent=True)
     if status != 200:
         raise RemoteError(f"unexpected HTTP {status}", kind="garbage")
+    # A 200 that cannot be read may well be the gateway having taken the message.
     try:
         answer = json.loads(body)
     # ValueError covers invalid JSON and bytes that are not UTF-8; RecursionError, JSON nested
     # deeper than the parser's stack.
     except (ValueError, RecursionError):
-        raise RemoteError(f"garbage answer: {_text(body, 100)!r}", kind="garbage") from None
+        raise RemoteError(
+            f"garbage answer: {_text(body, 100)!r}", kind="garbage", maybe_taken=True
+        ) from None
     if not isinstance(answer, dict) or answer.get("code") != 0:
-        raise RemoteError(f"answer code is not 0: {str(answer)[:100]}", kind="garbage")
+        raise RemoteError(
+            f"answer code is not 0: {str(answer)[:100]}", kind="garbage", maybe_taken=True
+        )
 
 
 class RemoteClient:
@@ -104,8 +123,16 @@ class RemoteClient:
     """
 
     def __init__(
-        self, *, base_url: str, token: str, timeout_seconds: float, max_connections: int
+        self,
+        *,
+        base_url: str,
+        token: str,
+        timeout_seconds: float,
+        max_connections: int,
+        name: str = "default",
     ) -> None:
+        # The route's name: a label of the metrics.
+        self.name = name
         self.base_url = base_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self.max_connections = max_connections
@@ -157,23 +184,36 @@ class RemoteClient:
                 allow_redirects=False,
             ) as response:
                 body = await response.read()
-        # Before OSError: TimeoutError is one, and so are aiohttp's own timeouts.
+        # Before OSError: TimeoutError is one, and so are aiohttp's own timeouts. The request
+        # may have been written and taken: the message stays on this route.
         except TimeoutError as error:
-            metrics.observe_remote(started, "timeout")
-            raise RemoteError("timed out", kind="timeout") from error
-        # aiohttp wraps what goes wrong on the wire (refused, reset, a malformed or truncated
-        # answer) in ClientError; OSError for anything from the socket that it lets through.
-        except (aiohttp.ClientError, OSError) as error:
-            metrics.observe_remote(started, "transport")
+            metrics.observe_remote(started, "timeout", self.name)
             raise RemoteError(
-                f"transport error: {type(error).__name__}: {error}", kind="transport"
+                "timed out", kind="timeout", maybe_taken=True, shows_down=True
+            ) from error
+        # No connection could be made (refused, unreachable, DNS, TLS): nothing was written.
+        except aiohttp.ClientConnectorError as error:
+            metrics.observe_remote(started, "refused", self.name)
+            raise RemoteError(
+                f"cannot connect: {type(error).__name__}: {error}", kind="refused", shows_down=True
+            ) from error
+        # aiohttp wraps what goes wrong on the wire once connected (reset, a malformed or
+        # truncated answer) in ClientError; OSError for anything from the socket that it lets
+        # through. The request may have been written and taken.
+        except (aiohttp.ClientError, OSError) as error:
+            metrics.observe_remote(started, "transport", self.name)
+            raise RemoteError(
+                f"transport error: {type(error).__name__}: {error}",
+                kind="transport",
+                maybe_taken=True,
+                shows_down=True,
             ) from error
         try:
             check_answer(status=response.status, headers=response.headers, body=body)
         except RemoteError as error:
-            metrics.observe_remote(started, error.kind)
+            metrics.observe_remote(started, error.kind, self.name)
             raise
-        metrics.observe_remote(started, "accepted")
+        metrics.observe_remote(started, "accepted", self.name)
 
     async def aclose(self) -> None:
         """Closes the connections; a later send raises RuntimeError."""

@@ -19,9 +19,8 @@ from activities import batch
 from activities.budget import ErrorBudget
 from activities.clock import activity_now
 from activities.failures import FailurePolicy, Fate
-from activities.ratelimit import SendRateLimiter
 from activities.records import finish_open_message, record_attempt
-from activities.remote import RemoteClient
+from activities.routing import Router
 from activities.sender import Sender, Windows, count_judged, message_query
 from core.contracts.cohort import SendBatchInput, SendBatchResult
 from core.contracts.delivery import SendInput, SendResult
@@ -48,15 +47,13 @@ class SendActivities:
         self,
         *,
         sessions: SessionFactory,
-        remote: RemoteClient,
-        limiter: SendRateLimiter,
+        router: Router,
         concurrency: int,
         budget: ErrorBudget | None = None,
     ) -> None:
         self.sender = Sender(
             sessions=sessions,
-            remote=remote,
-            limiter=limiter,
+            router=router,
             policy=FailurePolicy(budget),
             slots=asyncio.Semaphore(concurrency),
         )
@@ -79,20 +76,29 @@ class SendActivities:
             return SendResult(message_id=message_id, status=MessageStatus.CANCELLED)
         # The slot is held until the outcome is written, as in batches.
         async with sender.slots:
-            decision = await sender.judge_now(row, Windows())
-            if decision.action != Action.SEND:
+            windows = Windows()
+            decision, ticket = await sender.judge_now(row, windows)
+            if ticket is None:
                 return await self._not_sent(row, decision)
-            requested_at = activity_now()
-            error = await sender.post(row)
+            attempt = await sender.post(row, ticket, windows)
+            if attempt.decision is not None:
+                return await self._not_sent(row, attempt.decision)
             verdict = sender.policy.judge(
-                error, message_id=message_id, dispatch_id=row.dispatch_id, client_id=row.client_id
+                attempt.error,
+                message_id=message_id,
+                dispatch_id=row.dispatch_id,
+                client_id=row.client_id,
+                route=attempt.via,
             )
             await record_attempt(
                 sender.sessions,
                 message_id=message_id,
                 status=_STATUS_OF.get(verdict.fate, MessageStatus(row.status)),
                 error=verdict.error,
-                sent_at=requested_at if verdict.fate == Fate.SENT else None,
+                sent_at=attempt.requested_at if verdict.fate == Fate.SENT else None,
+                attempted=attempt.via is not None,
+                route=attempt.route,
+                segments=attempt.segments,
             )
         for why in verdict.pauses:
             await sender.pause_dispatch(row.dispatch_id, why)

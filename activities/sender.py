@@ -1,9 +1,9 @@
 """What both shapes of sending share: a message's row as the rules need it, the judgement of one
-message at the moment of its request (with its token of the rate cap), the request itself, and
-the dispatch pausing itself.
+message at the moment of its request (with its route and that route's token of its cap), the
+request itself, and the dispatch pausing itself.
 
-One `Sender` per worker process: one HTTP client, one concurrency limit and one failure policy
-across every batch and attempt.
+One `Sender` per worker process: one router (the routes' HTTP clients, caps and circuits), one
+concurrency limit and one failure policy across every batch and attempt.
 """
 
 import asyncio
@@ -17,8 +17,7 @@ import sqlalchemy as sa
 
 from activities.clock import activity_now
 from activities.failures import FailurePolicy
-from activities.ratelimit import SendRateLimiter
-from activities.remote import RemoteClient, RemoteError
+from activities.routing import Attempt, Router, Ticket
 from core import metrics
 from core.contracts.shared import SendOutcome
 from core.control import Command, apply_command
@@ -37,7 +36,9 @@ _MESSAGE_COLUMNS = (
     message_t.c.status,
     message_t.c.dispatch_id,
     message_t.c.client_id,
+    message_t.c.route,
     client_t.c.phone,
+    client_t.c.operator_code,
     client_t.c.timezone,
     client_t.c.opted_out,
     dispatch_t.c.text,
@@ -104,8 +105,7 @@ def count_judged(decision: Decision) -> None:
 @dataclass
 class Sender:
     sessions: SessionFactory
-    remote: RemoteClient
-    limiter: SendRateLimiter
+    router: Router
     policy: FailurePolicy
     # Requests in flight from this worker process, across every batch and attempt.
     slots: asyncio.Semaphore
@@ -118,26 +118,41 @@ class Sender:
         row: Any,
         windows: Windows,
         status: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> tuple[Decision, Ticket | None]:
+        """The rules' decision at this moment, and for a send its ticket: the route it goes
+        through, with that route's token of its cap taken. After a wait for the token the rules
+        are asked again (the window may have closed meanwhile). `status` reads the dispatch's
+        status afresh (a batch's is newer than its rows)."""
+        decision = await self.judge(row, windows, status)
+        if decision.action != Action.SEND:
+            return decision, None
+        ticket = await self.router.ticket(row)
+        if not ticket.waited:
+            return decision, ticket
+        decision = await self.judge(row, windows, status)
+        if decision.action != Action.SEND:
+            await self.router.release(ticket)
+            return decision, None
+        return decision, ticket
+
+    async def judge(
+        self,
+        row: Any,
+        windows: Windows,
+        status: Callable[[], Awaitable[str | None]] | None = None,
     ) -> Decision:
-        """The rules' decision at this moment; a send first waits for its token of the rate
-        cap, and is judged again after the wait (the window may have closed meanwhile).
-        `status` reads the dispatch's status afresh (a batch's is newer than its rows)."""
-        current = await status() if status else None
-        decision = decide(message_state(row, windows, dispatch_status=current), now=activity_now())
-        if decision.action != Action.SEND or self.limiter.rate is None:
-            return decision
-        await self.limiter.acquire()
         current = await status() if status else None
         return decide(message_state(row, windows, dispatch_status=current), now=activity_now())
 
-    async def post(self, row: Any) -> RemoteError | None:
-        """One request to the remote; the error it ended in, if any. Anything else than the
-        remote's answer (a closed client at shutdown, a bug) propagates and fails the attempt."""
-        try:
-            await self.remote.send(message_id=row.id, phone=row.phone, text=row.text)
-        except RemoteError as error:
-            return error
-        return None
+    async def post(
+        self,
+        row: Any,
+        ticket: Ticket,
+        windows: Windows,
+        status: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> Attempt:
+        """The request through the ticket's route (and on, in a failover)."""
+        return await self.router.send(row, ticket, lambda: self.judge(row, windows, status))
 
     async def pause_dispatch(self, dispatch_id: int, why: str) -> None:
         """Sending is pointless for now: the remote refuses our token or account (for an

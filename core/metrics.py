@@ -36,14 +36,34 @@ MESSAGES_WAITING = Gauge(
 SEND_ATTEMPTS = Counter(
     "mailing_send_attempts",
     "Messages judged for sending, by outcome (sent, retried, rejected, paused, expired, "
-    "cancelled, outside_window) and, for a failed request, the error class.",
-    ["outcome", "error_class"],
+    "cancelled, outside_window), the send route of a request (empty when none went) and, for "
+    "a failed request, the error class.",
+    ["outcome", "error_class", "route"],
 )
 REMOTE_SECONDS = Histogram(
     "mailing_remote_request_duration_seconds",
-    "Time of one request to the remote, by answer class (accepted or an error class).",
-    ["answer"],
+    "Time of one request to a gateway, by route and answer class (accepted or an error class).",
+    ["route", "answer"],
     buckets=LATENCY_BUCKETS,
+)
+SEGMENTS_SENT = Counter(
+    "mailing_segments_sent", "SMS segments of the messages sent, by route.", ["route"]
+)
+ROUTE_STATE = Gauge(
+    "mailing_route_state",
+    "1 for the state each send route's circuit is in (closed, open, probing), as last read.",
+    ["route", "state"],
+)
+ROUTE_TRANSITIONS = Counter(
+    "mailing_route_transitions",
+    "Circuits this process opened or closed, by route and the state it moved to.",
+    ["route", "state"],
+)
+ROUTE_FAILOVERS = Counter(
+    "mailing_route_failovers",
+    "Messages that a route certainly did not take and that went on to the next route, by the "
+    "route they left.",
+    ["route"],
 )
 MESSAGES_FINISHED = Counter(
     "mailing_messages_finished",
@@ -69,9 +89,9 @@ BATCH_SECONDS = Histogram(
 )
 
 
-def observe_remote(started: float, answer: str) -> None:
-    REMOTE_SECONDS.labels(answer).observe(time.monotonic() - started)
+def observe_remote(started: float, answer: str, route: str = "") -> None:
+    REMOTE_SECONDS.labels(route, answer).observe(time.monotonic() - started)
 
 
-def count_attempt(outcome: str, error_class: str = "") -> None:
-    SEND_ATTEMPTS.labels(outcome, error_class).inc()
+def count_attempt(outcome: str, error_class: str = "", route: str = "") -> None:
+    SEND_ATTEMPTS.labels(outcome, error_class, route).inc()

@@ -25,6 +25,7 @@ STATUS_REASON_MAX_LENGTH = 300
 # An operator's reason for a pause, resume or cancel (kept as the status reason).
 CONTROL_REASON_MAX_LENGTH = 200
 ACTOR_MAX_LENGTH = 200
+ROUTE_NAME_MAX_LENGTH = 32
 
 
 def utcnow() -> datetime:
@@ -234,6 +235,14 @@ class Message(SQLModel, table=True):
         default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
     )
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(500)))
+    # The send route (gateway) that has it, or may have it: set by the request that it took,
+    # and by one whose answer was lost (a timeout), which pins its retries to that route so
+    # that a failover never sends it through two gateways.
+    route: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(ROUTE_NAME_MAX_LENGTH), nullable=True)
+    )
+    # The SMS parts of the text that went out (see core.segments).
+    segments: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     sent_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
@@ -312,6 +321,37 @@ message_sent_minute_t = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False),
     sa.Index("ix_message_sent_minute_dispatch_id", "dispatch_id", "minute"),
     sa.Index("ix_message_sent_minute_minute", "minute"),
+)
+
+# The circuit of each send route, shared by every worker process (activities.circuits): closed
+# (in use), open (down since `down_since`: its traffic goes to the next route, and a probe may
+# go from `probe_at`), probing (one request is finding out; `probe_at` is when its claim
+# lapses). A route without a row is closed.
+send_route_t = sa.Table(
+    "send_route",
+    SQLModel.metadata,
+    sa.Column("name", sa.String(ROUTE_NAME_MAX_LENGTH), primary_key=True),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("down_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("probe_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("failed_probes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("state IN ('closed', 'open', 'probing')", name="state"),
+)
+
+# Messages with a route per (dispatch, route, status), with their segments, kept by triggers
+# as message_count is (migration c6e2f9a4b3d1): the statistics per route read it.
+message_route_count_t = sa.Table(
+    "message_route_count",
+    SQLModel.metadata,
+    sa.Column("dispatch_id", sa.BigInteger, nullable=False),
+    sa.Column("route", sa.String(ROUTE_NAME_MAX_LENGTH), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Column("segments", sa.BigInteger, nullable=False),
+    sa.Index("ix_message_route_count_dispatch_id", "dispatch_id", "route"),
 )
 
 # Core table handles for bulk statements (activities, statistics).

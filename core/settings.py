@@ -4,8 +4,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.routes import DEFAULT_ROUTE, RateUnit, Route, RoutesError, load_routes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_TOKEN = "simulator-token"
@@ -49,6 +51,19 @@ class Settings(BaseSettings):
     # Concurrency per worker and a global rate across all workers (messages per second).
     send_concurrency: int = Field(default=100, ge=1)
     send_rate_per_second: float | None = Field(default=None, gt=0)
+    # Several gateways (core.routes): a JSON list of routes, or a JSON or YAML file of one.
+    # Unset: one route `default` of SEND_API_URL, SEND_API_TOKEN and SEND_RATE_PER_SECOND.
+    send_routes: str | None = None
+    send_routes_file: Path | None = None
+    # A route's circuit opens after this many failures in a row that show its gateway down
+    # (refused, reset, 5xx, 429, timeout): its traffic goes to the next route that may serve
+    # the client. It is probed after ROUTE_PROBE_INITIAL_SECONDS, then twice as long after
+    # each failed probe, up to ROUTE_PROBE_MAX_SECONDS.
+    route_failures_to_open: int = Field(default=5, ge=1)
+    route_probe_initial_seconds: float = Field(default=1.0, gt=0)
+    route_probe_max_seconds: float = Field(default=30.0, gt=0)
+    # A text longer than this many SMS parts is refused (422).
+    max_segments: int = Field(default=10, ge=1, le=255)
     send_retry_initial_seconds: float = Field(default=1.0, gt=0)
     send_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Error budget: a dispatch pauses itself when more than this share of its last
@@ -130,12 +145,18 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # The routes of SEND_ROUTES or SEND_ROUTES_FILE, with the definition they were read from.
+    _routes_read: tuple[tuple[str | None, Path | None], list[Route]] | None = PrivateAttr(
+        default=None
+    )
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> "Settings":
         if self.environment != "production":
             return self
         missing = []
-        if self.send_api_token == PLACEHOLDER_TOKEN:
+        routes_given = self.send_routes or self.send_routes_file
+        if self.send_api_token == PLACEHOLDER_TOKEN and not routes_given:
             missing.append("SEND_API_TOKEN (the real token, not the placeholder)")
         if self.auth_disabled:
             missing.append("authentication (AUTH_DISABLED must not be true)")
@@ -160,6 +181,35 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name.upper()}: no such file: {path}")
         return self
+
+    @model_validator(mode="after")
+    def _read_routes(self) -> "Settings":
+        # Read now, so that a bad definition stops the process at start.
+        self.routes  # noqa: B018
+        return self
+
+    @property
+    def routes(self) -> list[Route]:
+        """The send routes, by priority: SEND_ROUTES' (read once per definition), or the one
+        route of SEND_API_URL, SEND_API_TOKEN and SEND_RATE_PER_SECOND."""
+        source = (self.send_routes, self.send_routes_file)
+        if source == (None, None):
+            return [
+                Route(
+                    name=DEFAULT_ROUTE,
+                    url=self.send_base_url,
+                    token=self.send_api_token,
+                    rate_per_second=self.send_rate_per_second,
+                    rate_unit=RateUnit.MESSAGES,
+                )
+            ]
+        if self._routes_read is None or self._routes_read[0] != source:
+            try:
+                routes = load_routes(routes_json=source[0], routes_file=source[1]) or []
+            except RoutesError as error:
+                raise ValueError(f"send routes: {error}") from None
+            self._routes_read = (source, routes)
+        return self._routes_read[1]
 
     @property
     def temporal_batch_task_queue(self) -> str:

@@ -14,9 +14,13 @@ StatusCounts = dict[str, int]
 _COMPACT_LOCK = 0x6D73675F636E74  # "msg_cnt"
 
 
-def _fold(table: str, key: str) -> sa.TextClause:
+def _fold(table: str, key: str, sums: str = "n") -> sa.TextClause:
     """Folds the rows of each (dispatch_id, key) of a table kept by triggers into one (none
-    when their sum is 0), and says how many rows were removed."""
+    when their sums are 0), and says how many rows were removed. `key` and `sums` are lists
+    of columns."""
+    columns = sums.split(", ")
+    totals = ", ".join(f"sum({column})" for column in columns)
+    nonzero = " OR ".join(f"sum({column}) <> 0" for column in columns)
     return sa.text(
         f"""
         WITH gone AS (
@@ -24,18 +28,22 @@ def _fold(table: str, key: str) -> sa.TextClause:
             WHERE (dispatch_id, {key}) IN (
                 SELECT dispatch_id, {key} FROM {table}
                 GROUP BY dispatch_id, {key} HAVING count(*) > 1)
-            RETURNING dispatch_id, {key}, n),
+            RETURNING dispatch_id, {key}, {sums}),
         folded AS (
-            INSERT INTO {table} (dispatch_id, {key}, n)
-            SELECT dispatch_id, {key}, sum(n) FROM gone
-            GROUP BY dispatch_id, {key} HAVING sum(n) <> 0)
+            INSERT INTO {table} (dispatch_id, {key}, {sums})
+            SELECT dispatch_id, {key}, {totals} FROM gone
+            GROUP BY dispatch_id, {key} HAVING {nonzero})
         SELECT count(*) FROM gone
         """
     )
 
 
-# Message counts by status, and sent messages by minute.
-_FOLDS = (_fold("message_count", "status"), _fold("message_sent_minute", "minute"))
+# Message counts by status, sent messages by minute, messages and segments by route.
+_FOLDS = (
+    _fold("message_count", "status"),
+    _fold("message_sent_minute", "minute"),
+    _fold("message_route_count", "route, status", "n, segments"),
+)
 
 
 def empty_counts() -> StatusCounts:

@@ -16,6 +16,9 @@ PACKAGES = {
     "prometheus": "promtool",
     # kubectl, for `kubectl kustomize` of the deployment manifests.
     "kubernetes-client": "kubectl",
+    # Node.js runs the reference implementations of tests (devstack.npm installs them).
+    "nodejs": "node",
+    "npm": "npm",
 }
 
 

@@ -1,248 +1,54 @@
-"""A simulator of the external SMS-sending API, with switches that inject latency and failures."""
+"""A simulator of the external SMS-sending API, with switches that inject latency and failures.
+
+One app serves several gateways on one port: the root routes are the gateway `default`, and
+`/gateways/{name}/...` the same routes of gateway `name`, each with its own switches and counters.
+"""
 
 import asyncio
-import enum
 import json
 import logging
 import os
-import random
-import time
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
+
+from simulator.gateways import (
+    DEFAULT_TOKEN,
+    GatewayNameError,
+    Gateways,
+    Outcome,
+    SimulatorConfig,
+    SimulatorState,
+)
+
+__all__ = ["DEFAULT_TOKEN", "SimulatorConfig", "SimulatorState", "create_app"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TOKEN = "simulator-token"
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 PHONE_MIN = 70_000_000_000
 PHONE_MAX = 79_999_999_999
 
-# Identical texts (one per dispatch, typically) share one string across all records; the cache
-# is bounded so that a run of unique texts costs no more than storing them.
-_TEXT_CACHE_SIZE = 10_000
 
-Rate = Annotated[float, Field(ge=0, le=1)]
+class AcceptedSend(BaseModel):
+    """One acceptance of a send (a msgId accepted twice appears twice)."""
 
-
-class SimulatorConfig(BaseModel):
-    """Behaviour switches; the defaults answer every valid send with success at once."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    latency_ms: float = Field(default=0, ge=0, description="Delay added to every answer.")
-    latency_jitter_ms: float = Field(
-        default=0, ge=0, description="Extra delay drawn uniformly from [0, jitter]."
-    )
-    error_rate: Rate = Field(default=0, description="Probability of 500.")
-    fail_first: int = Field(
-        default=0,
-        ge=0,
-        description="Answer the first N sends after this config is set with 500, then go on "
-        "as configured (a failure that happens exactly once, for tests).",
-    )
-    garbage_rate: Rate = Field(default=0, description="Probability of 200 with a non-JSON body.")
-    garbage_code_rate: Rate = Field(default=0, description='Probability of 200 with "code": 1.')
-    throttle_rate: Rate = Field(default=0, description="Probability of 429 with Retry-After.")
-    retry_after_seconds: int = Field(default=1, ge=0, description="Retry-After of a 429.")
-    reject_rate: Rate = Field(default=0, description="Probability of a permanent 400.")
-    outage: bool = Field(default=False, description="Answer every send with 503 while true.")
-    outage_mode: Literal["503", "hang"] = Field(
-        default="503", description='"hang" waits hang_seconds before the 503.'
-    )
-    hang_seconds: float = Field(default=30, ge=0)
-    seed: int | None = Field(default=None, description="Seed of the random draws, for repeats.")
-    refuse_credentials: Literal[401, 403] | None = Field(
-        default=None,
-        description="Answer every send with this status while set, as a remote that no longer "
-        "takes our token (401) or our account (403).",
-    )
+    msg_id: int
+    accepted_at: float = Field(description="Seconds since the epoch.")
+    text: str
 
 
-class Outcome(enum.Enum):
-    """How one send request was answered."""
+class GatewaySummary(BaseModel):
+    """One gateway's switches and counters."""
 
-    OK = "ok"
-    UNAUTHORIZED = "unauthorized"
-    INVALID = "invalid"
-    OUTAGE = "outage"
-    REJECTED = "rejected"
-    THROTTLED = "throttled"
-    ERROR = "error"
-    GARBAGE = "garbage"
-    GARBAGE_CODE = "garbage_code"
-
-
-# (received, accepted, phone, text, first_accepted_at, last_received_at) of one msgId. A plain
-# tuple, not a NamedTuple: the GC untracks exact tuples of atoms, so a million records add no
-# pause to full collections (a NamedTuple stays tracked: ~150 ms per collection at 1M).
-MessageRecord = tuple[int, int, int, str, float | None, float]
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-class SimulatorState:
-    """The current config and the counters of one simulator app."""
-
-    __slots__ = (
-        "_decide_rng",
-        "_failures_left",
-        "_jitter_rng",
-        "_texts",
-        "accepted",
-        "by_outcome",
-        "by_status",
-        "config",
-        "duplicates",
-        "in_flight",
-        "max_in_flight",
-        "messages",
-        "received",
-        "token",
-        "unique_accepted",
-    )
-
-    def __init__(self, config: SimulatorConfig | None = None, token: str = DEFAULT_TOKEN) -> None:
-        self.token = token
-        self.in_flight = 0
-        self.config = config or SimulatorConfig()
-        self._failures_left = self.config.fail_first
-        self.reset_counters()
-
-    def set_config(self, config: SimulatorConfig) -> None:
-        """Replace the config and restart the random streams from its seed."""
-        self.config = config
-        self._failures_left = config.fail_first
-        self._reseed()
-
-    def _reseed(self) -> None:
-        seed = self.config.seed
-        # Separate streams: the sequence of outcomes must not depend on whether jitter is on.
-        self._decide_rng = random.Random(seed)
-        self._jitter_rng = random.Random(None if seed is None else seed + 1)
-
-    def reset_counters(self) -> None:
-        """Forget every counter and message record (requests in flight still finish)."""
-        self.received = 0
-        self.accepted = 0
-        self.unique_accepted = 0
-        self.duplicates = 0
-        self.by_status: dict[int, int] = {}
-        self.by_outcome: dict[str, int] = {}
-        # Requests in flight will still decrement in_flight, so it must survive a reset.
-        self.max_in_flight = self.in_flight
-        self.messages: dict[int, MessageRecord] = {}
-        self._texts: dict[str, str] = {}
-        # A reset starts a seeded run over, so that it repeats from its first request.
-        self._reseed()
-
-    def decide(self) -> Outcome:
-        """Draw the outcome of one valid send, in the documented order of failures."""
-        config = self.config
-        if config.outage:
-            return Outcome.OUTAGE
-        if self._failures_left > 0:
-            self._failures_left -= 1
-            return Outcome.ERROR
-        draw = self._decide_rng.random
-        # A rate of 0 draws nothing, so that switching one failure on keeps the others' stream.
-        if config.reject_rate and draw() < config.reject_rate:
-            return Outcome.REJECTED
-        if config.throttle_rate and draw() < config.throttle_rate:
-            return Outcome.THROTTLED
-        if config.error_rate and draw() < config.error_rate:
-            return Outcome.ERROR
-        if config.garbage_rate and draw() < config.garbage_rate:
-            return Outcome.GARBAGE
-        if config.garbage_code_rate and draw() < config.garbage_code_rate:
-            return Outcome.GARBAGE_CODE
-        return Outcome.OK
-
-    def delay_seconds(self) -> float:
-        """The latency to add to one answer."""
-        config = self.config
-        delay = config.latency_ms
-        if config.latency_jitter_ms:
-            delay += self._jitter_rng.uniform(0, config.latency_jitter_ms)
-        return delay / 1000
-
-    def note_received(self, msg_id: int, phone: int, text: str) -> None:
-        """Count one valid send of msg_id."""
-        cached = self._texts.get(text)
-        if cached is not None:
-            text = cached
-        elif len(self._texts) < _TEXT_CACHE_SIZE:
-            self._texts[text] = text
-        now = time.time()
-        record = self.messages.get(msg_id)
-        if record is None:
-            self.messages[msg_id] = (1, 0, phone, text, None, now)
-        else:
-            received, accepted, _, _, first_accepted_at, _ = record
-            self.messages[msg_id] = (received + 1, accepted, phone, text, first_accepted_at, now)
-
-    def note_accepted(self, msg_id: int) -> None:
-        """Count one answer of 200 code 0 for msg_id."""
-        self.accepted += 1
-        record = self.messages.get(msg_id)
-        if record is None:  # the counters were reset while the request was in flight
-            return
-        received, accepted, phone, text, first_accepted_at, last_received_at = record
-        if accepted:
-            self.duplicates += 1
-        else:
-            self.unique_accepted += 1
-            first_accepted_at = time.time()
-        self.messages[msg_id] = (
-            received,
-            accepted + 1,
-            phone,
-            text,
-            first_accepted_at,
-            last_received_at,
-        )
-
-    def note_answer(self, status: int, outcome: Outcome) -> None:
-        """Count one answer by HTTP status and by outcome."""
-        self.by_status[status] = self.by_status.get(status, 0) + 1
-        self.by_outcome[outcome.value] = self.by_outcome.get(outcome.value, 0) + 1
-
-    def stats(self) -> dict[str, Any]:
-        """The counters as JSON."""
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "unique_accepted": self.unique_accepted,
-            "duplicates": self.duplicates,
-            "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
-            "by_outcome": dict(self.by_outcome),
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
-        }
-
-    def message(self, msg_id: int) -> dict[str, Any] | None:
-        """The record of one msgId as JSON, or None if it was never received."""
-        record = self.messages.get(msg_id)
-        if record is None:
-            return None
-        received, accepted, phone, text, first_accepted_at, last_received_at = record
-        return {
-            "msg_id": msg_id,
-            "received": received,
-            "accepted": accepted,
-            "phone": phone,
-            "text": text,
-            "first_accepted_at": _iso(first_accepted_at),
-            "last_received_at": _iso(last_received_at),
-        }
+    name: str
+    config: SimulatorConfig
+    stats: dict[str, Any]
 
 
 def _body(code: int, message: str) -> bytes:
@@ -330,6 +136,9 @@ async def _answer_send(state: SimulatorState, msg_id: str, request: Request) -> 
 
     if outcome is Outcome.OK:
         state.note_accepted(msg)
+        if state.config.accept_then_hang:
+            # Taken, and the phone gets it: only the acknowledgement is late, or never arrives.
+            await asyncio.sleep(state.config.hang_seconds)
         state.note_answer(200, outcome)
         return _json(200, _OK)
     if outcome is Outcome.REJECTED:
@@ -349,60 +158,82 @@ async def _answer_send(state: SimulatorState, msg_id: str, request: Request) -> 
     return _json(200, _GARBAGE_CODE)
 
 
-def create_app(config: SimulatorConfig | None = None, token: str = DEFAULT_TOKEN) -> FastAPI:
-    """A new simulator app; its state is `app.state.simulator`, a SimulatorState."""
-    state = SimulatorState(config, token)
-    app = FastAPI(
-        title="SMS API simulator",
-        description="Simulates the external SMS-sending API, with injectable latency and failures.",
-        version="1.0",
-    )
-    app.state.simulator = state
+async def _serve_send(state: SimulatorState, msg_id: str, request: Request) -> Response:
+    state.received += 1
+    state.in_flight += 1
+    if state.in_flight > state.max_in_flight:
+        state.max_in_flight = state.in_flight
+    try:
+        return await _answer_send(state, msg_id, request)
+    finally:
+        state.in_flight -= 1
 
-    @app.post("/v1/send/{msg_id}", tags=["api"], response_class=Response)
-    async def send(msg_id: str, request: Request) -> Response:
-        """Send one SMS: body {"id": msgId, "phone": 7XXXXXXXXXX, "text": "..."}."""
-        state.received += 1
-        state.in_flight += 1
-        if state.in_flight > state.max_in_flight:
-            state.max_in_flight = state.in_flight
-        try:
-            return await _answer_send(state, msg_id, request)
-        finally:
-            state.in_flight -= 1
 
-    @app.get("/healthz", tags=["control"])
-    async def healthz() -> dict[str, str]:
-        """Liveness probe."""
-        return {"status": "ok"}
+def _gateways(request: Request) -> Gateways:
+    gateways: Gateways = request.app.state.gateways
+    return gateways
 
-    @app.get("/_sim/stats", tags=["control"])
-    async def stats() -> dict[str, Any]:
+
+async def default_gateway(request: Request) -> SimulatorState:
+    """The gateway of the root routes."""
+    return _gateways(request).default
+
+
+async def named_gateway(name: str, request: Request) -> SimulatorState:
+    """The gateway in the path, created on first use."""
+    try:
+        return _gateways(request).get(name)
+    except GatewayNameError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+
+
+def _control_router(gateway: Callable[..., Awaitable[SimulatorState]]) -> APIRouter:
+    """The control routes of the gateway that the dependency `gateway` finds."""
+    GatewayDep = Annotated[SimulatorState, Depends(gateway)]
+    router = APIRouter()
+
+    @router.get("/_sim/stats", tags=["control"])
+    async def stats(state: GatewayDep) -> dict[str, Any]:
         """Counters of send requests since start or the last reset."""
         return state.stats()
 
-    @app.get("/_sim/messages/{msg_id}", tags=["control"], response_model=None)
-    async def message(msg_id: int) -> dict[str, Any] | JSONResponse:
+    @router.get("/_sim/messages/{msg_id}", tags=["control"], response_model=None)
+    async def message(msg_id: int, state: GatewayDep) -> dict[str, Any] | JSONResponse:
         """What the simulator received and accepted for one msgId."""
         record = state.message(msg_id)
         if record is None:
             return JSONResponse({"code": 404, "message": "message not received"}, status_code=404)
         return record
 
-    @app.get("/_sim/config", tags=["control"])
-    async def get_config() -> SimulatorConfig:
+    @router.get("/_sim/accepted", tags=["control"], response_model=list[AcceptedSend])
+    async def accepted(
+        state: GatewayDep,
+        after_id: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> list[dict[str, Any]] | JSONResponse:
+        """Acceptances in order; after_id starts after that msgId's latest acceptance."""
+        try:
+            log = state.accepted_log(after_id=after_id, limit=limit)
+        except KeyError:
+            return JSONResponse({"code": 404, "message": "after_id not accepted"}, status_code=404)
+        return [{"msg_id": m, "accepted_at": at, "text": text} for at, m, text in log]
+
+    @router.get("/_sim/config", tags=["control"])
+    async def get_config(state: GatewayDep) -> SimulatorConfig:
         """The current behaviour switches."""
         return state.config
 
-    @app.put("/_sim/config", tags=["control"])
-    async def put_config(config: SimulatorConfig) -> SimulatorConfig:
+    @router.put("/_sim/config", tags=["control"])
+    async def put_config(config: SimulatorConfig, state: GatewayDep) -> SimulatorConfig:
         """Replace all behaviour switches (omitted ones take their defaults)."""
         state.set_config(config)
         logger.info("simulator config replaced: %s", config.model_dump_json())
         return config
 
-    @app.patch("/_sim/config", tags=["control"])
-    async def patch_config(changes: Annotated[dict[str, Any], Body()]) -> SimulatorConfig:
+    @router.patch("/_sim/config", tags=["control"])
+    async def patch_config(
+        changes: Annotated[dict[str, Any], Body()], state: GatewayDep
+    ) -> SimulatorConfig:
         """Change only the given behaviour switches."""
         try:
             config = SimulatorConfig.model_validate(state.config.model_dump() | changes)
@@ -412,8 +243,8 @@ def create_app(config: SimulatorConfig | None = None, token: str = DEFAULT_TOKEN
         logger.info("simulator config changed: %s", config.model_dump_json())
         return config
 
-    @app.post("/_sim/reset", tags=["control"])
-    async def reset(config: bool = False) -> dict[str, str]:
+    @router.post("/_sim/reset", tags=["control"])
+    async def reset(state: GatewayDep, config: bool = False) -> dict[str, str]:
         """Clear counters and message records; ?config=true also restores the default switches."""
         if config:
             state.set_config(SimulatorConfig())
@@ -421,6 +252,61 @@ def create_app(config: SimulatorConfig | None = None, token: str = DEFAULT_TOKEN
         logger.info("simulator reset (config=%s)", config)
         return {"status": "ok"}
 
+    return router
+
+
+def create_app(
+    config: SimulatorConfig | None = None,
+    token: str = DEFAULT_TOKEN,
+    *,
+    gateway_tokens: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """A new simulator app, sharing nothing with any other.
+
+    `app.state.gateways` holds its gateways (Gateways), `app.state.simulator` the default one;
+    `config` is the default gateway's; a gateway not in `gateway_tokens` takes `token`.
+    """
+    gateways = Gateways(token=token, tokens=gateway_tokens, config=config)
+    app = FastAPI(
+        title="SMS API simulator",
+        description="Simulates the external SMS-sending API, with injectable latency and failures.",
+        version="1.0",
+    )
+    default = gateways.default
+    app.state.gateways = gateways
+    app.state.simulator = default
+
+    # The send routes are the benchmark's hot path: they take no dependency (~20 us a request,
+    # against ~62 us for the whole route) and are the app's own (an included router costs ~8 us).
+    @app.post("/v1/send/{msg_id}", tags=["api"], response_class=Response)
+    async def send(msg_id: str, request: Request) -> Response:
+        """Send one SMS: body {"id": msgId, "phone": 7XXXXXXXXXX, "text": "..."}."""
+        return await _serve_send(default, msg_id, request)
+
+    @app.post("/gateways/{name}/v1/send/{msg_id}", tags=["api"], response_class=Response)
+    async def send_to_gateway(name: str, msg_id: str, request: Request) -> Response:
+        """Send one SMS through gateway `name`, as /v1/send/{msgId} does through `default`."""
+        try:
+            state = gateways.get(name)
+        except GatewayNameError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        return await _serve_send(state, msg_id, request)
+
+    @app.get("/healthz", tags=["control"])
+    async def healthz() -> dict[str, str]:
+        """Liveness probe."""
+        return {"status": "ok"}
+
+    @app.get("/_sim/gateways", tags=["control"], response_model=list[GatewaySummary])
+    async def list_gateways() -> list[dict[str, Any]]:
+        """Every gateway created so far, with its switches and counters."""
+        return [
+            {"name": name, "config": state.config, "stats": state.stats()}
+            for name, state in gateways.items()
+        ]
+
+    app.include_router(_control_router(default_gateway))
+    app.include_router(_control_router(named_gateway), prefix="/gateways/{name}")
     return app
 
 

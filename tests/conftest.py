@@ -106,7 +106,8 @@ async def db(database: Database) -> AsyncIterator[Database]:
     async with database.sessions() as session:
         await session.execute(
             sa.text(
-                "TRUNCATE message, message_count, message_sent_minute, dispatch, client CASCADE"
+                "TRUNCATE message, message_count, message_sent_minute, message_route_count, "
+                "send_route, dispatch, client CASCADE"
             )
         )
         await session.commit()

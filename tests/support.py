@@ -15,14 +15,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.remote import RemoteClient
+from activities.routing import Router
 from core.auth import ALL_PERMISSIONS, embedded_tokens
 from core.contracts.shared import delivery_workflow_id
 from core.db import Database
 from core.models import Message
 from core.settings import Settings
 from devstack.embedded import free_port
-from worker import build_workers, create_remote
+from worker import build_workers
 
 
 def target_of(client: Client) -> str:
@@ -52,12 +52,28 @@ def settings_for(settings: Settings, client: Client, queues: Queues, **changes: 
     )
 
 
+def router_to(
+    base_url: str, sessions: Any, *, token: str, timeout_seconds: float = 1.0, **changes: Any
+) -> Router:
+    """A router of one route to this base URL (settings `changes` as the worker reads them)."""
+    settings = Settings(
+        environment="test",
+        send_api_url=base_url,
+        send_api_token=token,
+        send_timeout_seconds=timeout_seconds,
+        send_concurrency=10,
+        _env_file=None,
+        **changes,
+    )
+    return Router.from_settings(settings, sessions)
+
+
 class RunningWorkers:
     def __init__(
-        self, workers: list[Worker], remote: RemoteClient, client: Client, database: Database
+        self, workers: list[Worker], router: Router, client: Client, database: Database
     ) -> None:
         self.workers = workers
-        self.remote = remote
+        self.router = router
         self.client = client
         self.database = database
         self.tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -94,7 +110,7 @@ class RunningWorkers:
         finally:
             await asyncio.gather(*(w.shutdown() for w in self.workers))
             await asyncio.gather(*self.tasks, return_exceptions=True)
-            await self.remote.aclose()
+            await self.router.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -110,11 +126,11 @@ async def running_workers(
 
 
 async def start_workers(settings: Settings, client: Client, database: Database) -> RunningWorkers:
-    remote = create_remote(settings)
+    router = Router.from_settings(settings, database.sessions)
     workers = build_workers(
-        client=client, settings=settings, sessions=database.sessions, remote=remote
+        client=client, settings=settings, sessions=database.sessions, router=router
     )
-    return RunningWorkers(list(workers), remote, client, database)
+    return RunningWorkers(list(workers), router, client, database)
 
 
 def auth_headers(

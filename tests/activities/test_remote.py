@@ -127,15 +127,18 @@ async def test_hanging_remote_times_out(
     elapsed = time.monotonic() - started
     assert str(error) == "timed out"
     assert not error.permanent
+    assert (error.maybe_taken, error.shows_down) == (True, True)
     assert 0.25 <= elapsed < 1.0, elapsed
 
 
-async def test_refused_connection_is_a_transport_error(
+async def test_refused_connection_certainly_sent_nothing(
     remotes: Callable[..., RemoteClient],
 ) -> None:
     error = await send_error(remotes(f"http://127.0.0.1:{free_port()}/v1"))
-    assert str(error).startswith("transport error: ClientConnectorError: "), str(error)
-    assert not error.permanent
+    assert str(error).startswith("cannot connect: ClientConnectorError: "), str(error)
+    assert (error.kind, error.permanent) == ("refused", False)
+    # Nothing was written: another route may take the message; the gateway is down.
+    assert (error.maybe_taken, error.shows_down) == (False, True)
 
 
 async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
@@ -178,6 +181,8 @@ async def test_broken_answers_are_transport_errors(
         error = await send_error(remotes(base_url))
     assert str(error).startswith(f"transport error: {error_type}: "), str(error)
     assert not error.permanent
+    # The request was written: the gateway may have it, so it stays on its route.
+    assert (error.maybe_taken, error.shows_down) == (True, True)
 
 
 async def test_connections_are_kept_alive(remotes: Callable[..., RemoteClient]) -> None:

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.ratelimit import SendRateLimiter
-from activities.remote import RemoteClient
+from activities.routing import Router
 from activities.send import SendActivities
 from core.contracts.delivery import SendInput, SendResult
 from core.contracts.shared import REMOTE_REJECTED, REMOTE_UNAVAILABLE
@@ -21,26 +20,22 @@ from devstack.embedded import free_port
 from simulator.app import SimulatorConfig
 from tests.conftest import TOKEN, RunningSimulator
 from tests.factories import make_client, make_dispatch
+from tests.support import router_to
 
 
 @pytest.fixture
-async def remotes() -> AsyncIterator[list[RemoteClient]]:
-    """Remote clients made by the test, closed after it."""
-    made: list[RemoteClient] = []
+async def remotes() -> AsyncIterator[list[Router]]:
+    """Routers made by the test, closed after it."""
+    made: list[Router] = []
     yield made
     for remote in made:
         await remote.aclose()
 
 
-def activities(db: Database, remotes: list[RemoteClient], base_url: str) -> SendActivities:
-    remote = RemoteClient(base_url=base_url, token=TOKEN, timeout_seconds=0.5, max_connections=10)
-    remotes.append(remote)
-    return SendActivities(
-        sessions=db.sessions,
-        remote=remote,
-        limiter=SendRateLimiter(sessions=db.sessions, rate_per_second=None),
-        concurrency=10,
-    )
+def activities(db: Database, remotes: list[Router], base_url: str) -> SendActivities:
+    router = router_to(base_url, db.sessions, token=TOKEN, timeout_seconds=0.5)
+    remotes.append(router)
+    return SendActivities(sessions=db.sessions, router=router, concurrency=10)
 
 
 async def new_message(
@@ -80,7 +75,7 @@ def at(instant: datetime) -> ActivityEnvironment:
 
 
 async def attempt(
-    db: Database, remotes: list[RemoteClient], base_url: str, message: Message, when: datetime
+    db: Database, remotes: list[Router], base_url: str, message: Message, when: datetime
 ) -> SendResult:
     assert message.id is not None
     send = activities(db, remotes, base_url)
@@ -89,7 +84,7 @@ async def attempt(
 
 
 async def test_sent_once_and_idempotent(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     message = await new_message(db)
     now = datetime.now(UTC)
@@ -119,7 +114,7 @@ async def test_sent_once_and_idempotent(
 )
 async def test_transient_failures_are_retried(
     db: Database,
-    remotes: list[RemoteClient],
+    remotes: list[Router],
     simulator: RunningSimulator,
     config: SimulatorConfig,
     error_part: str,
@@ -137,7 +132,7 @@ async def test_transient_failures_are_retried(
 
 
 async def test_throttling_honours_retry_after(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     message = await new_message(db)
     simulator.state.set_config(SimulatorConfig(throttle_rate=1.0, retry_after_seconds=7))
@@ -147,7 +142,7 @@ async def test_throttling_honours_retry_after(
     assert raised.value.next_retry_delay == timedelta(seconds=7)
 
 
-async def test_refused_connection_is_retried(db: Database, remotes: list[RemoteClient]) -> None:
+async def test_refused_connection_is_retried(db: Database, remotes: list[Router]) -> None:
     message = await new_message(db)
     closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ApplicationError) as raised:
@@ -155,11 +150,11 @@ async def test_refused_connection_is_retried(db: Database, remotes: list[RemoteC
     assert raised.value.type == REMOTE_UNAVAILABLE
     stored = await reload(db, message)
     assert stored.status == "retrying"
-    assert stored.last_error is not None and "transport error" in stored.last_error
+    assert stored.last_error is not None and "cannot connect" in stored.last_error
 
 
 async def test_other_4xx_fails_for_good(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     message = await new_message(db)
     simulator.state.set_config(SimulatorConfig(reject_rate=1.0))
@@ -171,7 +166,7 @@ async def test_other_4xx_fails_for_good(
 
 
 async def test_no_request_after_end_time(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     end_at = datetime.now(UTC) + timedelta(hours=1)
     message = await new_message(db, end_at=end_at)
@@ -183,7 +178,7 @@ async def test_no_request_after_end_time(
 
 
 async def test_attempt_outside_window_waits_for_next_opening(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     day = datetime(2026, 12, 1, tzinfo=UTC)
     message = await new_message(
@@ -203,7 +198,7 @@ async def test_attempt_outside_window_waits_for_next_opening(
 
 
 async def test_window_that_never_reopens_expires(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     day = datetime(2026, 12, 1, tzinfo=UTC)
     message = await new_message(
@@ -219,7 +214,7 @@ async def test_window_that_never_reopens_expires(
 
 
 async def test_deleted_client_or_dispatch_sends_nothing(
-    db: Database, remotes: list[RemoteClient], simulator: RunningSimulator
+    db: Database, remotes: list[Router], simulator: RunningSimulator
 ) -> None:
     orphan = await new_message(db)
     async with db.sessions() as session:

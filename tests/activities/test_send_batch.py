@@ -12,29 +12,30 @@ import sqlalchemy as sa
 from temporalio.testing import ActivityEnvironment
 
 from activities.dispatch import DispatchActivities
-from activities.ratelimit import SendRateLimiter
-from activities.remote import RemoteClient
+from activities.routing import Router
 from activities.send import SendActivities
 from core.contracts.cohort import COHORT_ALL, ConfirmHandoffsInput, SendBatchInput, SendBatchResult
 from core.db import Database
-from core.models import Client, Dispatch, Message
+from core.models import Client, Dispatch, Message, send_route_t
+from core.settings import Settings
 from simulator.app import SimulatorConfig
-from tests.conftest import TOKEN, RunningSimulator
+from tests.conftest import RunningSimulator
 from tests.factories import make_client, make_dispatch, make_messages
 
 
 @pytest.fixture
-async def sender(db: Database, simulator: RunningSimulator) -> AsyncIterator[SendActivities]:
-    remote = RemoteClient(
-        base_url=simulator.base_url, token=TOKEN, timeout_seconds=1.0, max_connections=10
-    )
-    yield SendActivities(
-        sessions=db.sessions,
-        remote=remote,
-        limiter=SendRateLimiter(sessions=db.sessions, rate_per_second=None),
-        concurrency=10,
-    )
-    await remote.aclose()
+async def sender(
+    db: Database, settings: Settings, simulator: RunningSimulator
+) -> AsyncIterator[SendActivities]:
+    # A route that its circuit opened is probed again within a moment: these tests are about
+    # batches (tests/e2e/test_routes.py is about circuits).
+    changes = {
+        "send_timeout_seconds": 1.0,
+        "send_concurrency": 10,
+        "route_probe_initial_seconds": 0.05,
+    }
+    async with Router.from_settings(settings.model_copy(update=changes), db.sessions) as router:
+        yield SendActivities(sessions=db.sessions, router=router, concurrency=10)
 
 
 async def run_batch(
@@ -45,6 +46,15 @@ async def run_batch(
         env.info = dataclasses.replace(env.info, current_attempt_scheduled_time=at)
     result: SendBatchResult = await env.run(sender.send_batch, input)
     return result
+
+
+async def until_probed(db: Database) -> None:
+    """Waits until the route that an outage opened may be probed (the next send probes it)."""
+    async with db.sessions() as session:
+        wait = await session.scalar(
+            sa.select(sa.func.max(sa.extract("epoch", send_route_t.c.probe_at - sa.func.now())))
+        )
+    await asyncio.sleep(max(0.0, float(wait or 0)))
 
 
 async def rows(db: Database, dispatch: Dispatch) -> list[Message]:
@@ -160,6 +170,7 @@ async def test_failed_sends_are_handed_off_and_the_breaker_stops_the_batch(
 
     # The remote is back: the next batch sends the rest, never the handed-off ones.
     simulator.state.set_config(SimulatorConfig())
+    await until_probed(db)
     rest = await run_batch(sender, batch(dispatch))
     assert rest.sent == len(messages) - len(handed)
     assert rest.exhausted
@@ -301,6 +312,7 @@ async def test_one_batch_opening_its_breaker_stops_the_others_in_flight(
     # hand, as that batch's write would): it stops without a failure of its own.
     # 100 messages, ten at a time, 200 ms each: two seconds, against a status read every 0.5 s.
     simulator.state.set_config(SimulatorConfig(latency_ms=200))
+    await until_probed(db)
     sibling = asyncio.create_task(run_batch(sender, batch(dispatch, lane=1, lanes=2)))
     async with asyncio.timeout(10):
         while simulator.state.stats()["accepted"] < 5:
