@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +44,8 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
 class RunningSimulator:
     state: SimulatorState
     port: int
+    # Its named gateways: `app.state.gateways.get(name)`.
+    app: Any = None
 
     @property
     def base_url(self) -> str:
@@ -53,7 +56,7 @@ class RunningSimulator:
 async def simulator_server() -> AsyncIterator[RunningSimulator]:
     app = create_simulator(token=TOKEN)
     async with serving(app, lifespan="off") as port:
-        yield RunningSimulator(state=app.state.simulator, port=port)
+        yield RunningSimulator(state=app.state.simulator, port=port, app=app)
 
 
 @pytest.fixture
