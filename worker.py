@@ -27,6 +27,7 @@ from activities.routing import Router
 from activities.send import SendActivities
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
+from core.routes import covers_everyone
 from core.search import ensure_search_attributes
 from core.settings import Settings, batch_task_queue, get_settings
 from core.temporal import connect
@@ -154,6 +155,12 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if not covers_everyone(settings.routes):
+        log.warning(
+            "no send route serves every number: a message to a number none serves fails "
+            "(routes: %s)",
+            ", ".join(route.name for route in settings.routes),
+        )
     async with Router.from_settings(settings, database.sessions) as router:
         workers = build_workers(
             client=client, settings=settings, sessions=database.sessions, router=router

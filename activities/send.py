@@ -3,8 +3,8 @@ batch of messages at once (activities.batch).
 
 Both judge every message by the same rules (core.rules) at the moment of sending, from what the
 database says then, and every answer by the same failure policy (activities.failures); they
-share one HTTP client and one concurrency limit per worker process (activities.sender), and take
-a token from the global rate cap before each request.
+share one router (each route's HTTP client, cap and circuit) and one concurrency limit per worker
+process (activities.sender), and take a token from their route's cap before each request.
 """
 
 import asyncio

@@ -72,7 +72,7 @@ MESSAGES_FINISHED = Counter(
 )
 RATE_WAIT_SECONDS = Histogram(
     "mailing_rate_limit_wait_seconds",
-    "Time a send waited for the global rate cap (0 when it was not throttled).",
+    "Time a send waited for its route's cap (0 when it was not throttled).",
     buckets=(0, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
 RATE_THROTTLED = Gauge(

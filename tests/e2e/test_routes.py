@@ -88,12 +88,14 @@ async def route_counts(db: Database, dispatch_id: int) -> dict[tuple[str, str], 
         return {(r, s): (int(n), int(seg)) for r, s, n, seg in rows if n}
 
 
+@pytest.mark.parametrize("delivery", ["cohorts", "per_client"])
 async def test_routes_by_operator_code(
     dev_env: WorkflowEnvironment,
     settings: Settings,
     queues: Queues,
     db: Database,
     simulator: RunningSimulator,
+    delivery: str,
 ) -> None:
     url_a, a = gateway(simulator, "mts")
     url_b, b = gateway(simulator, "beeline")
@@ -108,7 +110,7 @@ async def test_routes_by_operator_code(
     for phone in phones:
         await make_client(db, phone=phone)
     text = "Привет! " * 20  # 160 characters of UCS-2: three segments each
-    dispatch = await make_dispatch(db, text=text)
+    dispatch = await make_dispatch(db, text=text, delivery=delivery)
     assert dispatch.id is not None
     async with running_workers(s, dev_env.client, db):
         handle = await run_dispatch(dev_env, s, dispatch.id)
