@@ -59,8 +59,8 @@ async def test_one_dispatch_followed_by_its_ids(
     for expected in (
         "dispatch is running",
         "laid out 2 clients",
-        "send failed, its delivery will retry: HTTP 500",
-        "remote accepted: message sent",
+        "send failed, its delivery will retry: route default: HTTP 500",
+        "remote accepted: message sent through route default",
         "dispatch is completed",
     ):
         assert any(line.startswith(expected) for line in lines), (expected, lines)
@@ -72,7 +72,7 @@ async def test_one_dispatch_followed_by_its_ids(
     failed = next(r for r in story if r.getMessage().startswith("send failed"))
     life = messages(about(records, message_id=failed.message_id))
     assert life[0].startswith("send failed, its delivery will retry")
-    assert life[-1] == "remote accepted: message sent"
+    assert life[-1] == "remote accepted: message sent through route default"
     delivered = about(records, message_id=failed.message_id)[-1]
     assert getattr(delivered, "workflow_id", "").startswith(f"dispatch-{dispatch_id}-client-")
 
