@@ -15,7 +15,7 @@ from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
 from api.imports.reading import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
-from api.routers import clients, dispatches, health, stats
+from api.routers import clients, dispatches, health, routes, stats
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = Verifier(settings)
     install_docs(app, settings)
     install_openapi(app, settings)
-    for router in (clients.router, dispatches.router, stats.router):
+    for router in (clients.router, dispatches.router, stats.router, routes.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     install_admin(app)
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         code = next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
         if request.url.path.startswith("/admin"):
             return admin_error_page(request, code, str(error))
-        return error_response(code, [ErrorItem(None, str(error))])
+        return error_response(code, [ErrorItem(getattr(error, "field", None), str(error))])
 
     async def invalid_input(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

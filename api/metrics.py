@@ -12,10 +12,12 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
+from api.services import routes as routes_service
 from core import metrics
 from core.logging import REQUEST_ID
 from core.models import DispatchStatus, MessageStatus, dispatch_t
+from core.routes import CircuitState
 from core.stats import total_counts
 
 router = APIRouter(tags=["health"])
@@ -42,8 +44,9 @@ _WAITING = sa.text(
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics(session: SessionDep) -> Response:
-    """Counters of this process, and dispatches and messages by status read now."""
+async def prometheus_metrics(session: SessionDep, settings: SettingsDep) -> Response:
+    """Counters of this process, and dispatches and messages by status and each configured
+    route's circuit state, read now."""
     dispatches: dict[str, int] = dict(
         (
             await session.execute(
@@ -57,6 +60,10 @@ async def prometheus_metrics(session: SessionDep) -> Response:
     for message_status in MessageStatus:
         metrics.MESSAGES.labels(message_status).set(messages[message_status])
     metrics.MESSAGES_WAITING.set((await session.execute(_WAITING)).scalar_one())
+    names = [route.name for route in settings.routes]
+    for name, health in (await routes_service.route_health(session=session, names=names)).items():
+        for state in CircuitState:
+            metrics.ROUTE_STATE.labels(name, state).set(int(state == health.state))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

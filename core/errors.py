@@ -23,4 +23,9 @@ class EngineUnavailable(DomainError):
 
 
 class InvalidRequest(DomainError):
-    """The request contradicts the stored state (e.g. an end before the stored start)."""
+    """The request contradicts the stored state (e.g. an end before the stored start), or the
+    service's limits; `field` names the field at fault, when one is."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

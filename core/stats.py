@@ -1,14 +1,17 @@
 """Message counts by status, per dispatch and in total, read from the counts the database keeps
-in step with the messages (`message_count`), so that they cost the same at any table size."""
+in step with the messages (`message_count`, and `message_route_count` by send route with their
+segments), so that they cost the same at any table size."""
 
 from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import MessageStatus, message_count_t
+from core.models import MessageStatus, message_count_t, message_route_count_t
 
 StatusCounts = dict[str, int]
+# By route, then by status: the messages and the sum of their segments.
+RouteCounts = dict[str, dict[str, tuple[int, int]]]
 
 # Only one process folds at a time (pg_try_advisory_xact_lock).
 _COMPACT_LOCK = 0x6D73675F636E74  # "msg_cnt"
@@ -77,6 +80,41 @@ async def total_counts(*, session: AsyncSession) -> StatusCounts:
     for status, count in rows:
         counts[status] = int(count)
     return counts
+
+
+async def route_counts_by_dispatch(
+    *, session: AsyncSession, dispatch_ids: Iterable[int]
+) -> dict[int, RouteCounts]:
+    """For each dispatch id, its messages that have a route, by route and status, with their
+    segments (a dispatch without any: empty)."""
+    wanted = list(dispatch_ids)
+    result: dict[int, RouteCounts] = {dispatch_id: {} for dispatch_id in wanted}
+    if not wanted:
+        return result
+    c = message_route_count_t.c
+    rows = await session.execute(
+        sa.select(c.dispatch_id, c.route, c.status, sa.func.sum(c.n), sa.func.sum(c.segments))
+        .where(c.dispatch_id.in_(wanted))
+        .group_by(c.dispatch_id, c.route, c.status)
+        .having(sa.func.sum(c.n) != 0)
+    )
+    for dispatch_id, route, status, count, segments in rows:
+        result[dispatch_id].setdefault(route, {})[status] = (int(count), int(segments))
+    return result
+
+
+async def total_route_counts(*, session: AsyncSession) -> RouteCounts:
+    """Every dispatch's messages that have a route, by route and status, with their segments."""
+    c = message_route_count_t.c
+    rows = await session.execute(
+        sa.select(c.route, c.status, sa.func.sum(c.n), sa.func.sum(c.segments))
+        .group_by(c.route, c.status)
+        .having(sa.func.sum(c.n) != 0)
+    )
+    result: RouteCounts = {}
+    for route, status, count, segments in rows:
+        result.setdefault(route, {})[status] = (int(count), int(segments))
+    return result
 
 
 async def compact_counts(session: AsyncSession) -> int:

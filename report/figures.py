@@ -1,5 +1,6 @@
-"""The daily report's figures: one local day (per dispatch by status, totals, failure
-reasons by count), read from PostgreSQL, and its rendering as plain text and HTML."""
+"""The daily report's figures: one local day (per dispatch by status, totals, per send route
+the messages sent and failed and the segments sent, failure reasons by count), read from
+PostgreSQL, and its rendering as plain text and HTML."""
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -16,14 +17,25 @@ TOP_REASONS = 20
 
 
 @dataclass
+class RouteDay:
+    """One send route's day: messages sent and failed through it, SMS segments sent."""
+
+    sent: int = 0
+    failed: int = 0
+    segments_sent: int = 0
+
+
+@dataclass
 class ReportFigures:
     """What happened to messages during one local day: the messages whose status last changed
-    that day, by dispatch and status; and the reasons of those that failed or expired."""
+    that day, by dispatch and status, and the sent and failed ones by route; and the reasons
+    of those that failed or expired."""
 
     day: str  # ISO date
     timezone: str
     by_dispatch: dict[int, dict[str, int]] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    by_route: dict[str, RouteDay] = field(default_factory=dict)  # by name
     reasons: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -51,6 +63,27 @@ async def gather(session: AsyncSession, *, day: date, timezone: str) -> ReportFi
     for dispatch_id, status, count in rows:
         figures.by_dispatch.setdefault(dispatch_id, {})[status] = count
         figures.totals[status] = figures.totals.get(status, 0) + count
+    routes = await session.execute(
+        sa.select(
+            message_t.c.route,
+            message_t.c.status,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(message_t.c.segments), 0),
+        )
+        .where(
+            *in_day,
+            message_t.c.route.is_not(None),
+            message_t.c.status.in_([MessageStatus.SENT, MessageStatus.FAILED]),
+        )
+        .group_by(message_t.c.route, message_t.c.status)
+        .order_by(message_t.c.route)
+    )
+    for route, status, count, segments in routes:
+        day_of = figures.by_route.setdefault(route, RouteDay())
+        if status == MessageStatus.SENT:
+            day_of.sent, day_of.segments_sent = count, int(segments)
+        else:
+            day_of.failed = count
     reasons = await session.execute(
         sa.select(message_t.c.last_error, sa.func.count())
         .where(
@@ -81,6 +114,11 @@ def as_text(figures: ReportFigures) -> str:
         cells = "  ".join(f"{counts.get(s, 0):>9}" for s in STATUSES)
         lines.append(f"{dispatch_id:>8}  {cells}")
     lines.append("   total  " + "  ".join(f"{figures.totals.get(s, 0):>9}" for s in STATUSES))
+    lines += ["", "By route:", f"{'route':<32}  {'sent':>9}  {'failed':>9}  {'segments':>9}"]
+    lines += [
+        f"{route:<32}  {day.sent:>9}  {day.failed:>9}  {day.segments_sent:>9}"
+        for route, day in figures.by_route.items()
+    ] or ["  none"]
     lines += ["", "Failure reasons:"]
     lines += [f"  {count:>6}  {reason}" for reason, count in figures.reasons] or ["  none"]
     return "\n".join(lines) + "\n"
@@ -96,11 +134,19 @@ def as_html(figures: ReportFigures) -> str:
     reasons = "".join(
         f"<tr><td>{count}</td><td>{escape(reason)}</td></tr>" for reason, count in figures.reasons
     )
+    routes = "".join(
+        f"<tr><td>{escape(route)}</td><td>{day.sent}</td><td>{day.failed}</td>"
+        f"<td>{day.segments_sent}</td></tr>"
+        for route, day in figures.by_route.items()
+    )
     return (
         f"<html><body><h1>{escape(subject(figures))}</h1>"
         f"<p>Day {figures.day} in {escape(figures.timezone)}.</p>"
         f"<table border='1' cellpadding='4'><tr><th>dispatch</th>{head}</tr>{body}"
         f"{row('total', figures.totals, 'th')}</table>"
+        "<h2>By route</h2>"
+        "<table border='1' cellpadding='4'><tr><th>route</th><th>sent</th><th>failed</th>"
+        f"<th>segments sent</th></tr>{routes}</table>"
         "<h2>Failure reasons</h2>"
         f"<table border='1' cellpadding='4'><tr><th>count</th><th>reason</th></tr>{reasons}</table>"
         "</body></html>"

@@ -71,3 +71,27 @@ async def make_messages(
         session.add_all(messages)
         await session.commit()
     return sorted(messages, key=lambda m: m.id or 0)
+
+
+async def make_routed_messages(
+    db: Database, dispatch: Dispatch, rows: list[tuple[Client, str, str | None, int | None]]
+) -> list[Message]:
+    """Messages as the send left them: per client its status, route and segments (the triggers
+    count them by route)."""
+    messages = [
+        Message(
+            dispatch_id=dispatch.id,
+            client_id=client.id,
+            phone=client.phone,
+            status=status,
+            route=route,
+            segments=segments,
+            attempts=0 if route is None else 1,
+            sent_at=datetime.now(UTC) if status == "sent" else None,
+        )
+        for client, status, route, segments in rows
+    ]
+    async with db.sessions() as session:
+        session.add_all(messages)
+        await session.commit()
+    return sorted(messages, key=lambda m: m.id or 0)

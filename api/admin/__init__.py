@@ -4,8 +4,8 @@ the page works with no internet. Each page and action goes through the same serv
 and permission checks as the JSON API, as the signed-in user (see session.py).
 
 One module per part, as api/routers: `signin` (and `oidc` with a provider), `overview`,
-`clients` (with the import), `dispatches`; `common` holds the templates and what every page
-uses. The routers are gathered here in that order."""
+`clients` (with the import), `dispatch_form` (new and edit) and `dispatches`; `common` holds
+the templates and what every page uses. The routers are gathered here in that order."""
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.admin import clients, dispatches, oidc, overview, signin
+from api.admin import clients, dispatch_form, dispatches, oidc, overview, signin
 from api.admin.common import templates
 from api.admin.session import CsrfRefused, PermissionRefused, SignInNeeded, to_sign_in
 
@@ -32,7 +32,7 @@ SECURITY_HEADERS = {
 
 
 def install_admin(app: FastAPI) -> None:
-    for module in (oidc, signin, overview, clients, dispatches):
+    for module in (oidc, signin, overview, clients, dispatch_form, dispatches):
         app.include_router(module.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
 

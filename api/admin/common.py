@@ -76,7 +76,9 @@ def form_errors(error: Exception) -> list[ErrorItem]:
     """A refused form's errors, by field: the model's, or a domain error's message."""
     if isinstance(error, ValidationError):
         return [ErrorItem.of_validation(item) for item in error.errors()]
-    field = "phone" if isinstance(error, Conflict) and "phone" in str(error) else None
+    field = getattr(error, "field", None)
+    if isinstance(error, Conflict) and "phone" in str(error):
+        field = "phone"
     return [ErrorItem(field, str(error))]
 
 

@@ -1,5 +1,5 @@
 """The overview, /admin: every message counted by status, sends per hour over the last 72 hours,
-the remote's error rate, the dispatches running now."""
+the remote's error rate, each send route's health, the dispatches running now."""
 
 from datetime import timedelta
 
@@ -8,9 +8,10 @@ from fastapi.responses import Response
 
 from api.admin.charts import bar_chart
 from api.admin.common import SessionUser, admin_router, back, render
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.paging import Paging
 from api.services import dispatches as dispatches_service
+from api.services import routes as routes_service
 from api.services import statistics as statistics_service
 from core.auth import Permission
 from core.models import DispatchStatus, utcnow
@@ -20,7 +21,9 @@ router = admin_router()
 
 
 @router.get("")
-async def overview(request: Request, session: SessionUser, db: SessionDep) -> Response:
+async def overview(
+    request: Request, session: SessionUser, db: SessionDep, settings: SettingsDep
+) -> Response:
     if not session.can(Permission.DISPATCHES_READ) and session.can(Permission.CLIENTS_READ):
         return back("/admin/clients")
     session.require(Permission.DISPATCHES_READ)
@@ -47,5 +50,6 @@ async def overview(request: Request, session: SessionUser, db: SessionDep) -> Re
         total=sum(totals.values()),
         chart=chart,
         health=health,
+        routes=await routes_service.list_routes(session=db, routes=settings.routes),
         running=running,
     )

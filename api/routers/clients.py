@@ -7,7 +7,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import guarded
-from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
+from api.deps import IdPath, RouteQuery, SessionDep, SettingsDep, TemporalClientDep
 from api.errors import ErrorItem, error_response
 from api.imports.reading import (
     COLUMNS,
@@ -294,8 +294,10 @@ async def client_messages(
     session: SessionDep,
     paging: PagingDep,
     status: MessageStatus | None = None,
+    route: RouteQuery = None,
 ) -> Page[MessagePublic]:
-    """One client's messages across every dispatch, by id, optionally of one status."""
+    """One client's messages across every dispatch, by id, optionally of one status and of
+    one send route."""
     return await messages_service.list_client_messages(
-        session=session, client_id=client_id, status=status, paging=paging
+        session=session, client_id=client_id, status=status, route=route, paging=paging
     )

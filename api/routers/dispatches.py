@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Response, status
 
 from api.auth import DispatchesController, DispatchesWriter, guarded
-from api.deps import IdPath, SessionDep, SettingsDep, TemporalClientDep
+from api.deps import IdPath, RouteQuery, SessionDep, SettingsDep, TemporalClientDep
 from api.paging import PagingDep
 from api.schemas.common import Page
 from api.schemas.dispatches import (
@@ -22,7 +22,6 @@ from api.services import control as control_service
 from api.services import dispatches as dispatches_service
 from api.services import messages as messages_service
 from api.services import statistics as statistics_service
-from core.audience import audience_size
 from core.auth import Permission, Principal
 from core.control import Command
 from core.models import IDEMPOTENCY_KEY_MAX_LENGTH, DispatchStatus, MessageStatus
@@ -58,7 +57,7 @@ async def create_dispatch(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> DispatchPublic:
     """Create a dispatch and start its workflow: it waits for start_at by itself."""
-    dispatch, replayed = await dispatches_service.create_dispatch(
+    saved = await dispatches_service.create_dispatch(
         session=session,
         temporal=temporal,
         settings=settings,
@@ -66,15 +65,9 @@ async def create_dispatch(
         idempotency_key=idempotency_key,
         actor=principal.subject,
     )
-    if replayed:
+    if saved.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-        answer = await dispatches_service.dispatch_with_counts(session=session, dispatch=dispatch)
-    else:
-        answer = dispatches_service.dispatch_public(dispatch, {})
-    answer.audience = await audience_size(
-        session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
-    )
-    return answer
+    return await dispatches_service.created_answer(session=session, saved=saved)
 
 
 @router.get("", response_model=Page[DispatchPublic], **guarded(Permission.DISPATCHES_READ))
@@ -103,18 +96,22 @@ async def update_dispatch(
     data: DispatchUpdate,
     session: SessionDep,
     temporal: TemporalClientDep,
+    settings: SettingsDep,
 ) -> DispatchPublic:
     """Edit a dispatch. Before its start, any field. Running or paused: `end_at` (earlier or
     later), `text` (for messages not yet sent) and `window`, which reach the workflows already
     running (409 naming any other field). After its end: 409."""
-    dispatch = await dispatches_service.update_dispatch(
+    saved = await dispatches_service.update_dispatch(
         session=session,
         temporal=temporal,
         dispatch_id=dispatch_id,
         data=data,
+        max_segments=settings.max_segments,
         actor=principal.subject,
     )
-    return await dispatches_service.dispatch_with_counts(session=session, dispatch=dispatch)
+    answer = await dispatches_service.dispatch_with_counts(session=session, dispatch=saved.dispatch)
+    answer.normalization = saved.normalization
+    return answer
 
 
 @router.delete(
@@ -267,10 +264,11 @@ async def dispatch_messages(
     session: SessionDep,
     paging: PagingDep,
     status: MessageStatus | None = None,
+    route: RouteQuery = None,
 ) -> Page[MessagePublic]:
-    """A dispatch's messages by id, optionally of one status."""
+    """A dispatch's messages by id, optionally of one status and of one send route."""
     return await messages_service.list_messages(
-        session=session, dispatch_id=dispatch_id, status=status, paging=paging
+        session=session, dispatch_id=dispatch_id, status=status, route=route, paging=paging
     )
 
 

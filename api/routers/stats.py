@@ -4,13 +4,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api.auth import guarded
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep
 from api.paging import PagingDep
-from api.schemas.common import FILTER_MAX_ITEMS, OperatorCode, Tag
+from api.schemas.common import FILTER_MAX_ITEMS, NO_NUL, OperatorCode, Tag
 from api.schemas.statistics import AudienceCount, OverallStats, RemoteHealth, TimelinePoint
 from api.services import statistics as statistics_service
 from core.auth import Permission
-from core.models import utcnow
+from core.models import TEXT_MAX_LENGTH, utcnow
 
 router = APIRouter(prefix="/stats", tags=["stats"])
 
@@ -20,21 +20,42 @@ async def overall_stats(
     session: SessionDep,
     paging: PagingDep,
 ) -> OverallStats:
-    """Every dispatch (a page of them, by id) with its messages counted by status, and the
-    totals over all messages."""
+    """Every dispatch (a page of them, by id) with its messages counted by status and by send
+    route, and the totals over all messages."""
     return await statistics_service.overall_stats(session=session, paging=paging)
 
 
 @router.get("/audience", response_model=AudienceCount, **guarded(Permission.DISPATCHES_READ))
 async def audience(
     session: SessionDep,
+    settings: SettingsDep,
     operator_code: Annotated[list[OperatorCode], Query(max_length=FILTER_MAX_ITEMS)] = [],  # noqa: B006
     tag: Annotated[list[Tag], Query(max_length=FILTER_MAX_ITEMS)] = [],  # noqa: B006
+    text: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=TEXT_MAX_LENGTH,
+            pattern=NO_NUL,
+            description="A dispatch's text: the answer adds its encoding and SMS parts.",
+        ),
+    ] = None,
+    normalize_text: Annotated[
+        bool,
+        Query(description="Measure the text as `normalize_text: true` would store it."),
+    ] = False,
 ) -> AudienceCount:
     """How many clients a dispatch with this filter (repeat `tag` and `operator_code`; none of
-    either: every client) would target now, before creating it. The stop list is left out."""
+    either: every client) would target now, before creating it, and with a `text`, in how many
+    SMS parts each (a text over MAX_SEGMENTS is measured, not refused). The stop list is left
+    out."""
     return await statistics_service.audience_count(
-        session=session, operator_codes=operator_code, tags=tag
+        session=session,
+        operator_codes=operator_code,
+        tags=tag,
+        text=text,
+        normalize_text=normalize_text,
+        max_segments=settings.max_segments,
     )
 
 

@@ -1,11 +1,13 @@
-"""What every resource's bodies use: one page of a list, the one error shape, and the field types
-a client and a dispatch filter share (an operator code, a tag, no NUL characters)."""
+"""What every resource's bodies use: one page of a list, the one error shape, the field types
+a client and a dispatch filter share (an operator code, a tag, no NUL characters), and what
+`normalize_text` did to a dispatch's text."""
 
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, Field, StringConstraints
 
 from core.models import TAG_MAX_LENGTH
+from core.segments import Encoding
 
 # PostgreSQL text cannot hold NUL characters: refused here, not failed on at insert.
 NO_NUL = r"^[^\x00]*$"
@@ -45,3 +47,15 @@ class ErrorBody(BaseModel):
 
     detail: str = Field(description="Every problem on one line, each prefixed by its field.")
     errors: list[ErrorField]
+
+
+class Normalization(BaseModel):
+    """What `normalize_text: true` did: typographic quotes, dashes, the ellipsis, unicode
+    spaces and invisible characters replaced by their GSM-7 look-alikes (Cyrillic and every
+    other character kept), and the text's SMS size before and after."""
+
+    changed: bool = Field(description="Whether any character was replaced or removed.")
+    encoding_before: Encoding = Field(description="The encoding of the text as given.")
+    encoding: Encoding = Field(description="The encoding of the text as stored.")
+    segments_before: int = Field(description="SMS parts of the text as given.")
+    segments: int = Field(description="SMS parts of the text as stored.")

@@ -14,10 +14,11 @@ from pydantic import (
     model_validator,
 )
 
-from api.schemas.common import FILTER_MAX_ITEMS, NO_NUL, OperatorCode, Tag
+from api.schemas.common import FILTER_MAX_ITEMS, NO_NUL, Normalization, OperatorCode, Tag
 from api.schemas.statistics import StatusCounts
 from core.contracts.shared import DeliveryShape
 from core.models import CONTROL_REASON_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus
+from core.segments import Encoding
 from core.windows import SendWindow, parse_hhmm
 
 
@@ -66,6 +67,16 @@ class WindowSchema(BaseModel):
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=NO_NUL)]
+TEXT_DESCRIPTION = (
+    "1-1000 characters. More SMS parts than MAX_SEGMENTS (10 by default) is a 422 naming the "
+    "count, e.g. `text: 12 SMS segments (UCS-2, 800 characters) exceeds MAX_SEGMENTS=10`."
+)
+NORMALIZE_DESCRIPTION = (
+    "Replace the text's typographic characters (curly quotes, dashes, the ellipsis, unicode "
+    "spaces; invisible ones removed) by their GSM-7 look-alikes before it is stored and held "
+    "to MAX_SEGMENTS; Cyrillic and every other character are kept. The answer's "
+    "`normalization` says what it changed."
+)
 
 
 def _ends_after_start(start_at: datetime | None, end_at: datetime | None) -> None:
@@ -90,9 +101,10 @@ class DispatchCreate(BaseModel):
 
     start_at: AwareDatetime
     end_at: AwareDatetime
-    text: Text
+    text: Text = Field(description=TEXT_DESCRIPTION)
     filter: DispatchFilter
     window: WindowSchema | None = None
+    normalize_text: bool = Field(default=False, description=NORMALIZE_DESCRIPTION)
     delivery: DeliveryShape = Field(
         default=DeliveryShape.COHORTS,
         description=(
@@ -119,9 +131,14 @@ class DispatchUpdate(BaseModel):
 
     start_at: AwareDatetime | None = None
     end_at: AwareDatetime | None = None
-    text: Text | None = None
+    text: Text | None = Field(default=None, description=TEXT_DESCRIPTION)
     filter: DispatchFilter | None = None
     window: WindowSchema | None = None
+    normalize_text: bool = Field(
+        default=False,
+        description=NORMALIZE_DESCRIPTION + " Without `text`, the stored text is normalized "
+        "(an edit of `text` when it changes).",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "DispatchUpdate":
@@ -155,7 +172,27 @@ class DispatchPublic(BaseModel):
     )
     # Only in the answer to a create: how many clients the filter matches now (0 is accepted,
     # since clients may be added before start_at, and said here).
-    audience: int | None = None
+    audience: int | None = Field(
+        default=None,
+        description="Only in the answer to a create: the clients its filter matches now.",
+    )
+    encoding: Encoding = Field(
+        description="How its text goes out: `GSM-7` (160 characters in one SMS, 153 per part "
+        "beyond; an extension character such as `€` or `{` counts 2) or `UCS-2` (any "
+        "character outside GSM-7, Cyrillic among them: 70, then 67 per part)."
+    )
+    segments: int = Field(description="SMS parts each of its messages is sent in.")
+    segments_total: int = Field(
+        description="`segments` times its messages (`messages.total`). In the answer to a create, "
+        "while it has no messages yet, `segments` times `audience`. What the gateways will count "
+        "for the text as it is now (a message sent before an edit kept its own)."
+    )
+    normalization: Normalization | None = Field(
+        default=None,
+        description="Only in the answer to a create or edit with `normalize_text: true` (null "
+        "otherwise): whether the text changed, and its encoding and SMS parts before and "
+        "after.",
+    )
     created_at: datetime
     updated_at: datetime
     messages: StatusCounts

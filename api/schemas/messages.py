@@ -20,6 +20,16 @@ class MessagePublic(BaseModel):
         default=None, description="The client's zone now (None once the client is deleted)."
     )
     status: MessageStatus
+    route: str | None = Field(
+        default=None,
+        description="The send route (gateway) that has it or may have it: the one its request "
+        "went through (sent, failed), or the one it is pinned to after a timeout lost the "
+        "answer (its retries go there alone); null while no request has gone out.",
+    )
+    segments: int | None = Field(
+        default=None,
+        description="SMS parts of the text its request carried (null before any request).",
+    )
     attempts: int
     last_error: str | None
     waiting_until: datetime | None = Field(

@@ -1,11 +1,15 @@
-"""Numbers counted over messages or clients (the admin page reads them too): counts by status,
-sends over time, failure reasons, the remote's error rate, the size of an audience."""
+"""Numbers counted over messages or clients (the admin page reads them too): counts by status
+(and by send route), sends over time, failure reasons, the remote's error rate, the size of an
+audience and of its SMS."""
 
 from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from api.schemas.common import Normalization
 from core.models import DispatchStatus, MessageStatus
+from core.segments import Encoding
+from core.stats import RouteCounts
 
 
 class StatusCounts(BaseModel):
@@ -25,12 +29,46 @@ class StatusCounts(BaseModel):
         return cls(**counts, total=sum(counts.values()))
 
 
+class RouteStats(BaseModel):
+    """The messages one send route has, or may have, counted by status: sent and failed ones
+    went through it; a retrying or pending one is pinned to it (its answer was lost to a
+    timeout, so that a failover never sends it twice), as is one that then expired, was
+    cancelled or opted out."""
+
+    route: str = Field(description="The route's name (routes no longer configured included).")
+    messages: StatusCounts = Field(description="Its messages by status.")
+    segments: int = Field(description="SMS parts of the messages counted, each as it went out.")
+    segments_sent: int = Field(
+        description="SMS parts of its sent messages: what the gateway counts."
+    )
+
+    @classmethod
+    def of(cls, counts: RouteCounts) -> list["RouteStats"]:
+        """One per route, by name."""
+        return [
+            cls(
+                route=route,
+                messages=StatusCounts.of({status: n for status, (n, _) in by_status.items()}),
+                segments=sum(segments for _, segments in by_status.values()),
+                segments_sent=by_status.get(MessageStatus.SENT, (0, 0))[1],
+            )
+            for route, by_status in sorted(counts.items())
+        ]
+
+
+ROUTES_DESCRIPTION = (
+    "Its messages that have a send route, per route (by name): every sent message has one, so "
+    "the routes' `sent` add up to `messages.sent`."
+)
+
+
 class DispatchStats(BaseModel):
-    """One dispatch's messages counted by status."""
+    """One dispatch's messages counted by status, and by send route."""
 
     dispatch_id: int
     status: DispatchStatus
     messages: StatusCounts
+    routes: list[RouteStats] = Field(description=ROUTES_DESCRIPTION)
 
 
 class OverallStats(BaseModel):
@@ -38,6 +76,10 @@ class OverallStats(BaseModel):
 
     dispatches: list[DispatchStats]
     totals: StatusCounts
+    routes: list[RouteStats] = Field(
+        description="Every dispatch's messages that have a send route, per route (by name): "
+        "the routes' `sent` add up to `totals.sent`."
+    )
     dispatch_count: int
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next page of dispatches."
@@ -45,11 +87,28 @@ class OverallStats(BaseModel):
 
 
 class AudienceCount(BaseModel):
-    """How many clients a dispatch with this filter would target now."""
+    """How many clients a dispatch with this filter would target now and, given its text, in
+    how many SMS parts (the fields of the text are null without one)."""
 
     clients: int = Field(description="Matching clients, the stop list left out.")
     operator_codes: list[str]
     tags: list[str]
+    characters: int | None = Field(
+        default=None, description="Characters of the text (as stored: normalized if asked)."
+    )
+    encoding: Encoding | None = Field(
+        default=None, description="`GSM-7` or `UCS-2`, as a dispatch's `encoding`."
+    )
+    segments: int | None = Field(default=None, description="SMS parts of each message.")
+    segments_total: int | None = Field(default=None, description="`clients` times `segments`.")
+    max_segments: int | None = Field(
+        default=None,
+        description="MAX_SEGMENTS: a dispatch whose text has more parts is refused (422).",
+    )
+    normalization: Normalization | None = Field(
+        default=None,
+        description="With `normalize_text=true`: what it would change, as in a dispatch's answer.",
+    )
 
 
 class TimelinePoint(BaseModel):

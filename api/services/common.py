@@ -1,8 +1,10 @@
 """What several service modules use: the lookups by id (NotFound when absent), one page of rows,
-the Idempotency-Key check a create and a control command share, and the signal that wakes a
-workflow after a change."""
+the Idempotency-Key check a create and a control command share, the signal that wakes a
+workflow after a change, and a dispatch's text as it would be stored (normalized when asked,
+measured in SMS parts, held to MAX_SEGMENTS)."""
 
 import logging
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,10 +13,12 @@ from temporalio.client import Client as TemporalClient
 from temporalio.service import RPCError
 
 from api.paging import Paging
+from api.schemas.common import Normalization
 from core.contracts.shared import DISPATCH_CHANGED, DispatchChanged
 from core.errors import InvalidRequest, NotFound
 from core.logging import ids
-from core.models import Client, Dispatch, DispatchEvent, IdempotencyKey, Message
+from core.models import TEXT_MAX_LENGTH, Client, Dispatch, DispatchEvent, IdempotencyKey, Message
+from core.segments import Segments, measure, normalize
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +77,52 @@ async def signal_changed(
     except RPCError as error:
         # A finished workflow needs no wake-up; one asleep finds the change when it wakes.
         log.info("%s not signalled: %s", workflow_id, error, extra=ids(dispatch_id=dispatch_id))
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    """A dispatch's text as it would be stored, its SMS size, and what `normalize_text` did
+    (None when it was not asked)."""
+
+    text: str
+    size: Segments
+    normalization: Normalization | None
+
+
+def prepare_text(text: str, *, normalize_text: bool) -> PreparedText:
+    """The text as given, or normalized (core.segments.normalize) when asked, measured."""
+    stored = normalize(text) if normalize_text else text
+    size = measure(stored)
+    normalization = None
+    if normalize_text:
+        before = measure(text)
+        normalization = Normalization(
+            changed=stored != text,
+            encoding_before=before.encoding,
+            encoding=size.encoding,
+            segments_before=before.segments,
+            segments=size.segments,
+        )
+    return PreparedText(text=stored, size=size, normalization=normalization)
+
+
+def storable_text(text: str, *, normalize_text: bool, max_segments: int) -> PreparedText:
+    """The text to store, or InvalidRequest on `text`: more SMS parts than MAX_SEGMENTS, or,
+    once normalized, nothing left or more than TEXT_MAX_LENGTH characters (an ellipsis
+    becomes three dots)."""
+    prepared = prepare_text(text, normalize_text=normalize_text)
+    size = prepared.size
+    if not prepared.text:
+        raise InvalidRequest("nothing is left of it once normalized", field="text")
+    if size.characters > TEXT_MAX_LENGTH:
+        raise InvalidRequest(
+            f"{size.characters} characters once normalized; at most {TEXT_MAX_LENGTH}",
+            field="text",
+        )
+    if size.segments > max_segments:
+        raise InvalidRequest(
+            f"{size.segments} SMS segments ({size.encoding}, {size.characters} characters) "
+            f"exceeds MAX_SEGMENTS={max_segments}",
+            field="text",
+        )
+    return prepared

@@ -5,6 +5,7 @@ alone, sends over time, failure reasons) in `statistics`; its messages in `messa
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.paging import Paging
-from api.schemas.common import Page
+from api.schemas.common import Normalization, Page
 from api.schemas.dispatches import (
     CohortState,
     DispatchCreate,
@@ -31,6 +32,7 @@ from api.schemas.dispatches import (
 from api.schemas.statistics import StatusCounts
 from api.services import common as common_service
 from api.services import control as control_service
+from core.audience import audience_size
 from core.contracts.cohort import CohortProgress
 from core.contracts.dispatch import DispatchInput, DispatchProgress
 from core.contracts.shared import SendOptions, Window, cohort_workflow_id, dispatch_workflow_id
@@ -47,6 +49,7 @@ from core.models import (
     IdempotencyKey,
 )
 from core.search import of_dispatch
+from core.segments import measure
 from core.settings import Settings
 from core.stats import counts_by_dispatch
 from core.windows import stored_window
@@ -58,10 +61,31 @@ log = logging.getLogger(__name__)
 QUERY_TIMEOUT = timedelta(seconds=2)
 
 
-def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPublic:
+@dataclass(frozen=True)
+class Saved:
+    """The dispatch a create or an edit stored, and what its `normalize_text` did (None: not
+    asked)."""
+
+    dispatch: Dispatch
+    normalization: Normalization | None = None
+    replayed: bool = False  # an earlier create with the same Idempotency-Key, returned again
+
+
+def dispatch_public(
+    dispatch: Dispatch,
+    counts: dict[str, int],
+    *,
+    audience: int | None = None,
+    normalization: Normalization | None = None,
+) -> DispatchPublic:
+    """The dispatch as answered. Its `segments_total` counts its messages, or, while it has
+    none, the `audience` the answer to a create carries."""
     stored = Window.of(stored_window(dispatch.window_start, dispatch.window_end))
     window = None if stored is None else WindowSchema(start=stored.start, end=stored.end)
     assert dispatch.id is not None
+    messages = StatusCounts.of(counts)
+    size = measure(dispatch.text)
+    recipients = messages.total if messages.total or audience is None else audience
     return DispatchPublic(
         id=dispatch.id,
         start_at=dispatch.start_at,
@@ -74,9 +98,14 @@ def dispatch_public(dispatch: Dispatch, counts: dict[str, int]) -> DispatchPubli
         delivery=dispatch.delivery,
         status=dispatch.status,
         status_reason=dispatch.status_reason,
+        audience=audience,
+        encoding=size.encoding,
+        segments=size.segments,
+        segments_total=size.segments * recipients,
+        normalization=normalization,
         created_at=dispatch.created_at,
         updated_at=dispatch.updated_at,
-        messages=StatusCounts.of(counts),
+        messages=messages,
     )
 
 
@@ -105,19 +134,26 @@ async def create_dispatch(
     data: DispatchCreate,
     idempotency_key: str | None = None,
     actor: str = Actor.API,
-) -> tuple[Dispatch, bool]:
-    """Stores the dispatch, then starts its workflow; without Temporal nothing is kept. With an
-    Idempotency-Key already used for the same body, the dispatch it made comes back instead
-    (the bool says so)."""
-    request_hash = hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+) -> Saved:
+    """Stores the dispatch (its text normalized when asked, and held to MAX_SEGMENTS), then
+    starts its workflow; without Temporal nothing is kept. With an Idempotency-Key already
+    used for the same body, the dispatch it made comes back instead (`replayed`), with the
+    same `normalization`: it is the request's own."""
+    text = common_service.storable_text(
+        data.text, normalize_text=data.normalize_text, max_segments=settings.max_segments
+    )
+    # A body without normalize_text hashes as it did before the field existed: keys stored
+    # then still match their retries.
+    unasked = set() if data.normalize_text else {"normalize_text"}
+    request_hash = hashlib.sha256(data.model_dump_json(exclude=unasked).encode()).hexdigest()
     if idempotency_key is not None:
         earlier = await common_service.created_before(
             session=session, key=idempotency_key, request_hash=request_hash
         )
         if earlier is not None:
-            return earlier, True
+            return Saved(earlier, text.normalization, replayed=True)
     dispatch = Dispatch(
-        start_at=data.start_at, end_at=data.end_at, text=data.text, delivery=data.delivery
+        start_at=data.start_at, end_at=data.end_at, text=text.text, delivery=data.delivery
     )
     _apply_filter_and_window(dispatch, data.filter, data.window)
     session.add(dispatch)
@@ -139,7 +175,7 @@ async def create_dispatch(
         )
         if earlier is None:
             raise
-        return earlier, True
+        return Saved(earlier, text.normalization, replayed=True)
     try:
         await temporal.start_workflow(
             DispatchWorkflow.run,
@@ -156,7 +192,23 @@ async def create_dispatch(
         await session.commit()
         raise EngineUnavailable("the workflow service is unavailable; try again") from error
     log.info("dispatch created", extra=ids(dispatch_id=dispatch.id))
-    return dispatch, False
+    return Saved(dispatch, text.normalization)
+
+
+async def created_answer(*, session: AsyncSession, saved: Saved) -> DispatchPublic:
+    """The answer to a create: the dispatch with its counts (none yet, unless a replay finds
+    some), how many clients its filter matches now, and what normalize_text did."""
+    dispatch = saved.dispatch
+    assert dispatch.id is not None
+    counts: dict[str, int] = {}
+    if saved.replayed:
+        counts = (await counts_by_dispatch(session=session, dispatch_ids=[dispatch.id]))[
+            dispatch.id
+        ]
+    audience = await audience_size(
+        session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
+    )
+    return dispatch_public(dispatch, counts, audience=audience, normalization=saved.normalization)
 
 
 def _and_list(names: list[str]) -> str:
@@ -170,16 +222,32 @@ async def update_dispatch(
     temporal: TemporalClient,
     dispatch_id: int,
     data: DispatchUpdate,
+    max_segments: int,
     actor: str = Actor.API,
-) -> Dispatch:
+) -> Saved:
     """Before the start any field; running or paused, EDITABLE_WHILE_RUNNING, which the
     workflows read again when signalled (cohorts, deliveries) or at their next send (batches
-    and attempts read the row); after the end, a Conflict."""
+    and attempts read the row); after the end, a Conflict. A new text is normalized when
+    asked (without one, the stored text is) and held to MAX_SEGMENTS."""
     # The row lock orders this edit against the workflow moving the dispatch to running.
     dispatch = await session.get(Dispatch, dispatch_id, with_for_update=True)
     if dispatch is None:
         raise NotFound("dispatch", dispatch_id)
     changes = data.model_dump(exclude_unset=True)
+    changes.pop("normalize_text", None)
+    text = None
+    if data.text is not None or data.normalize_text:
+        try:
+            text = common_service.storable_text(
+                dispatch.text if data.text is None else data.text,
+                normalize_text=data.normalize_text,
+                max_segments=max_segments,
+            )
+        except InvalidRequest:
+            await session.rollback()
+            raise
+        if text.text != dispatch.text:
+            changes.setdefault("text", text.text)
     current = dispatch.status
     if current not in UNFINISHED_DISPATCH_STATUSES:
         await session.rollback()
@@ -198,8 +266,8 @@ async def update_dispatch(
         await session.rollback()
         raise InvalidRequest("end_at must be after start_at")
     dispatch.start_at, dispatch.end_at = start_at, end_at
-    if data.text is not None:
-        dispatch.text = data.text
+    if text is not None:
+        dispatch.text = text.text
     _apply_filter_and_window(dispatch, data.filter, data.window)
     if "window" in changes and data.window is None:
         dispatch.window_start = dispatch.window_end = None
@@ -217,7 +285,7 @@ async def update_dispatch(
     await common_service.signal_changed(
         temporal, dispatch_workflow_id(dispatch_id), "edited", dispatch_id
     )
-    return dispatch
+    return Saved(dispatch, None if text is None else text.normalization)
 
 
 async def delete_dispatch(

@@ -20,11 +20,11 @@ async def list_messages(
     dispatch_id: int,
     status: MessageStatus | None,
     paging: Paging,
+    route: str | None = None,
 ) -> Page[MessagePublic]:
+    """A dispatch's messages by id, of one status and one route if given."""
     await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
-    conditions: list[Any] = [message_t.c.dispatch_id == dispatch_id]
-    if status is not None:
-        conditions.append(message_t.c.status == status)
+    conditions = [message_t.c.dispatch_id == dispatch_id, *_filters(status, route)]
     return await _message_page(session, conditions, paging)
 
 
@@ -34,13 +34,22 @@ async def list_client_messages(
     client_id: int,
     status: MessageStatus | None,
     paging: Paging,
+    route: str | None = None,
 ) -> Page[MessagePublic]:
     """One client's messages across every dispatch, by id."""
     await common_service.get_client(session=session, client_id=client_id)
-    conditions: list[Any] = [message_t.c.client_id == client_id]
+    conditions = [message_t.c.client_id == client_id, *_filters(status, route)]
+    return await _message_page(session, conditions, paging)
+
+
+def _filters(status: MessageStatus | None, route: str | None) -> list[Any]:
+    """Any route name is a filter (one removed from the configuration keeps its history)."""
+    conditions: list[Any] = []
     if status is not None:
         conditions.append(message_t.c.status == status)
-    return await _message_page(session, conditions, paging)
+    if route is not None:
+        conditions.append(message_t.c.route == route)
+    return conditions
 
 
 async def _message_page(

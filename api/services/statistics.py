@@ -1,7 +1,8 @@
 """Reads that answer only numbers, counted over messages or clients: a dispatch's messages by
-status (and every dispatch's, with the totals), sends over time, why a dispatch's messages did
-not go, the remote's error rate, how many clients a filter matches. The admin page reads them
-too. The counting queries the workers share are in `core.stats` and `core.audience`.
+status and by send route (and every dispatch's, with the totals), sends over time, why a
+dispatch's messages did not go, the remote's error rate, how many clients a filter matches and
+in how many SMS parts a text goes. The admin page reads them too. The counting queries the
+workers share are in `core.stats` and `core.audience`.
 
 A dispatch's read that answers numbers alone is here; one that answers the dispatch itself, its
 events or its workflow's progress is in `dispatches`, and its messages in `messages`."""
@@ -19,6 +20,7 @@ from api.schemas.statistics import (
     FailureReason,
     OverallStats,
     RemoteHealth,
+    RouteStats,
     StatusCounts,
     TimelinePoint,
 )
@@ -32,47 +34,79 @@ from core.models import (
     message_t,
     utcnow,
 )
-from core.stats import counts_by_dispatch, total_counts
+from core.stats import (
+    counts_by_dispatch,
+    route_counts_by_dispatch,
+    total_counts,
+    total_route_counts,
+)
 
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
 
 
 async def dispatch_stats(*, session: AsyncSession, dispatch_id: int) -> DispatchStats:
-    """One dispatch's messages counted by status."""
+    """One dispatch's messages counted by status, and by send route."""
     dispatch = await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
     counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
+    routes = await route_counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
     return DispatchStats(
         dispatch_id=dispatch_id,
         status=dispatch.status,
         messages=StatusCounts.of(counts[dispatch_id]),
+        routes=RouteStats.of(routes[dispatch_id]),
     )
 
 
 async def overall_stats(*, session: AsyncSession, paging: Paging) -> OverallStats:
-    """A page of dispatches by id with their counts, and totals over every message."""
+    """A page of dispatches by id with their counts (by status and by route), and totals over
+    every message."""
     query = paging.select(sa.select(dispatch_t.c.id, dispatch_t.c.status), dispatch_t.c.id)
     dispatches, next_cursor = paging.cut(list(await session.execute(query)), common_service.row_id)
-    counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in dispatches])
+    ids = [d.id for d in dispatches]
+    counts = await counts_by_dispatch(session=session, dispatch_ids=ids)
+    routes = await route_counts_by_dispatch(session=session, dispatch_ids=ids)
     dispatch_count = (
         await session.execute(sa.select(sa.func.count()).select_from(Dispatch))
     ).scalar_one()
     return OverallStats(
         dispatches=[
-            DispatchStats(dispatch_id=d.id, status=d.status, messages=StatusCounts.of(counts[d.id]))
+            DispatchStats(
+                dispatch_id=d.id,
+                status=d.status,
+                messages=StatusCounts.of(counts[d.id]),
+                routes=RouteStats.of(routes[d.id]),
+            )
             for d in dispatches
         ],
         totals=StatusCounts.of(await total_counts(session=session)),
+        routes=RouteStats.of(await total_route_counts(session=session)),
         dispatch_count=dispatch_count,
         next_cursor=next_cursor,
     )
 
 
 async def audience_count(
-    *, session: AsyncSession, operator_codes: list[str], tags: list[str]
+    *,
+    session: AsyncSession,
+    operator_codes: list[str],
+    tags: list[str],
+    text: str | None = None,
+    normalize_text: bool = False,
+    max_segments: int | None = None,
 ) -> AudienceCount:
-    """Clients a dispatch with this filter would target now (the stop list left out)."""
+    """Clients a dispatch with this filter would target now (the stop list left out) and,
+    given a text, its SMS parts as a create would store it (normalized when asked)."""
     clients = await audience_size(session=session, operator_codes=operator_codes, tags=tags)
-    return AudienceCount(clients=clients, operator_codes=operator_codes, tags=tags)
+    count = AudienceCount(clients=clients, operator_codes=operator_codes, tags=tags)
+    if text is not None:
+        prepared = common_service.prepare_text(text, normalize_text=normalize_text)
+        count.characters = prepared.size.characters
+        count.encoding = prepared.size.encoding
+        count.segments = prepared.size.segments
+        count.segments_total = clients * prepared.size.segments
+        count.max_segments = max_segments
+        count.normalization = prepared.normalization
+    return count
 
 
 async def timeline(

@@ -210,3 +210,74 @@ async def test_the_root_leads_to_the_admin_page(api_app: FastAPI) -> None:
     async with api_client(api_app) as client:
         response = await client.get("/")
         assert response.status_code == 307 and response.headers["location"] == "/admin"
+
+
+async def test_the_pages_show_routes_and_sms_parts(api_app: FastAPI, db: Database) -> None:
+    from core.models import send_route_t
+    from tests.factories import make_routed_messages
+
+    dispatch = await make_dispatch(db, text="Привет")
+    clients = [await make_client(db) for _ in range(2)]
+    await make_routed_messages(
+        db, dispatch, [(clients[0], "sent", "default", 1), (clients[1], "pending", None, None)]
+    )
+    now = datetime.now(UTC)
+    async with db.sessions() as session:
+        await session.execute(
+            sa.insert(send_route_t).values(
+                name="default",
+                state="open",
+                since=now,
+                down_since=now,
+                probe_at=now,
+                last_error="connection refused",
+                last_error_at=now,
+            )
+        )
+        await session.commit()
+    async with signed_in(api_app) as client:
+        overview = (await client.get("/admin")).text
+        routes = overview.split('id="routes"')[1].split("</table>")[0]
+        assert "default" in routes and "route-open" in routes
+        assert "connection refused" in routes
+        page = (await client.get(f"/admin/dispatches/{dispatch.id}")).text
+        assert '<th scope="col">Route</th><th scope="col">SMS parts</th>' in page
+        assert "<td>default</td><td>1</td>" in page
+        assert "6 characters · 1 SMS part (UCS-2) each, 2 for its 2 messages" in page
+        only = await client.get(f"/admin/dispatches/{dispatch.id}", params={"route": "default"})
+        assert "1 messages through default" in only.text
+        retired = await client.get(f"/admin/dispatches/{dispatch.id}", params={"route": "old"})
+        assert "0 messages through old" in retired.text
+
+
+async def test_the_form_counts_sms_parts_and_normalizes(api_app: FastAPI, db: Database) -> None:
+    async with signed_in(api_app) as client:
+        form = (await client.get("/admin/dispatches/new")).text
+        assert "0 characters · 1 SMS part (GSM-7)" in form
+        size = await client.get("/admin/text-size", params={"text": "Ж" * 200})
+        assert "200 characters · 3 SMS parts (UCS-2)" in size.text
+        assert 'id="text-length"' in size.text and "over" not in size.text
+        quoted = {"text": "“Hi” — " + "x" * 70, "normalize_text": "on"}
+        normalized = await client.get("/admin/text-size", params=quoted)
+        assert "77 characters · 1 SMS part (GSM-7), normalized from 2 (UCS-2)" in normalized.text
+        long = await client.get("/admin/text-size", params={"text": "Ж" * 800})
+        assert "12 SMS parts (UCS-2) · over MAX_SEGMENTS=10" in long.text
+
+        values = {
+            "csrf": csrf_of(form),
+            "zone": "Europe/Moscow",
+            "start_at": "2031-01-01T10:00",
+            "end_at": "2031-01-02T10:00",
+            "text": "Ж" * 800,
+            "all": "on",
+        }
+        refused = await client.post("/admin/dispatches", data=values)
+        assert refused.status_code == 422
+        assert "<strong>text</strong>: 12 SMS segments (UCS-2, 800 characters)" in refused.text
+        assert "over MAX_SEGMENTS=10" in refused.text  # the counter, as it was sent
+        made = await client.post(
+            "/admin/dispatches", data={**values, "text": "“Sale” — now", "normalize_text": "on"}
+        )
+        assert made.status_code == 303, made.text
+        page = await client.get(made.headers["location"])
+        assert "&#34;Sale&#34; - now" in page.text and "(GSM-7)" in page.text

@@ -280,3 +280,165 @@ async def test_a_database_outage_is_not_ready_but_alive(
         assert ready.json()["database"].startswith("unavailable")
         assert ready.json()["temporal"] == "ok"
         assert (await api.get("/livez")).json() == {"status": "ok"}
+
+
+RUSSIAN = ("Распродажа в воскресенье: скидки до пятидесяти процентов на всё. " * 4)[:200]
+
+
+async def test_a_dispatch_says_its_encoding_and_segments(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    for _ in range(2):
+        await make_client(db, phone=None, operator_code="916", tag="vip")
+    assert len(RUSSIAN) == 200
+    created = (await api.post(DISPATCHES, json=payload(text=RUSSIAN))).json()
+    assert (created["encoding"], created["segments"]) == ("UCS-2", 3)
+    # No messages yet: the audience it matches now, times the parts.
+    assert (created["audience"], created["segments_total"]) == (2, 6)
+    assert created["normalization"] is None
+    fetched = (await api.get(f"{DISPATCHES}/{created['id']}")).json()
+    assert (fetched["segments"], fetched["segments_total"]) == (3, 0)  # its messages: none
+    latin = (await api.post(DISPATCHES, json=payload(text="x" * 161))).json()
+    assert (latin["encoding"], latin["segments"]) == ("GSM-7", 2)
+    listed = (await api.get(DISPATCHES)).json()["items"]
+    assert [(d["encoding"], d["segments"]) for d in listed] == [("UCS-2", 3), ("GSM-7", 2)]
+
+    async with db.sessions() as session:
+        from core.models import Message
+
+        clients = (await session.execute(sa.text("SELECT id FROM client"))).scalars().all()
+        session.add_all(Message(dispatch_id=created["id"], client_id=c) for c in clients)
+        await session.commit()
+    laid_out = (await api.get(f"{DISPATCHES}/{created['id']}")).json()
+    assert laid_out["segments_total"] == 6
+
+
+async def test_a_text_over_max_segments_is_refused(
+    api: httpx.AsyncClient, api_app: FastAPI
+) -> None:
+    assert api_app.state.settings.max_segments == 10
+    long = ("Ж" * 800, "text: 12 SMS segments (UCS-2, 800 characters) exceeds MAX_SEGMENTS=10")
+    response = await api.post(DISPATCHES, json=payload(text=long[0]))
+    assert response.status_code == 422, response.text
+    assert response.json() == {
+        "detail": long[1],
+        "errors": [{"field": "text", "message": long[1].removeprefix("text: ")}],
+    }
+    # 10 full UCS-2 parts pass; one more character does not.
+    assert (await api.post(DISPATCHES, json=payload(text="Ж" * 670))).status_code == 201
+    created = (await api.post(DISPATCHES, json=payload())).json()
+    url = f"{DISPATCHES}/{created['id']}"
+    edited = await api.patch(url, json={"text": "Ж" * 671})
+    assert edited.status_code == 422
+    assert edited.json()["errors"][0]["field"] == "text"
+    assert "11 SMS segments (UCS-2, 671 characters)" in edited.json()["detail"]
+    assert (await api.get(url)).json()["text"] == "Sale on Sunday"
+
+    # The limit is the app's setting.
+    app = create_app(api_app.state.settings.model_copy(update={"max_segments": 2}))
+    async with app.router.lifespan_context(app), api_client(app) as strict:
+        refused = await strict.post(DISPATCHES, json=payload(text=RUSSIAN))
+        assert "3 SMS segments (UCS-2, 200 characters) exceeds MAX_SEGMENTS=2" in refused.text
+
+
+QUOTED = "“Sale” on Sunday — don\u2019t miss it… " + "Everything in the shop is half price. " * 2
+
+
+async def test_normalize_text_makes_it_gsm7_and_says_so(api: httpx.AsyncClient) -> None:
+    assert len(QUOTED) > 70
+    plain = (await api.post(DISPATCHES, json=payload(text=QUOTED))).json()
+    assert (plain["encoding"], plain["segments"], plain["text"]) == ("UCS-2", 2, QUOTED)
+    body = payload(text=QUOTED, normalize_text=True)
+    headers = {"Idempotency-Key": "normalized-1"}
+    response = await api.post(DISPATCHES, json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["text"].startswith('"Sale" on Sunday - don\'t miss it... ')
+    assert (created["encoding"], created["segments"]) == ("GSM-7", 1)
+    assert created["normalization"] == {
+        "changed": True,
+        "encoding_before": "UCS-2",
+        "encoding": "GSM-7",
+        "segments_before": 2,
+        "segments": 1,
+    }
+    # A replay answers the same, normalization included.
+    again = await api.post(DISPATCHES, json=body, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == created
+    # Asked on a Russian text: nothing to replace, and it stays UCS-2.
+    russian = (await api.post(DISPATCHES, json=payload(text=RUSSIAN, normalize_text=True))).json()
+    assert russian["normalization"] == {
+        "changed": False,
+        "encoding_before": "UCS-2",
+        "encoding": "UCS-2",
+        "segments_before": 3,
+        "segments": 3,
+    }
+    assert russian["text"] == RUSSIAN
+    # Normalized, then held to MAX_SEGMENTS and TEXT_MAX_LENGTH.
+    dots = await api.post(DISPATCHES, json=payload(text="…" * 400, normalize_text=True))
+    assert dots.status_code == 422
+    assert dots.json()["errors"] == [
+        {"field": "text", "message": "1200 characters once normalized; at most 1000"}
+    ]
+    gone = await api.post(DISPATCHES, json=payload(text="\u200b", normalize_text=True))
+    assert gone.status_code == 422 and "nothing is left" in gone.json()["detail"]
+
+
+async def test_an_edit_normalizes_the_new_or_the_stored_text(api: httpx.AsyncClient) -> None:
+    created = (await api.post(DISPATCHES, json=payload(text=QUOTED))).json()
+    url = f"{DISPATCHES}/{created['id']}"
+    kept = (await api.patch(url, json={"end_at": payload()["end_at"]})).json()
+    assert kept["normalization"] is None and kept["text"] == QUOTED
+    normalized = (await api.patch(url, json={"normalize_text": True})).json()
+    assert normalized["text"].startswith('"Sale"')
+    assert normalized["normalization"]["changed"] is True
+    assert normalized["normalization"]["encoding"] == "GSM-7"
+    unchanged = (await api.patch(url, json={"normalize_text": True})).json()
+    assert unchanged["normalization"] == {
+        "changed": False,
+        "encoding_before": "GSM-7",
+        "encoding": "GSM-7",
+        "segments_before": 1,
+        "segments": 1,
+    }
+    fresh = (await api.patch(url, json={"text": "«Hi»", "normalize_text": True})).json()
+    assert fresh["text"] == '"Hi"' and fresh["normalization"]["encoding_before"] == "UCS-2"
+    events = (await api.get(f"{url}/events")).json()["items"]
+    assert [e["details"] for e in events[1:]] == [
+        {"fields": ["end_at"]},
+        {"fields": ["text"]},
+        {"fields": []},
+        {"fields": ["text"]},
+    ]
+
+
+async def test_an_audience_preview_measures_a_text(api: httpx.AsyncClient, db: Database) -> None:
+    for _ in range(3):
+        await make_client(db, tag="vip")
+    plain = (await api.get("/api/v1/stats/audience", params={"tag": "vip"})).json()
+    assert plain["segments"] is None and plain["encoding"] is None
+    measured = await api.get("/api/v1/stats/audience", params={"tag": "vip", "text": RUSSIAN})
+    assert measured.status_code == 200, measured.text
+    assert {k: measured.json()[k] for k in ("clients", "characters", "encoding")} == {
+        "clients": 3,
+        "characters": 200,
+        "encoding": "UCS-2",
+    }
+    assert (measured.json()["segments"], measured.json()["segments_total"]) == (3, 9)
+    assert measured.json()["max_segments"] == 10 and measured.json()["normalization"] is None
+    normalized = (
+        await api.get(
+            "/api/v1/stats/audience",
+            params={"tag": "vip", "text": QUOTED, "normalize_text": "true"},
+        )
+    ).json()
+    assert (normalized["encoding"], normalized["segments"]) == ("GSM-7", 1)
+    assert normalized["segments_total"] == 3
+    assert normalized["normalization"]["encoding_before"] == "UCS-2"
+    # Over MAX_SEGMENTS is measured, not refused: the form shows it before the create does.
+    long = (await api.get("/api/v1/stats/audience", params={"text": "Ж" * 800})).json()
+    assert (long["segments"], long["max_segments"]) == (12, 10)
+    bad = await api.get("/api/v1/stats/audience", params={"text": "a\u0000"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "text"

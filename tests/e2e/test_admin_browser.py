@@ -209,15 +209,24 @@ async def test_an_operators_morning(
         "tags": "demo",
     }
 
-    def fill_form_and_shoot() -> str:
+    # The text's size comes from the server as it is typed: characters, SMS parts, encoding.
+    size = f"{len(fields['text'])} characters · 1 SMS part (GSM-7)"
+
+    def fill_form_and_shoot() -> None:
         browser.get(f"{base}/admin/dispatches/new")
         for element_id, value in fields.items():
             fill(browser, element_id, value)
         wait_for(browser, lambda b: "2 clients match" in b.find_element(By.ID, "audience").text)
+        wait_for(browser, lambda b: b.find_element(By.ID, "text-length").text == size)
         shoot(browser, "dispatch-form")
-        return str(browser.find_element(By.ID, "text-length").text)
+        fill(browser, "text", "«Доброе утро» — " + "x" * 60)
+        wait_for(
+            browser, lambda b: "2 SMS parts (UCS-2)" in b.find_element(By.ID, "text-length").text
+        )
+        fill(browser, "text", fields["text"])
+        wait_for(browser, lambda b: b.find_element(By.ID, "text-length").text == size)
 
-    assert await run(fill_form_and_shoot) == f"{len(fields['text'])} / 1000"
+    await run(fill_form_and_shoot)
     dispatch_id = await run(lambda: create_dispatch(browser, base, fields))
     # No reload: the page's live part polls until the dispatch is done.
     await run(lambda: wait_for(browser, lambda b: status_shown(b) == "completed", seconds=60))
@@ -233,6 +242,20 @@ async def test_an_operators_morning(
         }
     )
     assert counts == answer["messages"] and answer["messages"]["sent"] == 2
+
+    def message_rows() -> list[tuple[str, str]]:
+        browser.refresh()
+        table = wait_for(browser, lambda b: b.find_elements(By.ID, "messages"))[0]
+        heads = [cell.text for cell in table.find_elements(By.CSS_SELECTOR, "th")]
+        route, parts = heads.index("Route"), heads.index("SMS parts")
+        rows = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        ]
+        return [(cells[route], cells[parts]) for cells in rows]
+
+    # Every message went through the one route, in one part.
+    assert await run(message_rows) == [("default", "1"), ("default", "1")]
 
     # Another dispatch waits for a window hours away: pause, resume, cancel from its page.
     moscow = now.astimezone(ZoneInfo("Europe/Moscow"))
@@ -278,6 +301,8 @@ async def test_an_operators_morning(
     await run(lambda: shoot(browser, "overview"))
     overview = await run(lambda: text(browser))
     assert "3 messages in all" in overview
+    routes = await run(lambda: browser.find_element(By.ID, "routes").text)
+    assert "default closed" in routes
 
     # A reader: no create button, and the server refuses the action if sent anyway.
     reader = await run(chrome)

@@ -50,7 +50,8 @@ def smtp_port() -> Iterator[int]:
 
 
 async def yesterdays_messages(db: Database) -> int:
-    """Three messages of one dispatch whose status changed yesterday: two sent, one failed."""
+    """Three messages of one dispatch whose status changed yesterday: two sent, one failed,
+    all through the route `default`, in 2 SMS parts each."""
     clients = [await make_client(db) for _ in range(3)]
     dispatch = await make_dispatch(db)
     messages = await make_messages(db, dispatch, clients, cohort="all")
@@ -62,7 +63,13 @@ async def yesterdays_messages(db: Database) -> int:
             await session.execute(
                 sa.update(message_t)
                 .where(message_t.c.id == message.id)
-                .values(status=status, last_error=error, updated_at=yesterday)
+                .values(
+                    status=status,
+                    last_error=error,
+                    updated_at=yesterday,
+                    route="default",
+                    segments=2,
+                )
             )
         await session.commit()
     assert dispatch.id is not None
@@ -144,3 +151,7 @@ async def test_report_is_mailed_and_waits_out_an_smtp_outage(
     total_line = next(line for line in parts["text/plain"].splitlines() if "total" in line)
     # pending, retrying, sent, failed, expired, cancelled, opted_out
     assert total_line.split()[1:] == ["0", "0", "2", "1", "0", "0", "0"]
+    # Per route: sent, failed, segments sent.
+    lines = parts["text/plain"].splitlines()
+    assert lines[lines.index("By route:") + 2].split() == ["default", "2", "1", "4"]
+    assert "<tr><td>default</td><td>2</td><td>1</td><td>4</td></tr>" in parts["text/html"]

@@ -1,0 +1,288 @@
+"""The dispatch form, new and edit: its fields to and from the API's body, its previews (the
+clients its filter matches, its text's characters and SMS parts), and its submissions through
+the same service functions as the API. Included before `dispatches`, whose routes take an id
+or a command where these have `new` and `edit`."""
+
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from api.admin.common import (
+    SessionUser,
+    admin_router,
+    back,
+    error_status,
+    form_errors,
+    render,
+    split_list,
+)
+from api.admin.session import AdminSession, check_csrf
+from api.deps import SessionDep, SettingsDep, TemporalClientDep
+from api.errors import ErrorItem
+from api.schemas.common import FILTER_MAX_ITEMS
+from api.schemas.dispatches import DispatchCreate, DispatchUpdate
+from api.services import common as common_service
+from api.services import dispatches as dispatches_service
+from api.services import statistics as statistics_service
+from core.auth import Permission
+from core.contracts.shared import DeliveryShape
+from core.errors import DomainError
+from core.models import (
+    EDITABLE_WHILE_RUNNING,
+    TEXT_MAX_LENGTH,
+    DispatchStatus,
+    utcnow,
+)
+from core.settings import Settings
+from core.windows import RUSSIA_ZONES
+
+router = admin_router()
+
+# The zones the form offers to read and show its times in; it starts in the service's default
+# zone (DEFAULT_TIMEZONE), offered too when it is none of these.
+FORM_ZONES = (*RUSSIA_ZONES, "UTC")
+
+
+def _local_input(value: datetime, zone: str) -> str:
+    return value.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%dT%H:%M")
+
+
+def _dispatch_defaults(zone: str) -> dict[str, Any]:
+    start = utcnow() + timedelta(minutes=1)
+    return {
+        "start_at": _local_input(start, zone),
+        "end_at": _local_input(start + timedelta(days=1), zone),
+        "zone": zone,
+        "text": "",
+        "tags": "",
+        "codes": "",
+        "all": False,
+        "window_start": "",
+        "window_end": "",
+        "delivery": DeliveryShape.COHORTS.value,
+        "normalize_text": False,
+    }
+
+
+def _dispatch_form_page(
+    request: Request,
+    session: AdminSession,
+    values: dict[str, Any],
+    errors: list[ErrorItem],
+    dispatch: Any,
+    settings: Settings,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The dispatch form: a new one (`dispatch` None) or an edit, with the errors it met."""
+    zone = settings.default_timezone
+    zones = FORM_ZONES if zone in FORM_ZONES else (zone, *FORM_ZONES)
+    return render(
+        request,
+        "dispatch_form.html",
+        session,
+        status_code,
+        values=values,
+        errors=errors,
+        zones=zones,
+        dispatch=dispatch,
+        **_text_size(values["text"], values["normalize_text"], settings.max_segments),
+    )
+
+
+def _text_size(text: str, normalize_text: bool, max_segments: int) -> dict[str, Any]:
+    """What `_text_size.html` shows: the text's characters and SMS parts as a create would
+    store it (the service measures, as for the API)."""
+    prepared = common_service.prepare_text(text, normalize_text=normalize_text)
+    return {
+        "size": prepared.size,
+        "normalization": prepared.normalization,
+        "max_segments": max_segments,
+    }
+
+
+def _dispatch_form(form: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        name: str(form.get(name, "")).strip()
+        for name in (
+            "start_at",
+            "end_at",
+            "zone",
+            "tags",
+            "codes",
+            "window_start",
+            "window_end",
+            "delivery",
+        )
+    }
+    values["text"] = str(form.get("text", ""))
+    values["all"] = form.get("all") == "on"
+    values["normalize_text"] = form.get("normalize_text") == "on"
+    return values
+
+
+def _instant(local: str, zone: str) -> str | None:
+    """A datetime-local value read in `zone`, as ISO 8601 with its offset (None if empty)."""
+    if not local:
+        return None
+    try:
+        naive = datetime.fromisoformat(local)
+        return naive.replace(tzinfo=ZoneInfo(zone or "UTC")).isoformat()
+    except (ValueError, KeyError):
+        return local  # the model names what is wrong with it
+
+
+def _dispatch_body(values: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "start_at": _instant(values["start_at"], values["zone"]),
+        "end_at": _instant(values["end_at"], values["zone"]),
+        "text": values["text"],
+        "filter": {
+            "tags": split_list(values["tags"]),
+            "operator_codes": split_list(values["codes"]),
+            "all": values["all"],
+        },
+        "delivery": values["delivery"] or DeliveryShape.COHORTS.value,
+        "normalize_text": values["normalize_text"],
+    }
+    if values["window_start"] or values["window_end"]:
+        body["window"] = {"start": values["window_start"], "end": values["window_end"]}
+    return body
+
+
+@router.get("/dispatches/new")
+async def new_dispatch(
+    request: Request, session: SessionUser, settings: SettingsDep
+) -> HTMLResponse:
+    session.require(Permission.DISPATCHES_WRITE)
+    defaults = _dispatch_defaults(settings.default_timezone)
+    return _dispatch_form_page(request, session, defaults, [], None, settings)
+
+
+@router.get("/audience")
+async def audience_preview(
+    request: Request, session: SessionUser, db: SessionDep, tags: str = "", codes: str = ""
+) -> HTMLResponse:
+    """htmx: how many clients the form's filter matches now."""
+    session.require(Permission.DISPATCHES_READ)
+    count = await statistics_service.audience_count(
+        session=db,
+        operator_codes=split_list(codes)[:FILTER_MAX_ITEMS],
+        tags=split_list(tags)[:FILTER_MAX_ITEMS],
+    )
+    return render(request, "_audience.html", session, count=count)
+
+
+@router.get("/text-size")
+async def text_size(
+    request: Request,
+    session: SessionUser,
+    settings: SettingsDep,
+    text: str = "",
+    normalize_text: str = "",
+) -> HTMLResponse:
+    """htmx: the form's text in characters and SMS parts (normalized when ticked)."""
+    session.require(Permission.DISPATCHES_READ)
+    size = _text_size(text[:TEXT_MAX_LENGTH], normalize_text == "on", settings.max_segments)
+    return render(request, "_text_size.html", session, **size)
+
+
+@router.post("/dispatches")
+async def create_dispatch(
+    request: Request,
+    session: SessionUser,
+    db: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalClientDep,
+) -> Response:
+    session.require(Permission.DISPATCHES_WRITE)
+    await check_csrf(request, session)
+    values = _dispatch_form(await request.form())
+    try:
+        data = DispatchCreate.model_validate(_dispatch_body(values))
+        saved = await dispatches_service.create_dispatch(
+            session=db,
+            temporal=temporal,
+            settings=settings,
+            data=data,
+            actor=session.principal.subject,
+        )
+    except (ValidationError, DomainError) as error:
+        return _dispatch_form_page(
+            request,
+            session,
+            values,
+            form_errors(error),
+            None,
+            settings,
+            error_status(error),
+        )
+    return back(f"/admin/dispatches/{saved.dispatch.id}", "dispatch created")
+
+
+@router.get("/dispatches/{dispatch_id}/edit")
+async def edit_dispatch(
+    request: Request, dispatch_id: int, session: SessionUser, db: SessionDep, settings: SettingsDep
+) -> HTMLResponse:
+    session.require(Permission.DISPATCHES_WRITE)
+    dispatch = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
+    public = dispatches_service.dispatch_public(dispatch, {})
+    zone = settings.default_timezone
+    values = _dispatch_defaults(zone)
+    values.update(
+        start_at=_local_input(dispatch.start_at, zone),
+        end_at=_local_input(dispatch.end_at, zone),
+        text=dispatch.text,
+        tags=", ".join(dispatch.tags),
+        codes=", ".join(dispatch.operator_codes),
+        all=dispatch.target_all,
+        window_start=public.window.start if public.window else "",
+        window_end=public.window.end if public.window else "",
+        delivery=dispatch.delivery,
+    )
+    return _dispatch_form_page(request, session, values, [], public, settings)
+
+
+@router.post("/dispatches/{dispatch_id}/edit")
+async def update_dispatch(
+    request: Request,
+    dispatch_id: int,
+    session: SessionUser,
+    db: SessionDep,
+    temporal: TemporalClientDep,
+    settings: SettingsDep,
+) -> Response:
+    session.require(Permission.DISPATCHES_WRITE)
+    await check_csrf(request, session)
+    dispatch = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
+    public = dispatches_service.dispatch_public(dispatch, {})
+    values = _dispatch_form(await request.form())
+    body = _dispatch_body(values)
+    if dispatch.status != DispatchStatus.SCHEDULED:
+        # A running or paused dispatch edits only what the workflows read again.
+        kept = EDITABLE_WHILE_RUNNING | {"normalize_text"}
+        body = {key: value for key, value in body.items() if key in kept}
+    try:
+        data = DispatchUpdate.model_validate(body)
+        await dispatches_service.update_dispatch(
+            session=db,
+            temporal=temporal,
+            dispatch_id=dispatch_id,
+            data=data,
+            max_segments=settings.max_segments,
+            actor=session.principal.subject,
+        )
+    except (ValidationError, DomainError) as error:
+        return _dispatch_form_page(
+            request,
+            session,
+            values,
+            form_errors(error),
+            public,
+            settings,
+            error_status(error),
+        )
+    return back(f"/admin/dispatches/{dispatch_id}", "saved")
