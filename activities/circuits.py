@@ -70,7 +70,8 @@ _OPEN = sa.text(
 _REOPEN = sa.text(
     """
     UPDATE send_route SET state = 'open', since = now(),
-        probe_at = now() + make_interval(secs => least(:initial * 2 ^ (failed_probes + 1), :max)),
+        probe_at = now() + make_interval(
+            secs => greatest(least(:initial * 2 ^ (failed_probes + 1), :max), :asked)),
         failed_probes = failed_probes + 1, last_error = :error, last_error_at = now()
     WHERE name = :name AND state = 'probing'
     RETURNING failed_probes, probe_at, extract(epoch FROM probe_at - now())
@@ -207,8 +208,12 @@ class Circuits:
                 "route %s closed: its gateway answers again (down since %s)", name, down_since
             )
 
-    async def down(self, name: str, admission: Admission, error: str) -> None:
-        """A failure that shows the gateway down (refused, reset, 5xx, 429, timeout)."""
+    async def down(
+        self, name: str, admission: Admission, error: str, retry_after: float | None = None
+    ) -> None:
+        """A failure that shows the gateway down (refused, reset, 5xx, 429, timeout); a 429's
+        Retry-After puts the next probe no sooner."""
+        asked = retry_after or 0.0
         self._failures[name] += 1
         self._health[name].last_error = error
         if admission == Admission.PROBE:
@@ -219,6 +224,7 @@ class Circuits:
                         {
                             "name": name,
                             "initial": self.probe_initial,
+                            "asked": asked,
                             "max": self.probe_max,
                             "error": error,
                         },
@@ -244,7 +250,8 @@ class Circuits:
         async with self.sessions() as session:
             opened = (
                 await session.execute(
-                    _OPEN, {"name": name, "wait": self.probe_initial, "error": error}
+                    _OPEN,
+                    {"name": name, "wait": max(self.probe_initial, asked), "error": error},
                 )
             ).scalar_one_or_none()
             await session.commit()

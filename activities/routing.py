@@ -206,7 +206,7 @@ class Router:
                 # The gateway answered: it is up, whatever it said of the message.
                 await self.circuits.answered(gateway.name, admission)
             else:
-                await self.circuits.down(gateway.name, admission, str(error))
+                await self.circuits.down(gateway.name, admission, str(error), error.retry_after)
             if error is None:
                 metrics.SEGMENTS_SENT.labels(gateway.name).inc(ticket.segments)
                 return Attempt(ticket.segments, gateway.name, None, requested_at, gateway.name)
