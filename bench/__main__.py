@@ -2,10 +2,16 @@
 
 One stack for the whole run, in a temporary data directory on free ports. In order: HTTP
 clients against the simulator (if bench.http_clients is there), the ceiling of one child
-workflow per client, one dispatch to every client per remote latency, the audience run (a
+workflow per client, one dispatch to every client per remote latency, with right after the
+0 ms one the same dispatch through two routes (`--routes`, bench.routes: SEND_ROUTES of two
+routes to two named gateways of the simulator, split by operator code; "routes: 2 routes, 0 ms
+/ 1 route, 0 ms = x.xx" and each route's messages), the outage run (--outage), the failover
+runs (`--failover`, bench.failover: two routes serving everyone, the first gateway down for a
+few seconds, refusing, and with `--failover-modes 503,hang` hanging too: the seconds to the
+second route and back, the duplicates at each gateway, the ids at both), the audience run (a
 bulk import, then reads and big writes with a million messages), and the zone run (--zones).
-The workers and the API are restarted before each dispatch so that each one's peak memory is
-its own. A table goes to stdout, JSON to bench/results/.
+`--only` picks some of them. The workers and the API are restarted before each dispatch so
+that each one's peak memory is its own. A table goes to stdout, JSON to bench/results/.
 
 Workers: `--workers N` runs N worker processes (all polling both task queues, each with its own
 log worker-<n>.log and metrics port); `--workers 1,3` measures each dispatch scenario once per
@@ -14,7 +20,7 @@ count, in that order, on the same stack; `--compare-one` adds a 1-worker run bef
 worker's sent messages and share (its `mailing_messages_finished_total{status="sent"}`), the
 most requests in flight at the gateway, and, for a run of more than one worker with a 1-worker
 run of the same latency, `scale: N workers / 1 worker = x.xx` (messages/s POST->completed).
-The outage, zone and audience runs use the largest count.
+The two-route, outage, failover, zone and audience runs use the largest count.
 
 Cost: for each dispatch, its Temporal Cloud actions (bench/actions.py says how they are
 counted) from every history of its workflows, heartbeats from the dev server's `action` metric
@@ -41,6 +47,7 @@ import httpx
 from bench import data
 from bench.audience import run_audience
 from bench.ceiling import run_ceiling
+from bench.failover import MODES, FailoverSettings, Mode, run_failover
 from bench.figures import BenchReport, DispatchFigures, DispatchScenario
 from bench.http_bench import run_http_clients
 from bench.memory import PeakRss
@@ -48,6 +55,7 @@ from bench.outage import run_outage
 from bench.remote import SimulatorControl
 from bench.report import RESULTS_DIR, machine_facts, write_results, write_table
 from bench.rig import Rig
+from bench.routes import split_routes
 from bench.run import run_dispatch
 from bench.stack import BenchStack, connect_temporal, wait_until_ready
 from bench.zones import ZoneRunSettings, run_zones
@@ -62,6 +70,18 @@ T = TypeVar("T")
 # The "delivery" values of POST /api/v1/dispatches (the API refuses others, or ignores the field
 # if it predates it).
 SHAPES = ("cohorts", "per_client")
+
+# What --only may name, in the order they run.
+SCENARIOS = (
+    "http-clients",
+    "ceiling",
+    "dispatches",
+    "routes",
+    "outage",
+    "failover",
+    "audience",
+    "zones",
+)
 
 RESTARTS = (
     "workers and API restarted before each dispatch scenario (per-scenario peak RSS); "
@@ -91,6 +111,27 @@ def worker_counts(args: argparse.Namespace) -> list[int]:
     """The worker counts each dispatch scenario runs with, in order, without repeats."""
     counts: list[int] = [1, *args.workers] if args.compare_one else list(args.workers)
     return list(dict.fromkeys(counts))
+
+
+def _modes(value: str) -> list[Mode]:
+    modes = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"failover modes are {', '.join(MODES)}, not {unknown}")
+    return [mode for mode in MODES if mode in modes]
+
+
+def _only(value: str) -> set[str]:
+    names = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = sorted(names - set(SCENARIOS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"scenarios are {', '.join(SCENARIOS)}, not {value!r}")
+    return names
+
+
+def wanted(args: argparse.Namespace, scenario: str, switched_on: bool) -> bool:
+    """Whether a scenario runs: named in --only, or, without --only, its own switch."""
+    return scenario in args.only if args.only is not None else switched_on
 
 
 def _env_pair(value: str) -> tuple[str, str]:
@@ -138,7 +179,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N[,N...]",
         help="worker processes (each polling both task queues, its own metrics port and log "
         "worker-<n>.log); a list (e.g. 1,3) runs each dispatch scenario once per count, in "
-        "that order; the outage, zone and audience runs use the largest (default 1)",
+        "that order; the 2-route, outage, failover, zone and audience runs use the largest "
+        "(default 1)",
     )
     parser.add_argument(
         "--compare-one",
@@ -179,6 +221,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="seconds of remote outage in the middle of a dispatch of --clients (0: skip)",
     )
+    parser.add_argument(
+        "--routes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='the two-route dispatch ("2 routes, 0 ms"): --clients at 0 ms with SEND_ROUTES of '
+        "two routes to two gateways, split by operator code, against the 1-route run at 0 ms",
+    )
+    parser.add_argument(
+        "--failover",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the failover runs: routes a and b (priorities 1, 2) serving everyone, gateway a "
+        "down for --failover-outage seconds a quarter into a dispatch",
+    )
+    parser.add_argument(
+        "--failover-modes",
+        type=_modes,
+        default=["503"],
+        metavar="MODE[,MODE]",
+        help='how gateway a is down, one run each: "503" (refuses), "hang" (holds each send '
+        "past the send timeout: about 35 s more) (default 503)",
+    )
+    parser.add_argument("--failover-clients", type=int, default=10_000)
+    parser.add_argument(
+        "--failover-latency", type=float, default=150.0, help="ms, of both gateways"
+    )
+    parser.add_argument("--failover-outage", type=float, default=5.0, help="seconds")
+    parser.add_argument(
+        "--only",
+        type=_only,
+        default=None,
+        metavar="SCENARIO[,...]",
+        help=f"run only these, whatever the other switches say: {', '.join(SCENARIOS)} "
+        "(outage still needs --outage SECONDS); e.g. --only dispatches,routes --latencies 0",
+    )
     parser.add_argument("--no-http-clients", action="store_true", help="skip the HTTP clients")
     parser.add_argument(
         "--audience-rows",
@@ -196,6 +273,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     settings = {key: value for key, value in vars(args).items() if key != "service_env"}
     settings["results_dir"] = str(args.results_dir)
+    settings["only"] = None if args.only is None else sorted(args.only)
     settings["service_env"] = dict(args.service_env)
     return settings
 
@@ -222,14 +300,14 @@ async def run_bench(
 
 
 async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) -> None:
-    if not args.no_http_clients:
+    if wanted(args, "http-clients", not args.no_http_clients):
         report.http_clients = await _guarded(
             rig,
             report,
             "http clients",
             run_http_clients(simulator=rig.simulator, send_api_url=rig.stack.send_api_url),
         )
-    if args.ceiling_children > 0:
+    if wanted(args, "ceiling", args.ceiling_children > 0):
         report.ceiling = await _guarded(
             rig,
             report,
@@ -245,24 +323,16 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
             ),
         )
     counts = worker_counts(args)
-    for latency in args.latencies:
+    routes_pending = wanted(args, "routes", args.routes)
+    latencies = args.latencies if wanted(args, "dispatches", True) else []
+    for latency in latencies:
         measured: list[DispatchFigures] = []
         for workers in counts:
-            scenario = DispatchScenario(
-                clients=args.clients,
-                latency_ms=latency,
-                shape=args.shape,
-                send_concurrency=args.send_concurrency,
-                timeout_s=args.timeout,
-                end_after_hours=args.end_hours,
-                workers=workers,
-                count_actions=not args.no_actions,
-            )
             figures = await _guarded(
                 rig,
                 report,
                 f"dispatch at {latency:g} ms on {workers} worker(s)",
-                run_dispatch(rig, scenario),
+                run_dispatch(rig, _dispatch_scenario(args, latency_ms=latency, workers=workers)),
             )
             if figures is not None:
                 measured.append(figures)
@@ -272,19 +342,45 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
             for figures in measured:
                 if figures.scenario.workers > 1:
                     set_scale(figures, one_worker)
+        if latency == 0 and routes_pending:
+            # Right after the 1-route run it is compared with: the same server, as warm.
+            await _two_routes(rig, args, report)
+            routes_pending = False
+    if routes_pending:
+        await _two_routes(rig, args, report)
     rig.stack.workers = max(counts)
-    if args.outage > 0:
+    if wanted(args, "outage", True) and args.outage > 0:
         report.outage = await _guarded(
             rig,
             report,
             "outage run",
             run_outage(rig, clients=args.clients, outage_s=args.outage, timeout_s=args.timeout),
         )
-    if args.audience_rows > 0:
+    if wanted(args, "failover", args.failover):
+        for mode in args.failover_modes:
+            failover = await _guarded(
+                rig,
+                report,
+                f"failover run ({mode})",
+                run_failover(
+                    rig,
+                    FailoverSettings(
+                        clients=args.failover_clients,
+                        latency_ms=args.failover_latency,
+                        outage_s=args.failover_outage,
+                        mode=mode,
+                        timeout_s=args.timeout,
+                        workers=max(counts),
+                    ),
+                ),
+            )
+            if failover is not None:
+                report.failovers.append(failover)
+    if wanted(args, "audience", args.audience_rows > 0):
         report.audience = await _guarded(
             rig, report, "audience run", run_audience(rig, rows=args.audience_rows)
         )
-    if args.zones:
+    if wanted(args, "zones", args.zones):
         # Last: its deleted dispatch leaves children asleep on the server until their window.
         report.zones = await _guarded(
             rig,
@@ -301,6 +397,57 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
                 ),
             ),
         )
+
+
+def _dispatch_scenario(
+    args: argparse.Namespace,
+    *,
+    latency_ms: float,
+    workers: int,
+    routes: list[dict[str, Any]] | None = None,
+) -> DispatchScenario:
+    return DispatchScenario(
+        clients=args.clients,
+        latency_ms=latency_ms,
+        shape=args.shape,
+        send_concurrency=args.send_concurrency,
+        timeout_s=args.timeout,
+        end_after_hours=args.end_hours,
+        workers=workers,
+        count_actions=not args.no_actions,
+        routes=routes,
+    )
+
+
+async def _two_routes(rig: Rig, args: argparse.Namespace, report: BenchReport) -> None:
+    """The 0 ms dispatch through two routes split by operator code, on the most workers."""
+    workers = max(worker_counts(args))
+    scenario = _dispatch_scenario(
+        args, latency_ms=0.0, workers=workers, routes=split_routes(rig, args.clients)
+    )
+    figures = await _guarded(
+        rig, report, "dispatch through 2 routes at 0 ms", run_dispatch(rig, scenario)
+    )
+    if figures is None:
+        return
+    report.dispatches.append(figures)
+    one_route = next(
+        (
+            f
+            for f in report.dispatches
+            if not f.routes and f.scenario.latency_ms == 0 and f.scenario.workers == workers
+        ),
+        None,
+    )
+    if one_route is not None:
+        set_route_ratio(figures, one_route)
+
+
+def set_route_ratio(figures: DispatchFigures, one_route: DispatchFigures) -> None:
+    """messages/s (POST->completed) against the 1-route run; None unless both completed."""
+    figures.one_route_dispatch_id = one_route.dispatch_id
+    if figures.messages_per_s and one_route.messages_per_s:
+        figures.vs_one_route = round(figures.messages_per_s / one_route.messages_per_s, 2)
 
 
 def set_scale(figures: DispatchFigures, one_worker: DispatchFigures) -> None:

@@ -60,6 +60,15 @@ class DispatchScenario:
     end_after_hours: float
     workers: int = 1  # worker processes, all polling both task queues
     count_actions: bool = True  # read every history of the dispatch for its actions
+    # SEND_ROUTES of the workers (bench.routes), each to a named gateway of the simulator;
+    # None: no SEND_ROUTES, the one route `default` to the simulator's root gateway.
+    routes: list[dict[str, Any]] | None = None
+
+    @property
+    def name(self) -> str:
+        """E.g. "1 route, 0 ms" or "2 routes, 0 ms"."""
+        count = len(self.routes) if self.routes else 1
+        return f"{count} route{'s' if count > 1 else ''}, {self.latency_ms:g} ms"
 
 
 @dataclass
@@ -69,6 +78,25 @@ class WorkerShare:
     worker: str  # worker-<n>
     sent: int | None  # mailing_messages_finished_total{status="sent"}; None: not read
     share_pct: float | None  # of the sent messages of every worker together
+
+
+@dataclass
+class RouteShare:
+    """One route's part of a dispatch: its gateway's counters and the messages recorded on it."""
+
+    route: str
+    gateway: str  # the simulator's gateway it posts to
+    # The clients it serves (a client must match both); None: any.
+    operator_codes: list[str] | None
+    prefixes: list[str] | None
+    priority: int
+    received: int  # requests at its gateway, refused ones included
+    accepted: int  # 200s of its gateway, duplicates included
+    unique_accepted: int
+    duplicates: int
+    max_in_flight: int
+    sent: int  # messages of the dispatch `sent` with message.route = this route
+    share_pct: float | None  # of the gateways' accepted messages together
 
 
 @dataclass
@@ -124,6 +152,12 @@ class DispatchFigures:
     # messages_per_s over that of the 1-worker run of the same latency in this bench run
     scale_vs_one_worker: float | None = None
     one_worker_dispatch_id: int | None = None
+    # With SEND_ROUTES: one per route (`remote` is then the sum of their gateways, its
+    # max_in_flight the sum of their peaks); messages_per_s over that of the 1-route run of the
+    # same latency and worker count in this bench run.
+    routes: list[RouteShare] = field(default_factory=list)
+    vs_one_route: float | None = None
+    one_route_dispatch_id: int | None = None
 
 
 @dataclass
@@ -190,5 +224,6 @@ class BenchReport:
     dispatches: list[DispatchFigures] = field(default_factory=list)
     zones: ZoneRunFigures | None = None
     outage: Any = None  # bench.outage.OutageFigures
+    failovers: list[Any] = field(default_factory=list)  # bench.failover.FailoverFigures
     audience: Any = None  # bench.audience.AudienceFigures
     errors: list[str] = field(default_factory=list)

@@ -15,6 +15,7 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.actions import KINDS as ACTION_KINDS
 from bench.actions import USD_PER_MILLION_ACTIONS
+from bench.failover import failover_lines
 from bench.figures import (
     ActionFigures,
     BenchReport,
@@ -23,6 +24,7 @@ from bench.figures import (
     DispatchFigures,
     HistoryFigures,
     RemoteFigures,
+    RouteShare,
     ZoneRunFigures,
 )
 from bench.outage import outage_lines
@@ -149,6 +151,16 @@ def _share(result: DispatchFigures, index: int) -> str:
     return f"{share.sent} ({_num(share.share_pct, ' %')})"
 
 
+def _route_share(result: DispatchFigures, index: int) -> str:
+    if index >= len(result.routes):
+        return "(default)" if not result.routes and index == 0 else ""
+    share = result.routes[index]
+    return (
+        f"{share.route}: {share.accepted} ({_num(share.share_pct, ' %')}), "
+        f"{share.duplicates} dup, {share.sent} sent"
+    )
+
+
 def _scale(result: DispatchFigures) -> str:
     if result.scale_vs_one_worker is None:
         return "-"
@@ -202,6 +214,7 @@ def _action_rows(results: Sequence[DispatchFigures]) -> list[list[str]]:
 def dispatch_table(results: Sequence[DispatchFigures]) -> str:
     header = ["", *(f"#{r.dispatch_id}" for r in results)]
     rows: list[list[str]] = [
+        ["scenario", *(r.scenario.name for r in results)],
         ["clients", *(str(r.scenario.clients) for r in results)],
         ["latency", *(f"{r.scenario.latency_ms:g} ms" for r in results)],
         ["shape asked", *(r.scenario.shape or "(not sent)" for r in results)],
@@ -227,6 +240,15 @@ def dispatch_table(results: Sequence[DispatchFigures]) -> str:
     rows += [
         [f"  worker-{i + 1} sent (share)", *(_share(r, i) for r in results)] for i in range(most)
     ]
+    most_routes = max((len(r.routes) for r in results), default=0)
+    if most_routes:
+        rows += [
+            [
+                f"  route {i + 1}: accepted (share), dup, sent",
+                *(_route_share(r, i) for r in results),
+            ]
+            for i in range(most_routes)
+        ]
     rows += [
         ["max in flight at the gateway", *(str(r.remote.max_in_flight) for r in results)],
         ["scale vs 1 worker (messages/s)", *(_scale(r) for r in results)],
@@ -244,6 +266,47 @@ def scale_lines(results: Sequence[DispatchFigures]) -> list[str]:
         for r in results
         if r.scale_vs_one_worker is not None
     ]
+
+
+def route_lines(results: Sequence[DispatchFigures]) -> list[str]:
+    """For each run with routes: its rate against the 1-route run, and its routes' parts."""
+    lines = []
+    for r in results:
+        if not r.routes:
+            continue
+        if r.vs_one_route is not None:
+            one = next(x for x in results if x.dispatch_id == r.one_route_dispatch_id)
+            lines.append(
+                f"routes: {r.scenario.name} / {one.scenario.name} = {r.vs_one_route:.2f} "
+                f"(#{r.dispatch_id} vs #{one.dispatch_id}: {_num(r.messages_per_s)} vs "
+                f"{_num(one.messages_per_s)} messages/s, {r.scenario.clients} clients, "
+                f"{r.scenario.workers} worker(s))"
+            )
+        accepted = sum(share.accepted for share in r.routes)
+        sent = sum(share.sent for share in r.routes)
+        parts = "; ".join(
+            f"{share.route} ({_serves(share)}): {share.accepted} at its gateway, "
+            f"{share.sent} sent on it"
+            for share in r.routes
+        )
+        adds_up = "add up" if accepted == sent == r.messages else "DO NOT add up"
+        lines.append(
+            f"  #{r.dispatch_id} per route: {parts}; {accepted} accepted and {sent} sent "
+            f"{adds_up} to the dispatch's {r.messages} messages"
+        )
+    return lines
+
+
+def _serves(share: RouteShare) -> str:
+    parts = []
+    for what, keys in (("codes", share.operator_codes), ("prefixes", share.prefixes)):
+        if not keys:
+            continue
+        if len(keys) > 2 and int(keys[-1]) - int(keys[0]) == len(keys) - 1:
+            parts.append(f"{what} {keys[0]}-{keys[-1]}")
+        else:
+            parts.append(f"{what} {', '.join(keys)}")
+    return " and ".join(parts) or "everyone"
 
 
 def action_notes(results: Sequence[DispatchFigures]) -> list[str]:
@@ -371,9 +434,12 @@ def render(report: BenchReport) -> str:
         lines += [*ceiling_lines(report.ceiling), ""]
     if report.dispatches:
         lines += ["Dispatches to every client:", dispatch_table(report.dispatches)]
-        lines += [*scale_lines(report.dispatches), *action_notes(report.dispatches), ""]
+        lines += [*scale_lines(report.dispatches), *route_lines(report.dispatches)]
+        lines += [*action_notes(report.dispatches), ""]
     if report.outage is not None:
         lines += [*outage_lines(report.outage), ""]
+    for failover in report.failovers:
+        lines += [*failover_lines(failover), ""]
     if report.zones is not None:
         lines += [*zone_lines(report.zones), ""]
     if report.audience is not None:

@@ -44,9 +44,11 @@ async def prepare(
     zones: Sequence[str],
     latency_ms: float,
     workers: int | None = None,
+    service_env: dict[str, str] | None = None,
 ) -> float:
     """Fresh tables with `clients` clients, fresh workers and API, zeroed peaks and counters.
-    `workers`: how many worker processes from now on (None: as many as before). Returns the
+    `workers`: how many worker processes from now on (None: as many as before); `service_env`:
+    settings of the workers and the API for this scenario only (e.g. SEND_ROUTES). Returns the
     seconds the bulk insert took.
 
     The worker and the API are restarted so that each scenario's peak memory is its own:
@@ -60,6 +62,7 @@ async def prepare(
     log.info("%d clients inserted in %.1f s", clients, insert_s)
     if workers is not None:
         rig.stack.workers = workers
+    rig.stack.scenario_env = dict(service_env or {})
     await asyncio.to_thread(rig.stack.restart_services)
     await wait_until_ready(rig.stack, rig.temporal)
     await rig.simulator.prepare(latency_ms=latency_ms)

@@ -1,6 +1,8 @@
 """One measured dispatch: N clients, one dispatch to all of them, from the POST to completed,
-on `scenario.workers` worker processes; then each worker's share (its /metrics) and the
-dispatch's actions (its histories, and the server's counter over it)."""
+on `scenario.workers` worker processes (with `scenario.routes`, through those routes to named
+gateways of the simulator); then each worker's share (its /metrics), each route's (its
+gateway's counters, and the messages recorded on it) and the dispatch's actions (its
+histories, and the server's counter over it)."""
 
 import logging
 import time
@@ -13,6 +15,7 @@ from bench.actions import dispatch_actions, settle
 from bench.figures import ActionFigures, DispatchFigures, DispatchScenario, WorkerShare
 from bench.history import CLIENT_SAMPLE, dispatch_history
 from bench.rig import Rig, await_completed, create_dispatch, delete_dispatch, dispatch_body, prepare
+from bench.routes import prepare_gateways, route_shares, routes_env
 from bench.scrape import ServerCounters, messages_sent, settled_server_counters
 from bench.stack import NAMESPACE
 
@@ -26,7 +29,10 @@ async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
         zones=[data.DEFAULT_ZONE],
         latency_ms=scenario.latency_ms,
         workers=scenario.workers,
+        service_env=routes_env(scenario.routes) if scenario.routes else None,
     )
+    if scenario.routes:
+        await prepare_gateways(rig, scenario.routes, latency_ms=scenario.latency_ms)
     now = datetime.now(UTC)
     body = dispatch_body(
         start_at=now,
@@ -34,9 +40,9 @@ async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
         shape=scenario.shape,
     )
     log.info(
-        "dispatch to %d clients at %g ms (shape %s) on %d worker(s)",
+        "dispatch to %d clients (%s, shape %s) on %d worker(s)",
         scenario.clients,
-        scenario.latency_ms,
+        scenario.name,
         scenario.shape or "not sent",
         scenario.workers,
     )
@@ -60,6 +66,8 @@ async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
         completed=completed,
         elapsed=elapsed,
     )
+    if scenario.routes:
+        figures.routes, figures.remote = await route_shares(rig, dispatch_id, scenario.routes)
     # Before the next restart: each worker's counters are its own since it started.
     figures.workers = await worker_shares(rig)
     if scenario.count_actions:

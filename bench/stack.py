@@ -92,6 +92,9 @@ class BenchStack:
         self.logs = data_dir / "logs"
         self.send_concurrency = send_concurrency
         self.extra_env = extra_env
+        # Settings of the current scenario only (e.g. SEND_ROUTES); `prepare` sets them before
+        # each restart, over `extra_env`.
+        self.scenario_env: dict[str, str] = {}
         self.memory = memory
         self.workers = workers
         self.ports = Ports.free()
@@ -126,6 +129,10 @@ class BenchStack:
         """The worker processes running now, in order."""
         return list(self.worker_metrics_ports)
 
+    def log_path(self, name: str) -> Path:
+        """The log of a process; every process of that name appends to it."""
+        return self.logs / f"{name}.log"
+
     def worker_metrics_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.worker_metrics_ports[name]}/metrics"
 
@@ -156,7 +163,7 @@ class BenchStack:
             "WORKER_METRICS_PORT": "0",
             "WORKER_SDK_METRICS_PORT": "0",
         }
-        return env | self.extra_env
+        return env | self.extra_env | self.scenario_env
 
     def start(self) -> None:
         """Starts every server; blocking, a minute at most."""
@@ -242,7 +249,7 @@ class BenchStack:
                 )
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
-        path = self.logs / f"{name}.log"
+        path = self.log_path(name)
         if not path.exists():
             return ""
         return f"--- {path}\n{path.read_text(errors='replace')[-chars:]}"
@@ -251,7 +258,7 @@ class BenchStack:
         self, name: str, command: list[str], extra_env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as out:
+        with self.log_path(name).open("ab") as out:
             process = subprocess.Popen(
                 command,
                 env=self.env() | (extra_env or {}),
