@@ -347,7 +347,10 @@ class Batch:
             return after(MessageStatus.FAILED, error=verdict.error)
         delay = verdict.retry_after or self.input.retry_delay_seconds
         self.handoffs.append(Handoff(row.id, row.client_id, row.timezone, delay_seconds=delay))
-        self.consecutive_failures += 1
+        # A failure while another route that may serve the client is up (a gateway that hangs
+        # with its messages, say) says nothing of whether the dispatch can send.
+        if not attempt.others_up:
+            self.consecutive_failures += 1
         if self.consecutive_failures >= self.input.breaker_failures and self.stopped is None:
             self.stop(SendOutcome.REMOTE_DOWN)
             self.tripping = asyncio.create_task(self._trip())

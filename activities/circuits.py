@@ -121,6 +121,13 @@ class Circuits:
     def state(self, name: str) -> CircuitState:
         return self._health[name].state
 
+    def probe_in(self, name: str) -> float | None:
+        """Seconds until the route may be probed (None: it is closed)."""
+        health = self._health[name]
+        if health.state == CircuitState.CLOSED or health.probe_at is None:
+            return None
+        return max(0.0, (health.probe_at - datetime.now(UTC)).total_seconds())
+
     def why_down(self, name: str) -> str:
         """What the route last failed with, for the record of a message it could not take."""
         return f"route {name} is {self._health[name].state}: {self._health[name].last_error}"
@@ -151,14 +158,18 @@ class Circuits:
             for state in CircuitState:
                 metrics.ROUTE_STATE.labels(name, state).set(int(state == health.state))
 
-    async def admit(self, name: str) -> Admission | None:
-        """Whether a request may go through the route now, and as what (None: it may not)."""
+    async def admit(self, name: str, *, last: bool = True) -> Admission | None:
+        """Whether a request may go through the route now, and as what (None: it may not).
+        `last`: the request has no other route to go to."""
         await self.refresh()
         health = self._health[name]
         probe = self._probes.get(name)
         if probe is not None:
-            # This process is probing the route: its other requests wait for the answer
-            # rather than fail over or give up on a gateway that may well be back.
+            if not last:
+                # Another route may take it now: no waiting on a gateway that may hang.
+                return None
+            # This process is probing the route, the request's only one: it waits for the
+            # answer rather than give up on a gateway that may well be back.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.probe_lease):
                     await probe.wait()
@@ -193,9 +204,10 @@ class Circuits:
             probe.set()
 
     async def answered(self, name: str, admission: Admission) -> None:
-        """The gateway answered (whatever it said): it is up."""
+        """The gateway answered (whatever it said). A probe's answer closes the circuit; the
+        answer of a request sent before it opened says nothing of the gateway now."""
         self._failures[name] = 0
-        if admission == Admission.NORMAL and self._health[name].state == CircuitState.CLOSED:
+        if admission != Admission.PROBE:
             return
         async with self.sessions() as session:
             down_since = (await session.execute(_CLOSE, {"name": name})).scalar_one_or_none()
@@ -243,7 +255,8 @@ class Circuits:
                 )
             self._probed(name)
             return
-        if self._failures[name] < self.failures_to_open:
+        failures = self._failures[name]
+        if failures < self.failures_to_open:
             return
         if self._health[name].state != CircuitState.CLOSED:
             return
@@ -268,7 +281,7 @@ class Circuits:
                 "route %s opened after %d failures in a row (%s): its traffic goes to the "
                 "next route",
                 name,
-                self._failures[name],
+                failures,
                 error,
             )
 

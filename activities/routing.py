@@ -25,7 +25,7 @@ from core import metrics
 from core.db import SessionFactory
 from core.logging import ids
 from core.models import OPEN_MESSAGE_STATUSES
-from core.routes import RateUnit, Route
+from core.routes import CircuitState, RateUnit, Route
 from core.rules import Action, Decision
 from core.segments import measure
 from core.settings import Settings
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 NO_ROUTE_SERVES = "no route serves this number"
 NO_HEALTHY_ROUTE = "no healthy route: every route that may serve this number is down"
+# The least a message pinned to a route that is down waits before its next try.
+PINNED_RETRY_MIN_SECONDS = 0.5
 
 
 @dataclass
@@ -80,6 +82,9 @@ class Attempt:
     via: str | None = None
     # The rules kept the message back after a failover's wait for a cap.
     decision: Decision | None = None
+    # A failed send: whether another route that may serve the client is up now (then the
+    # failure says nothing of whether the dispatch can send: its breaker does not count it).
+    others_up: bool = False
 
 
 class Router:
@@ -162,7 +167,8 @@ class Router:
     async def _admit(self, ticket: Ticket, candidates: list[Gateway]) -> None:
         ticket.waited = False
         for index, gateway in enumerate(candidates):
-            admission = await self.circuits.admit(gateway.name)
+            last = index == len(candidates) - 1
+            admission = await self.circuits.admit(gateway.name, last=last)
             if admission is None:
                 continue
             ticket.gateway, ticket.admission = gateway, admission
@@ -215,7 +221,10 @@ class Router:
                 # which the message's record names); our credentials refused pin nothing.
                 keeps = error.maybe_taken or ticket.pinned or error.permanent
                 route = gateway.name if keeps else None
-                return Attempt(ticket.segments, route, error, requested_at, gateway.name)
+                others_up = self._others_up(row, gateway.name)
+                return Attempt(
+                    ticket.segments, route, error, requested_at, gateway.name, others_up=others_up
+                )
             last = error
             await self._admit(ticket, ticket.rest)
             if ticket.gateway is not None:
@@ -234,9 +243,25 @@ class Router:
                     return Attempt(ticket.segments, decision=decision)
         if last is None:
             down = "; ".join(self.circuits.why_down(g.name) for g in ticket.candidates)
-            last = RemoteError(f"{NO_HEALTHY_ROUTE} ({down})", kind="no_route")
-        error = last
-        return Attempt(ticket.segments, None, error, requested_at, via)
+            # A message its route may have waits for that route's probe, no longer (its
+            # delivery's backoff alone could keep it for minutes after the route is back).
+            wait = self.circuits.probe_in(ticket.candidates[0].name) if ticket.pinned else None
+            last = RemoteError(
+                f"{NO_HEALTHY_ROUTE} ({down})",
+                kind="no_route",
+                retry_after=None if wait is None else max(PINNED_RETRY_MIN_SECONDS, wait),
+            )
+        others_up = self._others_up(row, via)
+        return Attempt(ticket.segments, None, last, requested_at, via, others_up=others_up)
+
+    def _others_up(self, row: Any, failed: str | None) -> bool:
+        """Whether a route other than `failed` that may serve the client is closed now."""
+        return any(
+            gateway.name != failed
+            and self.circuits.state(gateway.name) == CircuitState.CLOSED
+            and gateway.route.serves(row.phone, row.operator_code)
+            for gateway in self.gateways
+        )
 
     async def _post(self, gateway: Gateway, row: Any) -> RemoteError | None:
         """One request; the gateway's error, if any. Anything else than its answer (a closed
