@@ -1,7 +1,8 @@
 """Writes of message outcomes: one message, or a batch's outcomes in one statement.
 
 The one home of the rule every writer follows: a final status is never reopened, except by
-`sent`, which wins over anything set meanwhile (the remote has the message).
+`sent`, which wins over anything set meanwhile (the remote has the message) but for
+`delivered` and `undelivered`, which a receipt made of a send already recorded.
 """
 
 import logging
@@ -75,8 +76,11 @@ async def record_attempt(
 ) -> None:
     """A send of the message came to this outcome: a request went out (`attempted`), through
     `route` (kept when None), carrying `segments`."""
+    # Sent wins over anything set meanwhile, but for what a receipt made of it since.
     condition = (
-        sa.true() if status == MessageStatus.SENT else message_t.c.status.in_(OPEN_MESSAGE_STATUSES)
+        message_t.c.status.not_in([MessageStatus.DELIVERED, MessageStatus.UNDELIVERED])
+        if status == MessageStatus.SENT
+        else message_t.c.status.in_(OPEN_MESSAGE_STATUSES)
     )
     async with sessions() as session:
         await session.execute(
@@ -127,7 +131,9 @@ _RECORD_OUTCOMES = sa.text(
         CAST(:errors AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:hand_off AS boolean[]),
         CAST(:routes AS text[]), CAST(:segments AS smallint[])
     ) AS v(id, status, attempted, error, sent_at, hand_off, route, segments)
-    WHERE m.id = v.id AND (v.status = 'sent' OR m.status IN ('pending', 'retrying'))
+    WHERE m.id = v.id AND (
+        (v.status = 'sent' AND m.status NOT IN ('delivered', 'undelivered'))
+        OR m.status IN ('pending', 'retrying'))
     """
 )
 

@@ -1,5 +1,6 @@
 """The FastAPI application: routers under /api/v1, Temporal and the database set up once."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from api import metrics as api_metrics
@@ -15,7 +17,8 @@ from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
 from api.imports.reading import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
-from api.routers import clients, dispatches, health, routes, stats
+from api.routers import clients, dispatches, health, receipts, routes, stats
+from api.services import receipts as receipts_service
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
@@ -69,10 +72,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except RPCError as error:
         log.warning("search attributes not registered: %s", error)
     log.info("API ready: Temporal at %s", settings.temporal_target)
+    waiting = asyncio.create_task(apply_waiting_receipts(app.state.database))
     try:
         yield
     finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
         await app.state.database.dispose()
+
+
+# Receipts that came before their send was recorded are applied this often.
+WAITING_RECEIPTS_SECONDS = 1.0
+
+
+async def apply_waiting_receipts(database: Database) -> None:
+    """Applies, for as long as the API runs, the receipts that waited for their send."""
+    while True:
+        try:
+            async with database.sessions() as session:
+                while await receipts_service.apply_waiting(session=session):
+                    pass
+        except (OSError, SQLAlchemyError) as error:
+            log.warning("waiting receipts not applied this time: %s", error)
+        await asyncio.sleep(WAITING_RECEIPTS_SECONDS)
 
 
 # Domain errors as HTTP answers; service code never raises HTTP errors itself.
@@ -102,7 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = Verifier(settings)
     install_docs(app, settings)
     install_openapi(app, settings)
-    for router in (clients.router, dispatches.router, stats.router, routes.router):
+    for router in (
+        clients.router,
+        dispatches.router,
+        stats.router,
+        routes.router,
+        receipts.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     install_admin(app)

@@ -47,6 +47,8 @@ class Permission(StrEnum):
     DISPATCHES_READ = "dispatches:read"  # dispatches, their messages and events, statistics
     DISPATCHES_WRITE = "dispatches:write"  # create, edit, delete
     DISPATCHES_CONTROL = "dispatches:control"  # pause, resume, cancel
+    # Only posts delivery receipts: for a gateway's callback, which needs no other power.
+    RECEIPTS_WRITE = "receipts:write"
 
 
 ALL_PERMISSIONS = frozenset(Permission)

@@ -32,6 +32,24 @@ MESSAGES_WAITING = Gauge(
     "Pending messages of running dispatches whose client's window is closed now (at scrape).",
 )
 
+RECEIPTS = Counter(
+    "mailing_receipts",
+    "Delivery receipts posted, by the part's status, its route (empty when not given) and what "
+    "became of it (applied, waiting, duplicate, out_of_date, unknown).",
+    ["status", "route", "outcome"],
+)
+MESSAGES_RECEIPTED = Counter(
+    "mailing_messages_receipted",
+    "Messages that receipts made delivered or undelivered, by status and route.",
+    ["status", "route"],
+)
+RECEIPT_DELAY_SECONDS = Histogram(
+    "mailing_receipt_delay_seconds",
+    "From a message's send to the receipt that decided it (as the gateway dates it), by route.",
+    ["route"],
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600),
+)
+
 # Workers
 SEND_ATTEMPTS = Counter(
     "mailing_send_attempts",

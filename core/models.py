@@ -54,6 +54,10 @@ class MessageStatus(StrEnum):
     PENDING = "pending"
     RETRYING = "retrying"
     SENT = "sent"
+    # The gateway's receipt: the phone got it (every part of it), or could not (a part
+    # undelivered, expired or rejected; the reason in last_error). Both went out as `sent` did.
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
@@ -79,11 +83,15 @@ UNFINISHED_DISPATCH_STATUSES = (
 EDITABLE_WHILE_RUNNING = frozenset({"end_at", "text", "window"})
 FINAL_MESSAGE_STATUSES = (
     MessageStatus.SENT,
+    MessageStatus.DELIVERED,
+    MessageStatus.UNDELIVERED,
     MessageStatus.FAILED,
     MessageStatus.EXPIRED,
     MessageStatus.CANCELLED,
     MessageStatus.OPTED_OUT,
 )
+# The messages that went out to a gateway: sent, and what their receipts made of them.
+WENT_OUT_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 DELIVERY_SHAPES = ("cohorts", "per_client")
 
 
@@ -243,6 +251,8 @@ class Message(SQLModel, table=True):
     )
     # The SMS parts of the text that went out (see core.segments).
     segments: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    # When the receipt that made it delivered or undelivered says that happened.
+    receipt_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     sent_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
@@ -352,6 +362,30 @@ message_route_count_t = sa.Table(
     sa.Column("n", sa.BigInteger, nullable=False),
     sa.Column("segments", sa.BigInteger, nullable=False),
     sa.Index("ix_message_route_count_dispatch_id", "dispatch_id", "route"),
+)
+
+# Each part's delivery receipt, as the gateway posted it (api.services.receipts): applied to its
+# message at once when its send is recorded, else kept (`applied` false) until it is.
+message_receipt_t = sa.Table(
+    "message_receipt",
+    SQLModel.metadata,
+    sa.Column(
+        "message_id",
+        sa.BigInteger,
+        sa.ForeignKey("message.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("part", sa.SmallInteger, primary_key=True),
+    sa.Column("parts", sa.SmallInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(200), nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("route", sa.String(ROUTE_NAME_MAX_LENGTH), nullable=True),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("applied", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_message_receipt_waiting", "message_id", postgresql_where=sa.text("NOT applied")),
 )
 
 # Core table handles for bulk statements (activities, statistics).

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import MessageStatus, message_t
+from core.models import WENT_OUT_STATUSES, MessageStatus, message_t
 
 # Failure reasons listed, the most frequent first.
 TOP_REASONS = 20
@@ -73,15 +73,17 @@ async def gather(session: AsyncSession, *, day: date, timezone: str) -> ReportFi
         .where(
             *in_day,
             message_t.c.route.is_not(None),
-            message_t.c.status.in_([MessageStatus.SENT, MessageStatus.FAILED]),
+            message_t.c.status.in_([*WENT_OUT_STATUSES, MessageStatus.FAILED]),
         )
         .group_by(message_t.c.route, message_t.c.status)
         .order_by(message_t.c.route)
     )
     for route, status, count, segments in routes:
         day_of = figures.by_route.setdefault(route, RouteDay())
-        if status == MessageStatus.SENT:
-            day_of.sent, day_of.segments_sent = count, int(segments)
+        if status in WENT_OUT_STATUSES:
+            # Went out: sent, and what the receipts made of it since.
+            day_of.sent += count
+            day_of.segments_sent += int(segments)
         else:
             day_of.failed = count
     reasons = await session.execute(

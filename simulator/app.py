@@ -2,13 +2,15 @@
 
 One app serves several gateways on one port: the root routes are the gateway `default`, and
 `/gateways/{name}/...` the same routes of gateway `name`, each with its own switches and counters.
+A gateway with `receipts_url` set posts delivery receipts there (simulator.receipts).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -136,6 +138,9 @@ async def _answer_send(state: SimulatorState, msg_id: str, request: Request) -> 
 
     if outcome is Outcome.OK:
         state.note_accepted(msg)
+        if state.config.receipts_url is not None:
+            # Queues them, or posts them before the answer (receipt_before_answer_rate).
+            await state.receipts.accepted(msg, text)
         if state.config.accept_then_hang:
             # Taken, and the phone gets it: only the acknowledgement is late, or never arrives.
             await asyncio.sleep(state.config.hang_seconds)
@@ -218,6 +223,21 @@ def _control_router(gateway: Callable[..., Awaitable[SimulatorState]]) -> APIRou
             return JSONResponse({"code": 404, "message": "after_id not accepted"}, status_code=404)
         return [{"msg_id": m, "accepted_at": at, "text": text} for at, m, text in log]
 
+    @router.get("/_sim/receipts", tags=["control"], response_model=dict[str, str])
+    async def receipts(
+        state: GatewayDep,
+        after_id: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> dict[str, str] | JSONResponse:
+        """Final receipt status by msgId, in the order decided; after_id starts after that msgId."""
+        try:
+            outcomes = state.receipts.outcomes(after_id=after_id, limit=limit)
+        except KeyError:
+            return JSONResponse(
+                {"code": 404, "message": "after_id has no receipt"}, status_code=404
+            )
+        return {str(msg_id): status for msg_id, status in outcomes.items()}
+
     @router.get("/_sim/config", tags=["control"])
     async def get_config(state: GatewayDep) -> SimulatorConfig:
         """The current behaviour switches."""
@@ -264,13 +284,22 @@ def create_app(
     """A new simulator app, sharing nothing with any other.
 
     `app.state.gateways` holds its gateways (Gateways), `app.state.simulator` the default one;
-    `config` is the default gateway's; a gateway not in `gateway_tokens` takes `token`.
+    `config` is the default gateway's; a gateway not in `gateway_tokens` takes `token`. Its
+    lifespan's end stops the receipt posters (`await app.state.gateways.aclose()` without it).
     """
     gateways = Gateways(token=token, tokens=gateway_tokens, config=config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Servers run with lifespan="off" (the tests') call gateways.aclose() themselves.
+        await gateways.aclose()
+
     app = FastAPI(
         title="SMS API simulator",
         description="Simulates the external SMS-sending API, with injectable latency and failures.",
         version="1.0",
+        lifespan=lifespan,
     )
     default = gateways.default
     app.state.gateways = gateways

@@ -7,9 +7,11 @@ import time
 from array import array
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simulator.receipts import Receipts
 
 DEFAULT_TOKEN = "simulator-token"
 DEFAULT_GATEWAY = "default"
@@ -64,6 +66,51 @@ class SimulatorConfig(BaseModel):
         description="Answer every send with this status while set, as a remote that no longer "
         "takes our token (401) or our account (403).",
     )
+    # Delivery receipts (simulator.receipts): one per SMS part of each accepted message.
+    receipts_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Where to POST delivery receipts; None: no receipts, and no work for them.",
+    )
+    receipts_token: str | None = Field(
+        default=None, description="Sent as Authorization: Bearer with every receipt post."
+    )
+    receipt_delay_min_ms: float = Field(
+        default=100, ge=0, description="A receipt's delay after acceptance: at least this."
+    )
+    receipt_delay_max_ms: float = Field(
+        default=1000,
+        ge=0,
+        description="At most this; the delay of each receipt is drawn uniformly between the two.",
+    )
+    undelivered_rate: Rate = Field(
+        default=0,
+        description='Share of messages not delivered: one random part gets "undelivered", '
+        '"expired" or "rejected" with an error text (such as "DLR 01 absent subscriber"), '
+        "the other parts delivered.",
+    )
+    receipt_duplicate_rate: Rate = Field(
+        default=0, description="Share of receipts posted twice, the copy one more delay later."
+    )
+    receipt_before_answer_rate: Rate = Field(
+        default=0,
+        description="Share of acceptances whose receipts are posted at once, without delay, "
+        "and the 200 held until that post is done: the receipt beats the answer.",
+    )
+    receipt_batch_size: int = Field(
+        default=100,
+        ge=1,
+        description="Receipts per post, as a JSON list; 1 posts each alone, as an object.",
+    )
+    receipt_batch_ms: float = Field(
+        default=50, ge=0, description="How long a list gathers receipts before it is posted."
+    )
+
+    @model_validator(mode="after")
+    def _delay_range(self) -> Self:
+        if self.receipt_delay_min_ms > self.receipt_delay_max_ms:
+            raise ValueError("receipt_delay_min_ms must not exceed receipt_delay_max_ms")
+        return self
 
 
 class Outcome(enum.Enum):
@@ -108,15 +155,26 @@ class SimulatorState:
         "in_flight",
         "max_in_flight",
         "messages",
+        "name",
+        "receipts",
         "received",
         "token",
         "unique_accepted",
     )
 
-    def __init__(self, config: SimulatorConfig | None = None, token: str = DEFAULT_TOKEN) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        token: str = DEFAULT_TOKEN,
+        *,
+        name: str = DEFAULT_GATEWAY,
+    ) -> None:
         self.token = token
+        self.name = name
         self.in_flight = 0
         self.config = config or SimulatorConfig()
+        # Its receipts name the gateway as their route.
+        self.receipts = Receipts(name, self.config)
         self._failures_left = self.config.fail_first
         self.reset_counters()
 
@@ -124,6 +182,7 @@ class SimulatorState:
         """Replace the config and restart the random streams from its seed."""
         self.config = config
         self._failures_left = config.fail_first
+        self.receipts.configure(config)
         self._reseed()
 
     def _reseed(self) -> None:
@@ -131,6 +190,7 @@ class SimulatorState:
         # Separate streams: the sequence of outcomes must not depend on whether jitter is on.
         self._decide_rng = random.Random(seed)
         self._jitter_rng = random.Random(None if seed is None else seed + 1)
+        self.receipts.reseed(None if seed is None else seed + 2)
 
     def reset_counters(self) -> None:
         """Forget every counter and message record (requests in flight still finish)."""
@@ -148,6 +208,8 @@ class SimulatorState:
         # acceptance and give the GC nothing to track (a list of tuples: ~70 bytes, tracked).
         self._accepted_at = array("d")
         self._accepted_ids = array("q")
+        # Receipts waiting for their delay are dropped; posts in flight still count.
+        self.receipts.reset()
         # A reset starts a seeded run over, so that it repeats from its first request.
         self._reseed()
 
@@ -236,7 +298,16 @@ class SimulatorState:
             "by_outcome": dict(self.by_outcome),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            **self.receipts.stats(),
         }
+
+    def receipt_outcome(self, msg_id: int) -> str | None:
+        """The final status decided for msg_id's receipts, or None if none was decided."""
+        return self.receipts.outcome(msg_id)
+
+    async def close_receipts(self) -> None:
+        """Stop posting receipts (the next acceptance starts again)."""
+        await self.receipts.close()
 
     def message(self, msg_id: int) -> dict[str, Any] | None:
         """The record of one msgId as JSON, or None if it was never received."""
@@ -316,7 +387,7 @@ class Gateways:
         """The gateway of that name, created if new; GatewayNameError for an invalid name."""
         state = self._states.get(name)
         if state is None:
-            state = SimulatorState(token=self._token_of(check_gateway_name(name)))
+            state = SimulatorState(token=self._token_of(check_gateway_name(name)), name=name)
             self._states[name] = state
         return state
 
@@ -332,3 +403,8 @@ class Gateways:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    async def aclose(self) -> None:
+        """Stop every gateway's receipts."""
+        for state in list(self._states.values()):
+            await state.close_receipts()

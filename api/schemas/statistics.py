@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from api.schemas.common import Normalization
-from core.models import DispatchStatus, MessageStatus
+from core.models import WENT_OUT_STATUSES, DispatchStatus, MessageStatus
 from core.segments import Encoding
 from core.stats import RouteCounts
 
@@ -17,7 +17,11 @@ class StatusCounts(BaseModel):
 
     pending: int = 0
     retrying: int = 0
-    sent: int = 0
+    sent: int = Field(default=0, description="Taken by the gateway; no receipt decided it yet.")
+    delivered: int = Field(default=0, description="The gateway's receipts: every part delivered.")
+    undelivered: int = Field(
+        default=0, description="A part's receipt said undelivered, expired or rejected."
+    )
     failed: int = 0
     expired: int = 0
     cancelled: int = 0
@@ -39,7 +43,8 @@ class RouteStats(BaseModel):
     messages: StatusCounts = Field(description="Its messages by status.")
     segments: int = Field(description="SMS parts of the messages counted, each as it went out.")
     segments_sent: int = Field(
-        description="SMS parts of its sent messages: what the gateway counts."
+        description="SMS parts of the messages that went out through it (sent, delivered, "
+        "undelivered): what the gateway counts."
     )
 
     @classmethod
@@ -50,7 +55,7 @@ class RouteStats(BaseModel):
                 route=route,
                 messages=StatusCounts.of({status: n for status, (n, _) in by_status.items()}),
                 segments=sum(segments for _, segments in by_status.values()),
-                segments_sent=by_status.get(MessageStatus.SENT, (0, 0))[1],
+                segments_sent=sum(by_status.get(status, (0, 0))[1] for status in WENT_OUT_STATUSES),
             )
             for route, by_status in sorted(counts.items())
         ]

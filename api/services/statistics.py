@@ -27,6 +27,7 @@ from api.schemas.statistics import (
 from api.services import common as common_service
 from core.audience import audience_size
 from core.models import (
+    WENT_OUT_STATUSES,
     Dispatch,
     MessageStatus,
     dispatch_t,
@@ -159,7 +160,7 @@ async def remote_health(*, session: AsyncSession, hours: int) -> RemoteHealth:
         await session.execute(
             sa.select(
                 sa.func.coalesce(sa.func.sum(message_t.c.attempts), 0),
-                sa.func.count().filter(message_t.c.status == MessageStatus.SENT),
+                sa.func.count().filter(message_t.c.status.in_(WENT_OUT_STATUSES)),
                 sa.func.count().filter(message_t.c.status == MessageStatus.FAILED),
             ).where(message_t.c.updated_at >= since, message_t.c.attempts > 0)
         )
@@ -172,14 +173,15 @@ async def remote_health(*, session: AsyncSession, hours: int) -> RemoteHealth:
 async def failure_reasons(
     *, session: AsyncSession, dispatch_id: int, limit: int = 20
 ) -> list[FailureReason]:
-    """Why a dispatch's messages did not go (or not yet): the last error of each message not
-    sent, counted, most frequent first."""
+    """Why a dispatch's messages did not go or did not reach the phone (or not yet): the last
+    error of each message neither sent nor delivered (an undelivered one's is its receipt's),
+    counted, most frequent first."""
     count = sa.func.count().label("count")
     rows = await session.execute(
         sa.select(message_t.c.status, message_t.c.last_error, count)
         .where(
             message_t.c.dispatch_id == dispatch_id,
-            message_t.c.status != MessageStatus.SENT,
+            message_t.c.status.not_in([MessageStatus.SENT, MessageStatus.DELIVERED]),
             message_t.c.last_error.is_not(None),
         )
         .group_by(message_t.c.status, message_t.c.last_error)

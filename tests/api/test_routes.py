@@ -178,6 +178,8 @@ async def test_statistics_per_route(api: httpx.AsyncClient, db: Database) -> Non
         "pending": 0,
         "retrying": 0,
         "sent": 2,
+        "delivered": 0,
+        "undelivered": 0,
         "failed": 1,
         "expired": 0,
         "cancelled": 0,

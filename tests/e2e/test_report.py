@@ -149,8 +149,8 @@ async def test_report_is_mailed_and_waits_out_an_smtp_outage(
     assert "HTTP 400: bad phone" in parts["text/plain"]
     assert f"#{dispatch_id}" in parts["text/html"] and "<table" in parts["text/html"]
     total_line = next(line for line in parts["text/plain"].splitlines() if "total" in line)
-    # pending, retrying, sent, failed, expired, cancelled, opted_out
-    assert total_line.split()[1:] == ["0", "0", "2", "1", "0", "0", "0"]
+    # pending, retrying, sent, delivered, undelivered, failed, expired, cancelled, opted_out
+    assert total_line.split()[1:] == ["0", "0", "2", "0", "0", "1", "0", "0", "0"]
     # Per route: sent, failed, segments sent.
     lines = parts["text/plain"].splitlines()
     assert lines[lines.index("By route:") + 2].split() == ["default", "2", "1", "4"]

@@ -238,6 +238,11 @@ async def test_reset() -> None:
             "by_outcome": {},
             "in_flight": 0,
             "max_in_flight": 0,
+            "receipts_posted": 0,
+            "receipts_failed": 0,
+            "receipts_failed_posts": 0,
+            "receipts_pending": 0,
+            "receipts_by_status": {},
         }
         assert (await client.get("/_sim/messages/1")).status_code == 404
         # A plain reset keeps the switches; ?config=true restores the defaults.
