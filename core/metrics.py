@@ -34,8 +34,8 @@ MESSAGES_WAITING = Gauge(
 
 RECEIPTS = Counter(
     "mailing_receipts",
-    "Delivery receipts posted, by the part's status, its route (empty when not given) and what "
-    "became of it (applied, waiting, duplicate, out_of_date, unknown).",
+    "Delivery receipts posted, by the part's status, its message's route (empty when unknown) "
+    "and what became of it (applied, waiting, duplicate, out_of_date, unknown).",
     ["status", "route", "outcome"],
 )
 MESSAGES_RECEIPTED = Counter(

@@ -104,6 +104,7 @@ async def _lock_messages(session: AsyncSession, message_ids: Sequence[int]) -> d
             message_t.c.dispatch_id,
             message_t.c.client_id,
             message_t.c.phone,
+            message_t.c.route,
         )
         .where(message_t.c.id.in_(sorted(set(message_ids))))
         .order_by(message_t.c.id)
