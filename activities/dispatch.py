@@ -3,6 +3,7 @@ ids, so a retried or replayed call changes nothing twice."""
 
 import asyncio
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -14,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.records import confirm_handoffs, finish_open_message
 from core import metrics
-from core.audience import audience_filter
+from core.audience import audience_filter, resend_audience
 from core.contracts.cohort import (
     COHORT_ALL,
     ConfirmHandoffsInput,
@@ -133,28 +134,25 @@ class DispatchActivities:
     async def lay_out_audience(self, input: LayOutInput) -> LayOutResult:
         """Creates the messages of the next page of matching clients, each in its cohort (the
         client's zone when the dispatch has a window, else one cohort for all), and says which
-        cohorts the page holds. Per-client shape: no cohort, and the recipients come back."""
+        cohorts the page holds. Per-client shape: no cohort, and the recipients come back. A
+        resend's clients are those of its first dispatch with the statuses it takes (the
+        workflow pages them by client id all the same)."""
         async with self.sessions() as session:
             dispatch = (
                 await session.execute(
                     sa.select(
-                        dispatch_t.c.operator_codes, dispatch_t.c.tags, dispatch_t.c.window_start
+                        dispatch_t.c.operator_codes,
+                        dispatch_t.c.tags,
+                        dispatch_t.c.window_start,
+                        dispatch_t.c.resent_from,
+                        dispatch_t.c.resend_statuses,
+                        dispatch_t.c.resend_sent_before,
                     ).where(dispatch_t.c.id == input.dispatch_id)
                 )
             ).one_or_none()
             if dispatch is None:
                 return LayOutResult([], last_client_id=input.after_client_id, done=True, laid_out=0)
-            clients = (
-                await session.execute(
-                    sa.select(client_t.c.id, client_t.c.timezone, client_t.c.phone)
-                    .where(
-                        audience_filter(operator_codes=dispatch.operator_codes, tags=dispatch.tags),
-                        client_t.c.id > input.after_client_id,
-                    )
-                    .order_by(client_t.c.id)
-                    .limit(input.limit)
-                )
-            ).all()
+            clients = (await session.execute(_audience_page(dispatch, input))).all()
             if not clients:
                 return LayOutResult([], last_client_id=input.after_client_id, done=True, laid_out=0)
             client_ids = [client.id for client in clients]
@@ -354,6 +352,30 @@ class DispatchActivities:
         if changed:
             metrics.MESSAGES_FINISHED.labels(input.status).inc()
         return FinishMessageResult(changed=changed)
+
+
+def _audience_page(dispatch: Any, input: LayOutInput) -> sa.Select[Any]:
+    """The next page of the dispatch's clients by id: its filter's, or a resend's."""
+    if dispatch.resend_statuses is None:
+        return (
+            sa.select(client_t.c.id, client_t.c.timezone, client_t.c.phone)
+            .where(
+                audience_filter(operator_codes=dispatch.operator_codes, tags=dispatch.tags),
+                client_t.c.id > input.after_client_id,
+            )
+            .order_by(client_t.c.id)
+            .limit(input.limit)
+        )
+    return (
+        resend_audience(
+            resent_from=dispatch.resent_from,
+            statuses=dispatch.resend_statuses,
+            sent_before=dispatch.resend_sent_before,
+        )
+        .where(message_t.c.client_id > input.after_client_id)
+        .order_by(message_t.c.client_id)
+        .limit(input.limit)
+    )
 
 
 async def _open_recipients(

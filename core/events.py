@@ -1,6 +1,7 @@
-"""The record of control actions on a dispatch: every create, edit, pause, resume, cancel and
-delete, by the API, by a signal from the Temporal UI or CLI, or by the service itself, is kept
-with its time, actor and reason, in the same transaction as the change it records."""
+"""The record of control actions on a dispatch: every create, edit, pause, resume, cancel,
+delete and resend, by the API, by a signal from the Temporal UI or CLI, or by the service
+itself, is kept with its time, actor and reason, in the same transaction as the change it
+records."""
 
 from enum import StrEnum
 from typing import Any
@@ -18,6 +19,9 @@ class Action(StrEnum):
     RESUMED = "resumed"
     CANCELLED = "cancelled"
     DELETED = "deleted"
+    # On a dispatch whose clients a new dispatch sends to again (its details name the new
+    # one); the new one's `created` names the first.
+    RESENT = "resent"
 
 
 class Actor(StrEnum):

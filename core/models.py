@@ -92,6 +92,16 @@ FINAL_MESSAGE_STATUSES = (
 )
 # The messages that went out to a gateway: sent, and what their receipts made of them.
 WENT_OUT_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
+# The messages whose clients a resend may go to again: those the first send did not reach, or
+# that no receipt said it did (`sent`, once RECEIPT_WAIT_HOURS have passed). Never `opted_out`
+# (the client asked for no more), nor one still open or delivered.
+RESENDABLE_STATUSES = (
+    MessageStatus.UNDELIVERED,
+    MessageStatus.FAILED,
+    MessageStatus.EXPIRED,
+    MessageStatus.CANCELLED,
+    MessageStatus.SENT,
+)
 DELIVERY_SHAPES = ("cohorts", "per_client")
 
 
@@ -130,6 +140,12 @@ class Dispatch(SQLModel, table=True):
         sa.CheckConstraint(
             "delivery IN (" + ", ".join(f"'{shape}'" for shape in DELIVERY_SHAPES) + ")",
             name="delivery",
+        ),
+        # The resends of a dispatch.
+        sa.Index(
+            "ix_dispatch_resent_from",
+            "resent_from",
+            postgresql_where=sa.text("resent_from IS NOT NULL"),
         ),
     )
 
@@ -174,6 +190,17 @@ class Dispatch(SQLModel, table=True):
     breaker_tripped_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
+    # A resend (POST /dispatches/{id}/resend): its audience is the clients of dispatch
+    # `resent_from` whose messages had one of `resend_statuses` when it laid out its own (a
+    # `sent` one only if sent before `resend_sent_before`), not its filter, which is the first
+    # dispatch's, kept for the record. No foreign key: the link outlives the first's deletion.
+    resent_from: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    resend_statuses: list[str] | None = Field(
+        default=None, sa_column=sa.Column(postgresql.ARRAY(sa.String(16)), nullable=True)
+    )
+    resend_sent_before: datetime | None = Field(
+        default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
 
@@ -204,6 +231,17 @@ class Message(SQLModel, table=True):
             "cohort",
             "id",
             postgresql_where=sa.text("sender = 'owed'"),
+        ),
+        # Messages still `sent` by the time they went out, with their route: those sent within
+        # RECEIPT_WAIT_HOURS may still get a receipt, the others got none in time (the
+        # statistics count those as the `sent` count less these, read index-only). A receipt
+        # takes its message out.
+        sa.Index(
+            "ix_message_sent_waiting",
+            "dispatch_id",
+            "sent_at",
+            postgresql_include=["route"],
+            postgresql_where=sa.text("status = 'sent'"),
         ),
     )
 

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     route_probe_max_seconds: float = Field(default=30.0, gt=0)
     # A text longer than this many SMS parts is refused (422).
     max_segments: int = Field(default=10, ge=1, le=255)
+    # A message still `sent` this long after its send got no receipt in time: the statistics
+    # count it apart (`sent_without_receipt`), and a resend may take it. Its status stays.
+    receipt_wait_hours: float = Field(default=48.0, gt=0)
     send_retry_initial_seconds: float = Field(default=1.0, gt=0)
     send_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Error budget: a dispatch pauses itself when more than this share of its last

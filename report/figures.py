@@ -1,6 +1,7 @@
 """The daily report's figures: one local day (per dispatch by status, totals, per send route
-the messages sent and failed and the segments sent, failure reasons by count), read from
-PostgreSQL, and its rendering as plain text and HTML."""
+the messages that went out and failed, the segments sent, and how many of them the receipts
+say were delivered, failure reasons by count), read from PostgreSQL, and its rendering as plain
+text and HTML."""
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -18,11 +19,19 @@ TOP_REASONS = 20
 
 @dataclass
 class RouteDay:
-    """One send route's day: messages sent and failed through it, SMS segments sent."""
+    """One send route's day: messages that went out through it (sent, delivered, undelivered)
+    and failed, SMS segments sent, and of those that went out, the delivered and undelivered
+    ones (by their receipts)."""
 
     sent: int = 0
     failed: int = 0
     segments_sent: int = 0
+    delivered: int = 0
+    undelivered: int = 0
+
+    def delivered_share(self) -> str:
+        """`90 %` of the messages that went out; `-` when none did."""
+        return f"{100 * self.delivered // self.sent} %" if self.sent else "-"
 
 
 @dataclass
@@ -84,6 +93,10 @@ async def gather(session: AsyncSession, *, day: date, timezone: str) -> ReportFi
             # Went out: sent, and what the receipts made of it since.
             day_of.sent += count
             day_of.segments_sent += int(segments)
+            if status == MessageStatus.DELIVERED:
+                day_of.delivered = count
+            elif status == MessageStatus.UNDELIVERED:
+                day_of.undelivered = count
         else:
             day_of.failed = count
     reasons = await session.execute(
@@ -104,8 +117,27 @@ STATUSES = [str(status) for status in MessageStatus]
 
 
 def subject(figures: ReportFigures) -> str:
-    sent = figures.totals.get(MessageStatus.SENT, 0)
-    return f"Mailing report for {figures.day}: {sent} sent, {sum(figures.totals.values())} in all"
+    """`... 200 sent (180 delivered), 230 in all`: sent counts every message that went out."""
+    sent = sum(figures.totals.get(status, 0) for status in WENT_OUT_STATUSES)
+    delivered = figures.totals.get(MessageStatus.DELIVERED, 0)
+    return (
+        f"Mailing report for {figures.day}: {sent} sent ({delivered} delivered), "
+        f"{sum(figures.totals.values())} in all"
+    )
+
+
+ROUTE_COLUMNS = ["sent", "failed", "segments", "delivered", "undelivered", "delivered %"]
+
+
+def _route_cells(day: RouteDay) -> list[str]:
+    return [
+        str(day.sent),
+        str(day.failed),
+        str(day.segments_sent),
+        str(day.delivered),
+        str(day.undelivered),
+        day.delivered_share(),
+    ]
 
 
 def as_text(figures: ReportFigures) -> str:
@@ -116,9 +148,9 @@ def as_text(figures: ReportFigures) -> str:
         cells = "  ".join(f"{counts.get(s, 0):>9}" for s in STATUSES)
         lines.append(f"{dispatch_id:>8}  {cells}")
     lines.append("   total  " + "  ".join(f"{figures.totals.get(s, 0):>9}" for s in STATUSES))
-    lines += ["", "By route:", f"{'route':<32}  {'sent':>9}  {'failed':>9}  {'segments':>9}"]
+    lines += ["", "By route:", f"{'route':<32}  " + "  ".join(f"{c:>11}" for c in ROUTE_COLUMNS)]
     lines += [
-        f"{route:<32}  {day.sent:>9}  {day.failed:>9}  {day.segments_sent:>9}"
+        f"{route:<32}  " + "  ".join(f"{cell:>11}" for cell in _route_cells(day))
         for route, day in figures.by_route.items()
     ] or ["  none"]
     lines += ["", "Failure reasons:"]
@@ -137,18 +169,19 @@ def as_html(figures: ReportFigures) -> str:
         f"<tr><td>{count}</td><td>{escape(reason)}</td></tr>" for reason, count in figures.reasons
     )
     routes = "".join(
-        f"<tr><td>{escape(route)}</td><td>{day.sent}</td><td>{day.failed}</td>"
-        f"<td>{day.segments_sent}</td></tr>"
+        f"<tr><td>{escape(route)}</td>"
+        + "".join(f"<td>{c}</td>" for c in _route_cells(day))
+        + "</tr>"
         for route, day in figures.by_route.items()
     )
+    route_head = "".join(f"<th>{escape(c)}</th>" for c in ROUTE_COLUMNS)
     return (
         f"<html><body><h1>{escape(subject(figures))}</h1>"
         f"<p>Day {figures.day} in {escape(figures.timezone)}.</p>"
         f"<table border='1' cellpadding='4'><tr><th>dispatch</th>{head}</tr>{body}"
         f"{row('total', figures.totals, 'th')}</table>"
         "<h2>By route</h2>"
-        "<table border='1' cellpadding='4'><tr><th>route</th><th>sent</th><th>failed</th>"
-        f"<th>segments sent</th></tr>{routes}</table>"
+        f"<table border='1' cellpadding='4'><tr><th>route</th>{route_head}</tr>{routes}</table>"
         "<h2>Failure reasons</h2>"
         f"<table border='1' cellpadding='4'><tr><th>count</th><th>reason</th></tr>{reasons}</table>"
         "</body></html>"

@@ -22,6 +22,7 @@ from core.models import (
     FINAL_MESSAGE_STATUSES,
     TEXT_MAX_LENGTH,
     UNFINISHED_DISPATCH_STATUSES,
+    WENT_OUT_STATUSES,
     DispatchStatus,
     MessageStatus,
 )
@@ -35,6 +36,19 @@ def finished_messages(counts: StatusCounts) -> int:
     return sum(getattr(counts, status) for status in FINAL_MESSAGE_STATUSES)
 
 
+def went_out(counts: StatusCounts) -> int:
+    """Messages that went out: sent, and what their receipts made of them."""
+    return sum(getattr(counts, status) for status in WENT_OUT_STATUSES)
+
+
+def delivered_share(counts: StatusCounts) -> str:
+    """`Delivered 180 of 200 sent (90 %)`, of the messages that went out (no share before
+    one did)."""
+    sent = went_out(counts)
+    share = f" ({100 * counts.delivered // sent} %)" if sent else ""
+    return f"Delivered {counts.delivered} of {sent} sent{share}"
+
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(
     Permission=Permission,
@@ -46,6 +60,8 @@ templates.env.globals.update(
     IMPORT_COLUMNS=COLUMNS,
     TEXT_MAX_LENGTH=TEXT_MAX_LENGTH,
     finished_messages=finished_messages,
+    went_out=went_out,
+    delivered_share=delivered_share,
 )
 
 

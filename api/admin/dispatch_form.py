@@ -261,6 +261,8 @@ async def update_dispatch(
     public = dispatches_service.dispatch_public(dispatch, {})
     values = _dispatch_form(await request.form())
     body = _dispatch_body(values)
+    if dispatch.resent_from is not None:
+        body.pop("filter")  # a resend's audience is its first dispatch's clients
     if dispatch.status != DispatchStatus.SCHEDULED:
         # A running or paused dispatch edits only what the workflows read again.
         kept = EDITABLE_WHILE_RUNNING | {"normalize_text"}

@@ -35,7 +35,9 @@ from core.models import (
     UNFINISHED_DISPATCH_STATUSES,
     DispatchStatus,
     MessageStatus,
+    utcnow,
 )
+from core.stats import without_receipt_by_dispatch
 
 router = admin_router()
 
@@ -45,6 +47,7 @@ async def dispatches(
     request: Request,
     session: SessionUser,
     db: SessionDep,
+    settings: SettingsDep,
     status: DispatchStatus | None = None,
     cursor: str | None = None,
     notice: str = "",
@@ -56,6 +59,11 @@ async def dispatches(
         status=status,
         paging=Paging(limit=PAGE_SIZE, offset=0, after_id=after_id, with_total=True),
     )
+    no_receipt = await without_receipt_by_dispatch(
+        session=db,
+        dispatch_ids=[d.id for d in page.items],
+        sent_before=utcnow() - timedelta(hours=settings.receipt_wait_hours),
+    )
     next_url = None
     if page.next_cursor:
         query = {"cursor": page.next_cursor} | ({"status": status.value} if status else {})
@@ -65,6 +73,7 @@ async def dispatches(
         "dispatches.html",
         session,
         page=page,
+        no_receipt={dispatch_id: sum(n.values()) for dispatch_id, n in no_receipt.items()},
         status=status,
         statuses=list(DispatchStatus),
         next_url=next_url,
@@ -79,9 +88,16 @@ async def _dispatch_view(
     status: MessageStatus | None,
     cursor: str | None,
     route: str | None = None,
+    *,
+    receipt_wait_hours: float,
 ) -> dict[str, Any]:
     dispatch = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
     public = await dispatches_service.dispatch_with_counts(session=db, dispatch=dispatch)
+    no_receipt = await without_receipt_by_dispatch(
+        session=db,
+        dispatch_ids=[dispatch_id],
+        sent_before=utcnow() - timedelta(hours=receipt_wait_hours),
+    )
     points = await statistics_service.timeline(
         session=db, dispatch_id=dispatch_id, since=dispatch.created_at, bucket="minute"
     )
@@ -109,6 +125,8 @@ async def _dispatch_view(
         "message_route": route,
         "live": dispatch.status in UNFINISHED_DISPATCH_STATUSES,
         "done": finished_messages(public.messages),
+        "no_receipt": sum(no_receipt[dispatch_id].values()),
+        "receipt_wait_hours": receipt_wait_hours,
     }
 
 
@@ -127,7 +145,15 @@ async def dispatch_page(
 ) -> HTMLResponse:
     session.require(Permission.DISPATCHES_READ)
     route = route[:ROUTE_NAME_MAX_LENGTH]
-    view = await _dispatch_view(db, temporal, dispatch_id, status, cursor, route or None)
+    view = await _dispatch_view(
+        db,
+        temporal,
+        dispatch_id,
+        status,
+        cursor,
+        route or None,
+        receipt_wait_hours=settings.receipt_wait_hours,
+    )
     next_url = None
     if view["messages"].next_cursor:
         query = {"cursor": view["messages"].next_cursor} | ({"status": status} if status else {})
@@ -157,10 +183,13 @@ async def dispatch_live(
     session: SessionUser,
     db: SessionDep,
     temporal: TemporalClientDep,
+    settings: SettingsDep,
 ) -> HTMLResponse:
     """htmx: the live part of a dispatch's page, polled every 2 s while it may still send."""
     session.require(Permission.DISPATCHES_READ)
-    view = await _dispatch_view(db, temporal, dispatch_id, None, None)
+    view = await _dispatch_view(
+        db, temporal, dispatch_id, None, None, receipt_wait_hours=settings.receipt_wait_hours
+    )
     return render(request, "_live.html", session, **view)
 
 

@@ -1,5 +1,6 @@
-"""The overview, /admin: every message counted by status, sends per hour over the last 72 hours,
-the remote's error rate, each send route's health, the dispatches running now."""
+"""The overview, /admin: every message counted by status (the delivered share, and those with no
+receipt in time), sends per hour over the last 72 hours, the remote's error rate, each send
+route's health (and its messages with no receipt in time), the dispatches running now."""
 
 from datetime import timedelta
 
@@ -10,12 +11,13 @@ from api.admin.charts import bar_chart
 from api.admin.common import SessionUser, admin_router, back, render
 from api.deps import SessionDep, SettingsDep
 from api.paging import Paging
+from api.schemas.statistics import StatusCounts
 from api.services import dispatches as dispatches_service
 from api.services import routes as routes_service
 from api.services import statistics as statistics_service
 from core.auth import Permission
 from core.models import DispatchStatus, utcnow
-from core.stats import total_counts
+from core.stats import total_counts, total_without_receipt
 
 router = admin_router()
 
@@ -28,6 +30,9 @@ async def overview(
         return back("/admin/clients")
     session.require(Permission.DISPATCHES_READ)
     totals = await total_counts(session=db)
+    no_receipt = await total_without_receipt(
+        session=db, sent_before=utcnow() - timedelta(hours=settings.receipt_wait_hours)
+    )
     since = utcnow() - timedelta(hours=72)
     hourly = await statistics_service.timeline(
         session=db, dispatch_id=None, since=since, bucket="hour"
@@ -47,7 +52,11 @@ async def overview(
         "overview.html",
         session,
         totals=totals,
+        counts_public=StatusCounts.of(totals),
         total=sum(totals.values()),
+        no_receipt=no_receipt,
+        no_receipt_total=sum(no_receipt.values()),
+        receipt_wait_hours=settings.receipt_wait_hours,
         chart=chart,
         health=health,
         routes=await routes_service.list_routes(session=db, routes=settings.routes),

@@ -1,10 +1,10 @@
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from api.auth import DispatchesController, DispatchesWriter, guarded
-from api.deps import IdPath, RouteQuery, SessionDep, SettingsDep, TemporalClientDep
+from api.deps import MAX_ID, IdPath, RouteQuery, SessionDep, SettingsDep, TemporalClientDep
 from api.paging import PagingDep
 from api.schemas.common import Page
 from api.schemas.dispatches import (
@@ -13,6 +13,7 @@ from api.schemas.dispatches import (
     DispatchEventPublic,
     DispatchProgressPublic,
     DispatchPublic,
+    DispatchResend,
     DispatchUpdate,
 )
 from api.schemas.messages import MessagePublic
@@ -21,6 +22,7 @@ from api.services import common as common_service
 from api.services import control as control_service
 from api.services import dispatches as dispatches_service
 from api.services import messages as messages_service
+from api.services import resends as resends_service
 from api.services import statistics as statistics_service
 from core.auth import Permission, Principal
 from core.control import Command
@@ -75,9 +77,49 @@ async def list_dispatches(
     session: SessionDep,
     paging: PagingDep,
     status: DispatchStatus | None = None,
+    resent_from: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only the resends of this dispatch.")
+    ] = None,
 ) -> Page[DispatchPublic]:
-    """List dispatches by id with their message counts, optionally of one status."""
-    return await dispatches_service.list_dispatches(session=session, status=status, paging=paging)
+    """List dispatches by id with their message counts, optionally of one status, and only
+    the resends of one dispatch."""
+    return await dispatches_service.list_dispatches(
+        session=session, status=status, paging=paging, resent_from=resent_from
+    )
+
+
+@router.post(
+    "/{dispatch_id}/resend",
+    response_model=DispatchPublic,
+    status_code=status.HTTP_201_CREATED,
+    **guarded(Permission.DISPATCHES_WRITE),
+)
+async def resend_dispatch(
+    principal: DispatchesWriter,
+    dispatch_id: IdPath,
+    data: DispatchResend,
+    session: SessionDep,
+    temporal: TemporalClientDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> DispatchPublic:
+    """Send again to the clients this dispatch did not reach: a new dispatch (`resent_from`)
+    to its clients whose messages are in one of `statuses` when the new one starts (`sent`:
+    no receipt RECEIPT_WAIT_HOURS after the send), deleted and opted-out clients left out.
+    Its text and window are this one's unless given. 409 if this one has not started."""
+    saved = await resends_service.resend_dispatch(
+        session=session,
+        temporal=temporal,
+        settings=settings,
+        dispatch_id=dispatch_id,
+        data=data,
+        idempotency_key=idempotency_key,
+        actor=principal.subject,
+    )
+    if saved.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await dispatches_service.created_answer(session=session, saved=saved)
 
 
 @router.get("/{dispatch_id}", response_model=DispatchPublic, **guarded(Permission.DISPATCHES_READ))
@@ -249,9 +291,16 @@ async def cancel_dispatch(
     response_model=DispatchStats,
     **guarded(Permission.DISPATCHES_READ),
 )
-async def dispatch_stats(dispatch_id: IdPath, session: SessionDep) -> DispatchStats:
-    """One dispatch's messages counted by status."""
-    return await statistics_service.dispatch_stats(session=session, dispatch_id=dispatch_id)
+async def dispatch_stats(
+    dispatch_id: IdPath, session: SessionDep, settings: SettingsDep
+) -> DispatchStats:
+    """One dispatch's messages counted by status and by send route, and those still `sent`
+    RECEIPT_WAIT_HOURS after their send (`sent_without_receipt`: no receipt came in time)."""
+    return await statistics_service.dispatch_stats(
+        session=session,
+        dispatch_id=dispatch_id,
+        receipt_wait=timedelta(hours=settings.receipt_wait_hours),
+    )
 
 
 @router.get(

@@ -19,10 +19,16 @@ router = APIRouter(prefix="/stats", tags=["stats"])
 async def overall_stats(
     session: SessionDep,
     paging: PagingDep,
+    settings: SettingsDep,
 ) -> OverallStats:
     """Every dispatch (a page of them, by id) with its messages counted by status and by send
-    route, and the totals over all messages."""
-    return await statistics_service.overall_stats(session=session, paging=paging)
+    route, and the totals over all messages; with the messages still `sent` RECEIPT_WAIT_HOURS
+    after their send (no receipt came in time)."""
+    return await statistics_service.overall_stats(
+        session=session,
+        paging=paging,
+        receipt_wait=timedelta(hours=settings.receipt_wait_hours),
+    )
 
 
 @router.get("/audience", response_model=AudienceCount, **guarded(Permission.DISPATCHES_READ))

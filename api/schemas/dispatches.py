@@ -17,7 +17,13 @@ from pydantic import (
 from api.schemas.common import FILTER_MAX_ITEMS, NO_NUL, Normalization, OperatorCode, Tag
 from api.schemas.statistics import StatusCounts
 from core.contracts.shared import DeliveryShape
-from core.models import CONTROL_REASON_MAX_LENGTH, TEXT_MAX_LENGTH, DispatchStatus
+from core.models import (
+    CONTROL_REASON_MAX_LENGTH,
+    RESENDABLE_STATUSES,
+    TEXT_MAX_LENGTH,
+    DispatchStatus,
+    MessageStatus,
+)
 from core.segments import Encoding
 from core.windows import SendWindow, parse_hhmm
 
@@ -148,6 +154,67 @@ class DispatchUpdate(BaseModel):
         return self
 
 
+# Why a status cannot be resent, for the 422.
+_NOT_RESENDABLE = {
+    MessageStatus.OPTED_OUT: "opted_out cannot be resent: those clients asked for no more messages",
+    MessageStatus.DELIVERED: "delivered cannot be resent: those messages reached the phone",
+    MessageStatus.PENDING: "pending cannot be resent: those messages are still to be sent",
+    MessageStatus.RETRYING: "retrying cannot be resent: those messages are still being sent",
+}
+
+
+class DispatchResend(BaseModel):
+    """A new dispatch to the clients of this one whose messages ended in one of `statuses`:
+    the ones it did not reach. Its text and window are this dispatch's unless given."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "statuses": ["undelivered", "failed", "expired"],
+                "start_at": "2026-12-03T09:00:00+03:00",
+                "end_at": "2026-12-03T21:00:00+03:00",
+            }
+        }
+    )
+
+    statuses: list[MessageStatus] = Field(
+        min_length=1,
+        max_length=len(MessageStatus),
+        description="Whose clients to send to again, any of "
+        + ", ".join(f"`{s}`" for s in RESENDABLE_STATUSES)
+        + " (`sent`: still sent RECEIPT_WAIT_HOURS after its send, at the time of this request: "
+        "no receipt came). `opted_out`, `delivered`, `pending` and `retrying` are refused.",
+        json_schema_extra={
+            "items": {"type": "string", "enum": [str(s) for s in RESENDABLE_STATUSES]}
+        },
+    )
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    text: Text | None = Field(
+        default=None, description="The first dispatch's if not given. " + TEXT_DESCRIPTION
+    )
+    normalize_text: bool = Field(default=False, description=NORMALIZE_DESCRIPTION)
+    window: WindowSchema | None = Field(
+        default=None,
+        description="As on POST /dispatches. Not given: the first dispatch's; `null`: none.",
+    )
+
+    @field_validator("statuses")
+    @classmethod
+    def _resendable(cls, statuses: list[MessageStatus]) -> list[MessageStatus]:
+        for status in statuses:
+            if status in _NOT_RESENDABLE:
+                raise ValueError(_NOT_RESENDABLE[status])
+        return sorted(set(statuses), key=list(MessageStatus).index)
+
+    @model_validator(mode="after")
+    def _order(self) -> "DispatchResend":
+        _ends_after_start(self.start_at, self.end_at)
+        if self.end_at <= datetime.now(UTC):
+            raise ValueError("end_at is in the past: nothing could be sent")
+        return self
+
+
 class ControlBody(BaseModel):
     """Why the operator pauses, resumes or cancels (kept in the logs, and on cancelled
     messages)."""
@@ -193,13 +260,24 @@ class DispatchPublic(BaseModel):
         "otherwise): whether the text changed, and its encoding and SMS parts before and "
         "after.",
     )
+    resent_from: int | None = Field(
+        default=None,
+        description="A resend's first dispatch: its audience is that dispatch's clients whose "
+        "messages had one of `resend_statuses` (its `filter` is the first's, for the record).",
+    )
+    resend_statuses: list[MessageStatus] | None = Field(
+        default=None, description="A resend's: the statuses of the first's messages it takes."
+    )
+    resent_as: list[int] = Field(
+        default_factory=list, description="The resends of this dispatch, by id."
+    )
     created_at: datetime
     updated_at: datetime
     messages: StatusCounts
 
 
 class DispatchEventPublic(BaseModel):
-    """A control action on a dispatch: create, edit, pause, resume, cancel, delete."""
+    """A control action on a dispatch: create, edit, pause, resume, cancel, delete, resend."""
 
     model_config = ConfigDict(from_attributes=True)
 

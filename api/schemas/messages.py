@@ -40,3 +40,8 @@ class MessagePublic(BaseModel):
     sent_at: datetime | None = Field(
         description="When the request the remote accepted went out (not when its answer came)."
     )
+    receipt_at: datetime | None = Field(
+        default=None,
+        description="For a delivered or undelivered message: when the receipt that decided it "
+        "says that happened (the gateway's time).",
+    )

@@ -9,7 +9,13 @@ from pydantic import BaseModel, Field
 from api.schemas.common import Normalization
 from core.models import WENT_OUT_STATUSES, DispatchStatus, MessageStatus
 from core.segments import Encoding
-from core.stats import RouteCounts
+from core.stats import NoReceiptCounts, RouteCounts
+
+NO_RECEIPT_DESCRIPTION = (
+    "Messages still `sent` whose send is older than RECEIPT_WAIT_HOURS: no receipt came in "
+    "time (counted within `sent`, not beside it; their status stays `sent`). Many of them on "
+    "one route: its gateway stopped sending receipts."
+)
 
 
 class StatusCounts(BaseModel):
@@ -34,10 +40,10 @@ class StatusCounts(BaseModel):
 
 
 class RouteStats(BaseModel):
-    """The messages one send route has, or may have, counted by status: sent and failed ones
-    went through it; a retrying or pending one is pinned to it (its answer was lost to a
-    timeout, so that a failover never sends it twice), as is one that then expired, was
-    cancelled or opted out."""
+    """The messages one send route has, or may have, counted by status: those that went out
+    (sent, delivered, undelivered) and failed ones went through it; a retrying or pending one
+    is pinned to it (its answer was lost to a timeout, so that a failover never sends it
+    twice), as is one that then expired, was cancelled or opted out."""
 
     route: str = Field(description="The route's name (routes no longer configured included).")
     messages: StatusCounts = Field(description="Its messages by status.")
@@ -46,34 +52,46 @@ class RouteStats(BaseModel):
         description="SMS parts of the messages that went out through it (sent, delivered, "
         "undelivered): what the gateway counts."
     )
+    sent_without_receipt: int = Field(default=0, description=NO_RECEIPT_DESCRIPTION)
 
     @classmethod
-    def of(cls, counts: RouteCounts) -> list["RouteStats"]:
-        """One per route, by name."""
+    def of(
+        cls, counts: RouteCounts, no_receipt: NoReceiptCounts | None = None
+    ) -> list["RouteStats"]:
+        """One per route, by name, with its messages still `sent` past the receipt wait."""
+        no_receipt = no_receipt or {}
         return [
             cls(
                 route=route,
                 messages=StatusCounts.of({status: n for status, (n, _) in by_status.items()}),
                 segments=sum(segments for _, segments in by_status.values()),
                 segments_sent=sum(by_status.get(status, (0, 0))[1] for status in WENT_OUT_STATUSES),
+                sent_without_receipt=no_receipt.get(route, 0),
             )
             for route, by_status in sorted(counts.items())
         ]
 
 
 ROUTES_DESCRIPTION = (
-    "Its messages that have a send route, per route (by name): every sent message has one, so "
-    "the routes' `sent` add up to `messages.sent`."
+    "Its messages that have a send route, per route (by name): every message that went out "
+    "(sent, delivered, undelivered) has one, so the routes' `sent`, `delivered` and "
+    "`undelivered` add up to the dispatch's."
 )
 
 
 class DispatchStats(BaseModel):
-    """One dispatch's messages counted by status, and by send route."""
+    """One dispatch's messages counted by status, and by send route; and those of its sent
+    messages that got no receipt in time."""
 
     dispatch_id: int
     status: DispatchStatus
     messages: StatusCounts
     routes: list[RouteStats] = Field(description=ROUTES_DESCRIPTION)
+    sent_without_receipt: int = Field(default=0, description=NO_RECEIPT_DESCRIPTION)
+    receipt_wait_hours: float = Field(
+        description="RECEIPT_WAIT_HOURS: how long after its send a message still `sent` counts "
+        "in `sent_without_receipt`."
+    )
 
 
 class OverallStats(BaseModel):
@@ -83,9 +101,13 @@ class OverallStats(BaseModel):
     totals: StatusCounts
     routes: list[RouteStats] = Field(
         description="Every dispatch's messages that have a send route, per route (by name): "
-        "the routes' `sent` add up to `totals.sent`."
+        "the routes' `sent`, `delivered` and `undelivered` add up to the totals'."
     )
     dispatch_count: int
+    sent_without_receipt: int = Field(
+        default=0, description="Over every dispatch: " + NO_RECEIPT_DESCRIPTION
+    )
+    receipt_wait_hours: float = Field(description="RECEIPT_WAIT_HOURS.")
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next page of dispatches."
     )
@@ -118,7 +140,9 @@ class AudienceCount(BaseModel):
 
 class TimelinePoint(BaseModel):
     at: datetime = Field(description="Start of the bucket (UTC).")
-    sent: int
+    sent: int = Field(
+        description="Messages that went out in it (sent, delivered or undelivered since)."
+    )
 
 
 class RemoteHealth(BaseModel):
@@ -126,7 +150,9 @@ class RemoteHealth(BaseModel):
 
     hours: int
     attempts: int = Field(description="Requests made for the messages that changed meanwhile.")
-    sent: int
+    sent: int = Field(
+        description="Messages that went out (sent, delivered, undelivered) among them."
+    )
     failed: int = Field(description="Messages the remote refused for good.")
     error_rate: float | None = Field(
         description="Share of those requests that did not end in `sent` (null without any)."

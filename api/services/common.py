@@ -1,24 +1,36 @@
 """What several service modules use: the lookups by id (NotFound when absent), one page of rows,
-the Idempotency-Key check a create and a control command share, the signal that wakes a
-workflow after a change, and a dispatch's text as it would be stored (normalized when asked,
-measured in SMS parts, held to MAX_SEGMENTS)."""
+the Idempotency-Key check a create and a control command share, a new dispatch's commit and its
+workflow's start (a create and a resend), the signal that wakes a workflow after a change, and
+a dispatch's text as it would be stored (normalized when asked, measured in SMS parts, held to
+MAX_SEGMENTS)."""
 
 import logging
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from temporalio.client import Client as TemporalClient
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from api.paging import Paging
 from api.schemas.common import Normalization
-from core.contracts.shared import DISPATCH_CHANGED, DispatchChanged
-from core.errors import InvalidRequest, NotFound
+from core.contracts.dispatch import DispatchInput
+from core.contracts.shared import (
+    DISPATCH_CHANGED,
+    DispatchChanged,
+    SendOptions,
+    dispatch_workflow_id,
+)
+from core.errors import EngineUnavailable, InvalidRequest, NotFound
 from core.logging import ids
 from core.models import TEXT_MAX_LENGTH, Client, Dispatch, DispatchEvent, IdempotencyKey, Message
+from core.search import of_dispatch
 from core.segments import Segments, measure, normalize
+from core.settings import Settings
+from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +77,41 @@ async def created_before(*, session: AsyncSession, key: str, request_hash: str) 
             "this Idempotency-Key was used with a different request; use a new key"
         )
     return await get_dispatch(session=session, dispatch_id=earlier.dispatch_id)
+
+
+async def commit_new(*, session: AsyncSession, idempotency_key: str | None) -> bool:
+    """Commits a new dispatch; False when its Idempotency-Key was committed by a concurrent
+    request a moment ago (rolled back: that request's dispatch wins)."""
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        if idempotency_key is None:
+            raise
+        return False
+    return True
+
+
+async def start_workflow(
+    *, session: AsyncSession, temporal: TemporalClient, settings: Settings, dispatch: Dispatch
+) -> None:
+    """Starts the workflow of a dispatch just committed; without Temporal the row goes again
+    (EngineUnavailable), and its idempotency key with it (cascade): a retry creates anew."""
+    assert dispatch.id is not None
+    try:
+        await temporal.start_workflow(
+            DispatchWorkflow.run,
+            DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(settings)),
+            id=dispatch_workflow_id(dispatch.id),
+            task_queue=settings.temporal_task_queue,
+            search_attributes=of_dispatch(dispatch.id),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except RPCError as error:
+        log.error("workflow did not start: %s", error, extra=ids(dispatch_id=dispatch.id))
+        await session.delete(dispatch)
+        await session.commit()
+        raise EngineUnavailable("the workflow service is unavailable; try again") from error
 
 
 async def signal_changed(

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
-from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.paging import Paging
@@ -32,12 +31,12 @@ from api.schemas.dispatches import (
 from api.schemas.statistics import StatusCounts
 from api.services import common as common_service
 from api.services import control as control_service
-from core.audience import audience_size
+from core.audience import audience_size, resend_audience_size
 from core.contracts.cohort import CohortProgress
-from core.contracts.dispatch import DispatchInput, DispatchProgress
-from core.contracts.shared import SendOptions, Window, cohort_workflow_id, dispatch_workflow_id
+from core.contracts.dispatch import DispatchProgress
+from core.contracts.shared import Window, cohort_workflow_id, dispatch_workflow_id
 from core.control import Command
-from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, NotFound
 from core.events import Action, Actor, record_event
 from core.logging import ids
 from core.models import (
@@ -47,13 +46,12 @@ from core.models import (
     DispatchEvent,
     DispatchStatus,
     IdempotencyKey,
+    dispatch_t,
 )
-from core.search import of_dispatch
 from core.segments import measure
 from core.settings import Settings
 from core.stats import counts_by_dispatch
 from core.windows import stored_window
-from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +75,7 @@ def dispatch_public(
     *,
     audience: int | None = None,
     normalization: Normalization | None = None,
+    resent_as: list[int] | None = None,
 ) -> DispatchPublic:
     """The dispatch as answered. Its `segments_total` counts its messages, or, while it has
     none, the `audience` the answer to a create carries."""
@@ -103,6 +102,9 @@ def dispatch_public(
         segments=size.segments,
         segments_total=size.segments * recipients,
         normalization=normalization,
+        resent_from=dispatch.resent_from,
+        resend_statuses=dispatch.resend_statuses,
+        resent_as=resent_as or [],
         created_at=dispatch.created_at,
         updated_at=dispatch.updated_at,
         messages=messages,
@@ -112,7 +114,22 @@ def dispatch_public(
 async def dispatch_with_counts(*, session: AsyncSession, dispatch: Dispatch) -> DispatchPublic:
     assert dispatch.id is not None
     counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch.id])
-    return dispatch_public(dispatch, counts[dispatch.id])
+    resends = await resends_of(session=session, dispatch_ids=[dispatch.id])
+    return dispatch_public(dispatch, counts[dispatch.id], resent_as=resends[dispatch.id])
+
+
+async def resends_of(*, session: AsyncSession, dispatch_ids: list[int]) -> dict[int, list[int]]:
+    """For each dispatch id, the ids of its resends (ix_dispatch_resent_from)."""
+    result: dict[int, list[int]] = {dispatch_id: [] for dispatch_id in dispatch_ids}
+    if dispatch_ids:
+        rows = await session.execute(
+            sa.select(dispatch_t.c.resent_from, dispatch_t.c.id)
+            .where(dispatch_t.c.resent_from.in_(dispatch_ids))
+            .order_by(dispatch_t.c.id)
+        )
+        for resent_from, resend_id in rows:
+            result[resent_from].append(resend_id)
+    return result
 
 
 def _apply_filter_and_window(
@@ -164,40 +181,25 @@ async def create_dispatch(
             IdempotencyKey(key=idempotency_key, request_hash=request_hash, dispatch_id=dispatch.id)
         )
     await record_event(session, dispatch_id=dispatch.id, action=Action.CREATED, actor=actor)
-    try:
-        await session.commit()
-    except IntegrityError:
-        # The same key, committed by a concurrent request a moment ago: its dispatch wins.
-        await session.rollback()
+    if not await common_service.commit_new(session=session, idempotency_key=idempotency_key):
         assert idempotency_key is not None
         earlier = await common_service.created_before(
             session=session, key=idempotency_key, request_hash=request_hash
         )
         if earlier is None:
-            raise
+            raise Conflict("this Idempotency-Key is in use by a request that did not finish")
         return Saved(earlier, text.normalization, replayed=True)
-    try:
-        await temporal.start_workflow(
-            DispatchWorkflow.run,
-            DispatchInput(dispatch_id=dispatch.id, send=SendOptions.from_settings(settings)),
-            id=dispatch_workflow_id(dispatch.id),
-            task_queue=settings.temporal_task_queue,
-            search_attributes=of_dispatch(dispatch.id),
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except RPCError as error:
-        log.error("workflow did not start: %s", error, extra=ids(dispatch_id=dispatch.id))
-        # Its idempotency key goes with it (cascade): a retry with the key creates anew.
-        await session.delete(dispatch)
-        await session.commit()
-        raise EngineUnavailable("the workflow service is unavailable; try again") from error
+    await common_service.start_workflow(
+        session=session, temporal=temporal, settings=settings, dispatch=dispatch
+    )
     log.info("dispatch created", extra=ids(dispatch_id=dispatch.id))
     return Saved(dispatch, text.normalization)
 
 
 async def created_answer(*, session: AsyncSession, saved: Saved) -> DispatchPublic:
-    """The answer to a create: the dispatch with its counts (none yet, unless a replay finds
-    some), how many clients its filter matches now, and what normalize_text did."""
+    """The answer to a create (or a resend): the dispatch with its counts (none yet, unless a
+    replay finds some), how many clients its filter (a resend's first dispatch) matches now,
+    and what normalize_text did."""
     dispatch = saved.dispatch
     assert dispatch.id is not None
     counts: dict[str, int] = {}
@@ -205,9 +207,17 @@ async def created_answer(*, session: AsyncSession, saved: Saved) -> DispatchPubl
         counts = (await counts_by_dispatch(session=session, dispatch_ids=[dispatch.id]))[
             dispatch.id
         ]
-    audience = await audience_size(
-        session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
-    )
+    if dispatch.resent_from is not None and dispatch.resend_statuses is not None:
+        audience = await resend_audience_size(
+            session=session,
+            resent_from=dispatch.resent_from,
+            statuses=dispatch.resend_statuses,
+            sent_before=dispatch.resend_sent_before,
+        )
+    else:
+        audience = await audience_size(
+            session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
+        )
     return dispatch_public(dispatch, counts, audience=audience, normalization=saved.normalization)
 
 
@@ -249,6 +259,12 @@ async def update_dispatch(
         if text.text != dispatch.text:
             changes.setdefault("text", text.text)
     current = dispatch.status
+    if (resent_from := dispatch.resent_from) is not None and "filter" in changes:
+        await session.rollback()
+        raise Conflict(
+            f"dispatch {dispatch_id} resends dispatch {resent_from}: its audience is "
+            "that dispatch's clients, not a filter"
+        )
     if current not in UNFINISHED_DISPATCH_STATUSES:
         await session.rollback()
         raise Conflict(f"dispatch {dispatch_id} is {current}: it can no longer be edited")
@@ -331,15 +347,28 @@ async def delete_dispatch(
 
 
 async def list_dispatches(
-    *, session: AsyncSession, status: DispatchStatus | None, paging: Paging
+    *,
+    session: AsyncSession,
+    status: DispatchStatus | None,
+    paging: Paging,
+    resent_from: int | None = None,
 ) -> Page[DispatchPublic]:
+    """Dispatches by id, of one status and the resends of one dispatch if given."""
     conditions: list[Any] = [] if status is None else [col(Dispatch.status) == status]
+    if resent_from is not None:
+        conditions.append(col(Dispatch.resent_from) == resent_from)
     rows, total, next_cursor = await common_service.fetch_page(
         session=session, model=Dispatch, conditions=conditions, paging=paging
     )
-    counts = await counts_by_dispatch(session=session, dispatch_ids=[d.id for d in rows if d.id])
+    page_ids = [d.id for d in rows if d.id is not None]
+    counts = await counts_by_dispatch(session=session, dispatch_ids=page_ids)
+    resends = await resends_of(session=session, dispatch_ids=page_ids)
     return Page(
-        items=[dispatch_public(d, counts[d.id]) for d in rows if d.id is not None],
+        items=[
+            dispatch_public(d, counts[d.id], resent_as=resends[d.id])
+            for d in rows
+            if d.id is not None
+        ],
         total=total,
         limit=paging.limit,
         offset=paging.offset,

@@ -29,6 +29,7 @@ from core.audience import audience_size
 from core.models import (
     WENT_OUT_STATUSES,
     Dispatch,
+    DispatchStatus,
     MessageStatus,
     dispatch_t,
     message_sent_minute_t,
@@ -40,48 +41,76 @@ from core.stats import (
     route_counts_by_dispatch,
     total_counts,
     total_route_counts,
+    total_without_receipt,
+    without_receipt_by_dispatch,
 )
 
 BUCKETS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
 
 
-async def dispatch_stats(*, session: AsyncSession, dispatch_id: int) -> DispatchStats:
-    """One dispatch's messages counted by status, and by send route."""
+async def dispatch_stats(
+    *, session: AsyncSession, dispatch_id: int, receipt_wait: timedelta
+) -> DispatchStats:
+    """One dispatch's messages counted by status, and by send route, with those still `sent`
+    longer than `receipt_wait` after their send."""
     dispatch = await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
-    counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
-    routes = await route_counts_by_dispatch(session=session, dispatch_ids=[dispatch_id])
-    return DispatchStats(
-        dispatch_id=dispatch_id,
-        status=dispatch.status,
-        messages=StatusCounts.of(counts[dispatch_id]),
-        routes=RouteStats.of(routes[dispatch_id]),
-    )
+    return (
+        await stats_of_dispatches(
+            session=session, dispatches=[(dispatch_id, dispatch.status)], receipt_wait=receipt_wait
+        )
+    )[0]
 
 
-async def overall_stats(*, session: AsyncSession, paging: Paging) -> OverallStats:
-    """A page of dispatches by id with their counts (by status and by route), and totals over
-    every message."""
-    query = paging.select(sa.select(dispatch_t.c.id, dispatch_t.c.status), dispatch_t.c.id)
-    dispatches, next_cursor = paging.cut(list(await session.execute(query)), common_service.row_id)
-    ids = [d.id for d in dispatches]
+async def stats_of_dispatches(
+    *,
+    session: AsyncSession,
+    dispatches: list[tuple[int, DispatchStatus]],
+    receipt_wait: timedelta,
+) -> list[DispatchStats]:
+    """The statistics of these dispatches (id and status), in their order: four queries for
+    them all."""
+    ids = [dispatch_id for dispatch_id, _ in dispatches]
     counts = await counts_by_dispatch(session=session, dispatch_ids=ids)
     routes = await route_counts_by_dispatch(session=session, dispatch_ids=ids)
+    no_receipt = await without_receipt_by_dispatch(
+        session=session, dispatch_ids=ids, sent_before=utcnow() - receipt_wait
+    )
+    return [
+        DispatchStats(
+            dispatch_id=dispatch_id,
+            status=status,
+            messages=StatusCounts.of(counts[dispatch_id]),
+            routes=RouteStats.of(routes[dispatch_id], no_receipt[dispatch_id]),
+            sent_without_receipt=sum(no_receipt[dispatch_id].values()),
+            receipt_wait_hours=receipt_wait / timedelta(hours=1),
+        )
+        for dispatch_id, status in dispatches
+    ]
+
+
+async def overall_stats(
+    *, session: AsyncSession, paging: Paging, receipt_wait: timedelta
+) -> OverallStats:
+    """A page of dispatches by id with their counts (by status and by route), and totals over
+    every message; with the messages still `sent` longer than `receipt_wait` after their
+    send."""
+    query = paging.select(sa.select(dispatch_t.c.id, dispatch_t.c.status), dispatch_t.c.id)
+    dispatches, next_cursor = paging.cut(list(await session.execute(query)), common_service.row_id)
     dispatch_count = (
         await session.execute(sa.select(sa.func.count()).select_from(Dispatch))
     ).scalar_one()
+    no_receipt = await total_without_receipt(session=session, sent_before=utcnow() - receipt_wait)
     return OverallStats(
-        dispatches=[
-            DispatchStats(
-                dispatch_id=d.id,
-                status=d.status,
-                messages=StatusCounts.of(counts[d.id]),
-                routes=RouteStats.of(routes[d.id]),
-            )
-            for d in dispatches
-        ],
+        dispatches=await stats_of_dispatches(
+            session=session,
+            dispatches=[(d.id, d.status) for d in dispatches],
+            receipt_wait=receipt_wait,
+        ),
         totals=StatusCounts.of(await total_counts(session=session)),
-        routes=RouteStats.of(await total_route_counts(session=session)),
+        routes=RouteStats.of(await total_route_counts(session=session), no_receipt),
         dispatch_count=dispatch_count,
+        sent_without_receipt=sum(no_receipt.values()),
+        receipt_wait_hours=receipt_wait / timedelta(hours=1),
         next_cursor=next_cursor,
     )
 

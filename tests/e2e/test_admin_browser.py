@@ -242,12 +242,16 @@ async def test_an_operators_morning(
         }
     )
     assert counts == answer["messages"] and answer["messages"]["sent"] == 2
+    # No receipt came back (the simulator posts none here): none delivered yet.
+    delivered = await run(lambda: browser.find_element(By.ID, "delivered").text)
+    assert delivered.startswith("Delivered 0 of 2 sent (0 %)")
 
     def message_rows() -> list[tuple[str, str]]:
         browser.refresh()
         table = wait_for(browser, lambda b: b.find_elements(By.ID, "messages"))[0]
         heads = [cell.text for cell in table.find_elements(By.CSS_SELECTOR, "th")]
         route, parts = heads.index("Route"), heads.index("SMS parts")
+        assert heads[-1] == "Receipt (UTC)"
         rows = [
             [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
             for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")

@@ -50,15 +50,18 @@ def smtp_port() -> Iterator[int]:
 
 
 async def yesterdays_messages(db: Database) -> int:
-    """Three messages of one dispatch whose status changed yesterday: two sent, one failed,
-    all through the route `default`, in 2 SMS parts each."""
+    """Three messages of one dispatch whose status changed yesterday: one sent, one delivered
+    (both went out), one failed, all through the route `default`, in 2 SMS parts each."""
     clients = [await make_client(db) for _ in range(3)]
     dispatch = await make_dispatch(db)
     messages = await make_messages(db, dispatch, clients, cohort="all")
     yesterday = datetime.now(UTC) - timedelta(days=1)
     async with db.sessions() as session:
         for message, status, error in zip(
-            messages, ["sent", "sent", "failed"], [None, None, "HTTP 400: bad phone"], strict=True
+            messages,
+            ["sent", "delivered", "failed"],
+            [None, None, "HTTP 400: bad phone"],
+            strict=True,
         ):
             await session.execute(
                 sa.update(message_t)
@@ -138,7 +141,7 @@ async def test_report_is_mailed_and_waits_out_an_smtp_outage(
     assert (result.day, result.recipients) == (yesterday, 2)
     mail, again = inbox.mails
     assert again["Subject"] == mail["Subject"]
-    assert mail["Subject"] == f"Mailing report for {yesterday}: 2 sent, 3 in all"
+    assert mail["Subject"] == f"Mailing report for {yesterday}: 2 sent (1 delivered), 3 in all"
     assert mail["To"] == "ops@example.com, boss@example.com"
     parts = {
         part.get_content_type(): part.get_payload(decode=True).decode()
@@ -150,8 +153,10 @@ async def test_report_is_mailed_and_waits_out_an_smtp_outage(
     assert f"#{dispatch_id}" in parts["text/html"] and "<table" in parts["text/html"]
     total_line = next(line for line in parts["text/plain"].splitlines() if "total" in line)
     # pending, retrying, sent, delivered, undelivered, failed, expired, cancelled, opted_out
-    assert total_line.split()[1:] == ["0", "0", "2", "0", "0", "1", "0", "0", "0"]
-    # Per route: sent, failed, segments sent.
+    assert total_line.split()[1:] == ["0", "0", "1", "1", "0", "1", "0", "0", "0"]
+    # Per route: sent (went out), failed, segments sent, delivered, undelivered, delivered %.
     lines = parts["text/plain"].splitlines()
-    assert lines[lines.index("By route:") + 2].split() == ["default", "2", "1", "4"]
-    assert "<tr><td>default</td><td>2</td><td>1</td><td>4</td></tr>" in parts["text/html"]
+    route_line = lines[lines.index("By route:") + 2].split()
+    assert route_line == ["default", "2", "1", "4", "1", "0", "50", "%"]
+    row = "<tr><td>default</td><td>2</td><td>1</td><td>4</td><td>1</td><td>0</td><td>50 %</td></tr>"
+    assert row in parts["text/html"]
