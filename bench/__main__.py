@@ -8,8 +8,11 @@ routes to two named gateways of the simulator, split by operator code; "routes: 
 / 1 route, 0 ms = x.xx" and each route's messages), the outage run (--outage), the failover
 runs (`--failover`, bench.failover: two routes serving everyone, the first gateway down for a
 few seconds, refusing, and with `--failover-modes 503,hang` hanging too: the seconds to the
-second route and back, the duplicates at each gateway, the ids at both), the audience run (a
-bulk import, then reads and big writes with a million messages), and the zone run (--zones).
+second route and back, the duplicates at each gateway, the ids at both), the receipts run
+(`--receipts`, bench.receipts: receipts/s through POST /api/v1/receipts in lists of 1,000 and one
+at a time from 50 posters, then a 0 ms dispatch without and with the simulator posting its
+receipts), the audience run (a bulk import, then reads and big writes with a million messages),
+and the zone run (--zones).
 `--only` picks some of them. The workers and the API are restarted before each dispatch so
 that each one's peak memory is its own. A table goes to stdout, JSON to bench/results/.
 
@@ -52,6 +55,7 @@ from bench.figures import BenchReport, DispatchFigures, DispatchScenario
 from bench.http_bench import run_http_clients
 from bench.memory import PeakRss
 from bench.outage import run_outage
+from bench.receipts import ReceiptSettings, run_receipts
 from bench.remote import SimulatorControl
 from bench.report import RESULTS_DIR, machine_facts, write_results, write_table
 from bench.rig import Rig
@@ -79,6 +83,7 @@ SCENARIOS = (
     "routes",
     "outage",
     "failover",
+    "receipts",
     "audience",
     "zones",
 )
@@ -249,6 +254,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--failover-outage", type=float, default=5.0, help="seconds")
     parser.add_argument(
+        "--receipts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the receipts run: receipts of a sent dispatch through POST /api/v1/receipts in "
+        "lists of 1,000, then one at a time; then a dispatch at 0 ms without and with the "
+        "simulator posting its receipts",
+    )
+    parser.add_argument(
+        "--receipts-messages",
+        type=int,
+        default=100_000,
+        help="sent messages receipted in lists, and as many for one at a time (0: neither)",
+    )
+    parser.add_argument(
+        "--receipts-posters", type=int, default=4, help="concurrent posters of the lists"
+    )
+    parser.add_argument(
+        "--receipts-single-posters",
+        type=int,
+        default=50,
+        help="concurrent posters of one receipt at a time",
+    )
+    parser.add_argument(
+        "--receipts-single-seconds",
+        type=float,
+        default=10.0,
+        help="how long the one-at-a-time posters post",
+    )
+    parser.add_argument(
+        "--receipts-clients",
+        type=int,
+        default=10_000,
+        help="clients of the dispatch without and with receipts flowing (0: skip it)",
+    )
+    parser.add_argument(
+        "--receipts-rounds",
+        type=int,
+        default=1,
+        help="pairs of that dispatch, each without then with receipts",
+    )
+    parser.add_argument(
         "--only",
         type=_only,
         default=None,
@@ -376,6 +422,26 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
             )
             if failover is not None:
                 report.failovers.append(failover)
+    if wanted(args, "receipts", args.receipts):
+        report.receipts = await _guarded(
+            rig,
+            report,
+            "receipts run",
+            run_receipts(
+                rig,
+                ReceiptSettings(
+                    messages=args.receipts_messages,
+                    list_posters=args.receipts_posters,
+                    single_posters=args.receipts_single_posters,
+                    single_seconds=args.receipts_single_seconds,
+                    dispatch_clients=args.receipts_clients,
+                    rounds=args.receipts_rounds,
+                    send_concurrency=args.send_concurrency,
+                    timeout_s=args.timeout,
+                    workers=max(counts),
+                ),
+            ),
+        )
     if wanted(args, "audience", args.audience_rows > 0):
         report.audience = await _guarded(
             rig, report, "audience run", run_audience(rig, rows=args.audience_rows)

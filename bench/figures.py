@@ -226,4 +226,5 @@ class BenchReport:
     outage: Any = None  # bench.outage.OutageFigures
     failovers: list[Any] = field(default_factory=list)  # bench.failover.FailoverFigures
     audience: Any = None  # bench.audience.AudienceFigures
+    receipts: Any = None  # bench.receipts.ReceiptFigures
     errors: list[str] = field(default_factory=list)

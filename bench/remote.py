@@ -8,7 +8,7 @@ import httpx
 
 from bench.figures import RemoteFigures
 
-# Acceptances per page of /_sim/accepted: the most the simulator serves at once.
+# Entries per page of /_sim/accepted and /_sim/receipts: the most the simulator serves at once.
 ACCEPTED_PAGE = 100_000
 
 
@@ -85,5 +85,19 @@ class SimulatorControl:
             response.raise_for_status()
             page = [Acceptance(int(a["msg_id"]), float(a["accepted_at"])) for a in response.json()]
             found += page
+            if len(page) < ACCEPTED_PAGE:
+                return found
+
+    async def receipt_outcomes(self) -> dict[int, str]:
+        """The final status decided for each msgId's receipts since the last reset."""
+        found: dict[int, str] = {}
+        while True:
+            params: dict[str, int] = {"limit": ACCEPTED_PAGE}
+            if found:
+                params["after_id"] = next(reversed(found))
+            response = await self.http.get(f"{self.base_url}/_sim/receipts", params=params)
+            response.raise_for_status()
+            page = {int(msg_id): str(status) for msg_id, status in response.json().items()}
+            found |= page
             if len(page) < ACCEPTED_PAGE:
                 return found

@@ -28,6 +28,7 @@ from bench.figures import (
     ZoneRunFigures,
 )
 from bench.outage import outage_lines
+from bench.receipts import receipt_lines
 from core.settings import PROJECT_ROOT
 from devstack.embedded import bin_path
 
@@ -440,6 +441,8 @@ def render(report: BenchReport) -> str:
         lines += [*outage_lines(report.outage), ""]
     for failover in report.failovers:
         lines += [*failover_lines(failover), ""]
+    if report.receipts is not None:
+        lines += [*receipt_lines(report.receipts), ""]
     if report.zones is not None:
         lines += [*zone_lines(report.zones), ""]
     if report.audience is not None:

@@ -6,6 +6,7 @@ histories, and the server's counter over it)."""
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio.service import RPCError
@@ -22,7 +23,14 @@ from bench.stack import NAMESPACE
 log = logging.getLogger(__name__)
 
 
-async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
+async def run_dispatch(
+    rig: Rig,
+    scenario: DispatchScenario,
+    *,
+    before_post: Callable[[], Awaitable[None]] | None = None,
+) -> DispatchFigures:
+    """`before_post`: run once the stack is prepared, right before the dispatch's POST (e.g.
+    switches of the simulator, which `prepare` resets)."""
     insert_s = await prepare(
         rig,
         clients=scenario.clients,
@@ -33,6 +41,8 @@ async def run_dispatch(rig: Rig, scenario: DispatchScenario) -> DispatchFigures:
     )
     if scenario.routes:
         await prepare_gateways(rig, scenario.routes, latency_ms=scenario.latency_ms)
+    if before_post is not None:
+        await before_post()
     now = datetime.now(UTC)
     body = dispatch_body(
         start_at=now,
