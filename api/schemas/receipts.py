@@ -1,7 +1,6 @@
 """Bodies of delivery receipts: what a gateway posts about a message it took, and the answer
 that says what became of each receipt."""
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Self
 
@@ -95,15 +94,3 @@ class ReceiptsAnswer(BaseModel):
     out_of_date: int = 0
     unknown: int = 0
     results: list[ReceiptResult] = Field(default_factory=list)
-
-
-class DecidedMessage(BaseModel):
-    """A message a receipt made delivered or undelivered (for the metrics and the logs)."""
-
-    id: int
-    status: str
-    dispatch_id: int
-    client_id: int | None
-    route: str | None
-    sent_at: datetime | None
-    receipt_at: datetime | None
