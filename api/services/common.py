@@ -24,7 +24,7 @@ from core.contracts.shared import (
     SendOptions,
     dispatch_workflow_id,
 )
-from core.errors import EngineUnavailable, InvalidRequest, NotFound
+from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound
 from core.logging import ids
 from core.models import TEXT_MAX_LENGTH, Client, Dispatch, DispatchEvent, IdempotencyKey, Message
 from core.search import of_dispatch
@@ -90,6 +90,20 @@ async def commit_new(*, session: AsyncSession, idempotency_key: str | None) -> b
             raise
         return False
     return True
+
+
+async def commit_or_earlier(
+    *, session: AsyncSession, idempotency_key: str | None, request_hash: str
+) -> Dispatch | None:
+    """Commits a new dispatch; None when it was, or the dispatch of the concurrent request that
+    committed its Idempotency-Key a moment ago (this one rolled back: that one wins)."""
+    if await commit_new(session=session, idempotency_key=idempotency_key):
+        return None
+    assert idempotency_key is not None
+    earlier = await created_before(session=session, key=idempotency_key, request_hash=request_hash)
+    if earlier is None:
+        raise Conflict("this Idempotency-Key is in use by a request that did not finish")
+    return earlier
 
 
 async def start_workflow(

@@ -181,13 +181,10 @@ async def create_dispatch(
             IdempotencyKey(key=idempotency_key, request_hash=request_hash, dispatch_id=dispatch.id)
         )
     await record_event(session, dispatch_id=dispatch.id, action=Action.CREATED, actor=actor)
-    if not await common_service.commit_new(session=session, idempotency_key=idempotency_key):
-        assert idempotency_key is not None
-        earlier = await common_service.created_before(
-            session=session, key=idempotency_key, request_hash=request_hash
-        )
-        if earlier is None:
-            raise Conflict("this Idempotency-Key is in use by a request that did not finish")
+    earlier = await common_service.commit_or_earlier(
+        session=session, idempotency_key=idempotency_key, request_hash=request_hash
+    )
+    if earlier is not None:
         return Saved(earlier, text.normalization, replayed=True)
     await common_service.start_workflow(
         session=session, temporal=temporal, settings=settings, dispatch=dispatch
