@@ -19,6 +19,7 @@ from api.imports.reading import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
 from api.routers import clients, dispatches, health, receipts, routes, stats
 from api.services import receipts as receipts_service
+from api.services.receipt_batches import ReceiptBatches
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
@@ -72,12 +73,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except RPCError as error:
         log.warning("search attributes not registered: %s", error)
     log.info("API ready: Temporal at %s", settings.temporal_target)
-    waiting = asyncio.create_task(apply_waiting_receipts(app.state.database))
+    app.state.receipt_batches = ReceiptBatches(app.state.database.sessions)
+    tasks = [
+        asyncio.create_task(apply_waiting_receipts(app.state.database)),
+        asyncio.create_task(app.state.receipt_batches.run()),
+    ]
     try:
         yield
     finally:
-        waiting.cancel()
-        await asyncio.gather(waiting, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await app.state.database.dispose()
 
 

@@ -36,6 +36,10 @@ EMBEDDED_KEY_ID = "embedded-1"
 # Clock skew tolerated on exp, nbf and iat.
 LEEWAY_SECONDS = 30
 DISCOVERY_TIMEOUT_SECONDS = 5
+# A token that passed its check is not checked again for this long (nor past its expiry),
+# and this many are kept.
+VERIFIED_SECONDS = 60.0
+VERIFIED_SIZE = 1024
 
 
 class Permission(StrEnum):
@@ -139,6 +143,44 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(subject=subject, permissions=permissions_of(claims))
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token's principal and the time (epoch seconds) until which its check holds."""
+
+    principal: Principal
+    until: float
+
+
+def _verified(claims: dict[str, Any]) -> Verified:
+    return Verified(_principal(claims), float(claims["exp"]) + LEEWAY_SECONDS)
+
+
+class VerifiedTokens:
+    """Tokens that passed their check, kept for a short while: a gateway posting receipts one
+    at a time sends one token thousands of times a second, and an RS256 check costs more than
+    the receipt. A token is kept at most `seconds` and never past its own expiry (with the
+    leeway the check allows); only successes are kept, so a bad token is checked every time."""
+
+    def __init__(self, *, seconds: float = VERIFIED_SECONDS, size: int = VERIFIED_SIZE) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._kept: dict[str, Verified] = {}
+
+    def get(self, token: str, now: float) -> Principal | None:
+        kept = self._kept.get(token)
+        if kept is None:
+            return None
+        if now >= kept.until:
+            del self._kept[token]
+            return None
+        return kept.principal
+
+    def keep(self, token: str, verified: Verified, now: float) -> None:
+        if len(self._kept) >= self.size:
+            self._kept.pop(next(iter(self._kept)))  # the oldest kept
+        self._kept[token] = Verified(verified.principal, min(verified.until, now + self.seconds))
+
+
 class EmbeddedTokens:
     """Tokens the service signs itself, with one RSA key kept in a file."""
 
@@ -179,7 +221,7 @@ class EmbeddedTokens:
             )
         )
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str) -> Verified:
         header = _header(token, [EMBEDDED_ALGORITHM])
         if header.get("kid") != EMBEDDED_KEY_ID:
             raise Unauthenticated("the token's key id is unknown")
@@ -190,7 +232,7 @@ class EmbeddedTokens:
             issuer=EMBEDDED_ISSUER,
             audience=self.audience,
         )
-        return _principal(claims)
+        return _verified(claims)
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -238,7 +280,7 @@ class OidcTokens:
     def discovery_url(self) -> str:
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str) -> Verified:
         header = _header(token, self.algorithms)
         key_id = header.get("kid")
         if not isinstance(key_id, str):
@@ -250,7 +292,7 @@ class OidcTokens:
         claims = _decode(
             token, key, algorithms=self.algorithms, issuer=self.issuer, audience=self.audience
         )
-        return _principal(claims)
+        return _verified(claims)
 
     async def _key(self, key_id: str) -> dict[str, Any]:
         key = self._keys.get(key_id)
@@ -326,12 +368,18 @@ class Verifier:
             )
         elif not settings.auth_disabled:
             self.embedded = EmbeddedTokens(signing_key_file(settings), settings.auth_audience)
+        self.verified = VerifiedTokens()
 
     async def verify(self, token: str) -> Principal:
-        if self.oidc is not None:
-            return await self.oidc.verify(token)
-        assert self.embedded is not None
-        return await self.embedded.verify(token)
+        now = time.time()
+        principal = self.verified.get(token, now)
+        if principal is not None:
+            return principal
+        tokens = self.oidc or self.embedded
+        assert tokens is not None
+        verified = await tokens.verify(token)
+        self.verified.keep(token, verified, now)
+        return verified.principal
 
 
 def signing_key_file(settings: Settings) -> Path:

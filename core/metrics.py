@@ -49,6 +49,11 @@ RECEIPT_DELAY_SECONDS = Histogram(
     ["route"],
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600),
 )
+RECEIPT_BATCH_RECEIPTS = Histogram(
+    "mailing_receipt_batch_receipts",
+    "Receipts applied in one transaction: the requests posted at once are applied together.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 
 # Workers
 SEND_ATTEMPTS = Counter(

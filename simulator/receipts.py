@@ -59,6 +59,12 @@ Decision = tuple[int, str, int, str | None]
 Receipt = dict[str, Any]
 
 
+@functools.lru_cache(maxsize=1024)
+def _parts(text: str) -> int:
+    """The SMS parts of a text: a dispatch sends one text many times."""
+    return measure(text).segments
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
@@ -157,7 +163,7 @@ class Receipts:
         once that post is done (receipt_before_answer_rate)."""
         config = self._config
         rng = self._rng
-        parts = measure(text).segments
+        parts = _parts(text)
         decision = self._decisions.get(msg_id)
         if decision is None:
             decision = self._decide(msg_id, parts)
@@ -212,14 +218,18 @@ class Receipts:
         return (low if high <= low else self._rng.uniform(low, high)) / 1000
 
     def _queue(self, due: float, receipt: Receipt) -> None:
-        heapq.heappush(self._pending, (due, next(self._seq), receipt))
+        entry = (due, next(self._seq), receipt)
+        heapq.heappush(self._pending, entry)
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
             self._slots = asyncio.Semaphore(_CONCURRENT_POSTS)
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"receipts-{self._route}"
             )
-        else:
+        elif self._pending[0] is entry:
+            # Due before every other: the task's wait is too long now. A receipt due later
+            # changes nothing the task waits for (waking it for each cost more CPU than the
+            # rest of a receipt).
             self._wakeup.set()
 
     async def _wait(self, seconds: float) -> None:

@@ -3,13 +3,12 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import Discriminator, Tag
 
 from api.auth import guarded
-from api.deps import SessionDep
 from api.schemas.receipts import RECEIPTS_MAX, Receipt, Receipts, ReceiptsAnswer
-from api.services import receipts as receipts_service
+from api.services.receipt_batches import ReceiptBatches
 from core.auth import Permission
 
 router = APIRouter(prefix="/receipts", tags=["receipts"])
@@ -27,9 +26,14 @@ ReceiptsBody = Annotated[
 ]
 
 
+async def receipt_batches(request: Request) -> ReceiptBatches:
+    batches: ReceiptBatches = request.app.state.receipt_batches
+    return batches
+
+
 @router.post("", response_model=ReceiptsAnswer, **guarded(Permission.RECEIPTS_WRITE))
 async def post_receipts(
-    session: SessionDep,
+    batches: Annotated[ReceiptBatches, Depends(receipt_batches)],
     body: Annotated[
         ReceiptsBody, Body(description=f"One receipt, or a list of up to {RECEIPTS_MAX}.")
     ],
@@ -40,6 +44,8 @@ async def post_receipts(
     their reason); each part's first receipt is kept and never undone. A receipt that comes
     before our send is recorded waits and is applied when it is. The answer says what became
     of each: applied, waiting, duplicate, out_of_date (its part already said otherwise, or the
-    message did not go out), unknown (no such message, or its client was erased)."""
-    receipts = body if isinstance(body, list) else [body]
-    return await receipts_service.apply_receipts(session=session, receipts=receipts)
+    message did not go out), unknown (no such message, or its client was erased).
+
+    Receipts posted at once by many connections are applied together, in the order they came,
+    a request's receipts always in one transaction."""
+    return await batches.apply(body if isinstance(body, list) else [body])

@@ -68,7 +68,9 @@ _DECIDE = sa.text(
             last_error = CASE WHEN agg.failed THEN left(agg.reason, 500) ELSE m.last_error END,
             updated_at = now()
         FROM agg
-        WHERE m.id = agg.message_id AND m.status = 'sent'
+        -- The ids again, so that the message rows are found by their key (a join on agg
+        -- alone is planned as a scan of every message).
+        WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = agg.message_id AND m.status = 'sent'
             AND (agg.failed OR agg.delivered_parts >= agg.parts)
         RETURNING m.id, m.status, m.dispatch_id, m.client_id, m.route, m.sent_at, m.receipt_at),
     marked AS (
@@ -146,8 +148,11 @@ def _outcome_of(receipt: Receipt, message: Any) -> ReceiptOutcome | None:
     return None
 
 
-async def apply_receipts(*, session: AsyncSession, receipts: Sequence[Receipt]) -> ReceiptsAnswer:
-    """Records the receipts (each part's first), decides their messages; what became of each."""
+async def apply_receipts(
+    *, session: AsyncSession, receipts: Sequence[Receipt]
+) -> list[ReceiptOutcome]:
+    """Records the receipts (each part's first), decides their messages and commits; what
+    became of each, in their order."""
     messages = await _lock_messages(session, [receipt.id for receipt in receipts])
     outcomes: list[ReceiptOutcome | None] = []
     first: dict[tuple[int, int], Receipt] = {}
@@ -164,7 +169,7 @@ async def apply_receipts(*, session: AsyncSession, receipts: Sequence[Receipt]) 
         outcomes.append(outcome)
     stored = await _store(session, to_store, messages)
     known = await _known(session, [r for r in to_store if (r.id, r.part) not in stored])
-    answer = ReceiptsAnswer()
+    final: list[ReceiptOutcome] = []
     counted: Counter[tuple[str, str, str]] = Counter()
     for receipt, outcome in zip(receipts, outcomes, strict=True):
         key = (receipt.id, receipt.part)
@@ -175,11 +180,21 @@ async def apply_receipts(*, session: AsyncSession, receipts: Sequence[Receipt]) 
         elif outcome is None:
             same = known.get(key) == receipt.status
             outcome = ReceiptOutcome.DUPLICATE if same else ReceiptOutcome.OUT_OF_DATE
-        _count(answer, counted, receipt, outcome, message)
-    for labels, count in counted.items():
-        metrics.RECEIPTS.labels(*labels).inc(count)
+        _note(counted, receipt, outcome, message)
+        final.append(outcome)
     await _decide(session, [receipt.id for receipt in to_store])
     await session.commit()
+    for labels, count in counted.items():
+        metrics.RECEIPTS.labels(*labels).inc(count)
+    return final
+
+
+def answer_of(receipts: Sequence[Receipt], outcomes: Sequence[ReceiptOutcome]) -> ReceiptsAnswer:
+    """The answer to a request: its receipts' outcomes, counted and listed in order."""
+    answer = ReceiptsAnswer()
+    for receipt, outcome in zip(receipts, outcomes, strict=True):
+        setattr(answer, outcome.value, getattr(answer, outcome.value) + 1)
+        answer.results.append(ReceiptResult(id=receipt.id, part=receipt.part, outcome=outcome))
     return answer
 
 
@@ -218,15 +233,13 @@ async def _known(session: AsyncSession, receipts: Sequence[Receipt]) -> dict[tup
     return {(row.message_id, row.part): row.status for row in rows}
 
 
-def _count(
-    answer: ReceiptsAnswer,
+def _note(
     counted: Counter[tuple[str, str, str]],
     receipt: Receipt,
     outcome: ReceiptOutcome,
     message: Any,
 ) -> None:
-    setattr(answer, outcome.value, getattr(answer, outcome.value) + 1)
-    answer.results.append(ReceiptResult(id=receipt.id, part=receipt.part, outcome=outcome))
+    """Counts the receipt for the metrics (after the commit) and logs it with its ids."""
     known = message is not None
     # The route the message went through, as recorded: a bounded label, whatever the gateway
     # posted as its route.

@@ -2,6 +2,8 @@
 receipts before the send is recorded, a part's first answer never undone, unknown and erased
 messages, the permission, and bad input refused whole."""
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
@@ -208,3 +211,35 @@ async def test_bad_input_is_refused_whole(
     assert (await stored(db, message)).status == "sent"
     async with db.sessions() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(message_receipt_t)) == 0
+
+
+async def test_receipts_posted_alone_at_once_are_applied_together(
+    db: Database, gateway: httpx.AsyncClient
+) -> None:
+    """Fifty connections posting one receipt each, at once: their receipts share transactions,
+    and each request is answered with its own receipt's outcome."""
+    messages = await messages_as(db, ["sent"] * 12)
+    failing = messages[0]
+    bodies = [
+        receipt(
+            message,
+            "rejected" if message is failing and part == 2 else "delivered",
+            part=part,
+            parts=3,
+        )
+        for message in messages
+        for part in (3, 1, 2)
+    ]
+    bodies += bodies[:14]  # duplicates, some in the same batch as their first
+    batches = REGISTRY.get_sample_value("mailing_receipt_batch_receipts_count") or 0.0
+    answers = await asyncio.gather(*(post(gateway, body) for body in bodies))
+    for body, answer in zip(bodies, answers, strict=True):
+        [result] = answer["results"]
+        assert (result["id"], result["part"]) == (body["id"], body["part"])
+    outcomes = Counter(answer["results"][0]["outcome"] for answer in answers)
+    assert outcomes == {"applied": 36, "duplicate": 14}
+    statuses = Counter([(await stored(db, message)).status for message in messages])
+    assert statuses == {"delivered": 11, "undelivered": 1}
+    assert (await stored(db, failing)).last_error == "rejected"
+    transactions = REGISTRY.get_sample_value("mailing_receipt_batch_receipts_count") - batches
+    assert transactions < len(bodies)
