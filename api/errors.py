@@ -20,6 +20,8 @@ class ErrorItem:
         if location and location[0] in {"body", "query", "path", "header"}:
             location = location[1:]
         message = str(item.get("msg", "invalid"))
+        if item.get("type") == "extra_forbidden":
+            message = "unknown field"
         for prefix in ("Value error, ", "Assertion failed, "):
             message = message.removeprefix(prefix)
         return cls(".".join(location) or None, message)

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas.common import ErrorBody, OperatorCode, Tag
+from api.schemas.common import ErrorBody, OperatorCode, RequestBody, Tag
 from core.phones import normalize_phone, validate_timezone
 
 
@@ -13,7 +13,7 @@ def _phone(value: Any) -> str:
     return normalize_phone(value)
 
 
-class ClientCreate(BaseModel):
+class ClientCreate(RequestBody):
     """A new client. operator_code defaults to digits 2-4 of the phone; timezone to the
     number's own zone, or the service's default zone."""
 
@@ -35,7 +35,7 @@ class ClientCreate(BaseModel):
         return None if value is None else validate_timezone(value)
 
 
-class ClientUpdate(BaseModel):
+class ClientUpdate(RequestBody):
     """Fields to change; a new phone without an operator_code re-derives the code."""
 
     phone: str | int | None = None
@@ -57,7 +57,7 @@ class ClientUpdate(BaseModel):
         return None if value is None else validate_timezone(value)
 
 
-class OptOut(BaseModel):
+class OptOut(RequestBody):
     """A number that asked for no more messages (a STOP reply, an unsubscribe link)."""
 
     model_config = ConfigDict(json_schema_extra={"example": {"phone": "79161234567"}})

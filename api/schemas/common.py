@@ -4,7 +4,7 @@ a client and a dispatch filter share (an operator code, a tag, no NUL characters
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.models import TAG_MAX_LENGTH
 from core.segments import Encoding
@@ -16,6 +16,13 @@ Tag = Annotated[str, StringConstraints(max_length=TAG_MAX_LENGTH, pattern=NO_NUL
 FILTER_MAX_ITEMS = 100
 
 T = TypeVar("T")
+
+
+class RequestBody(BaseModel):
+    """A request body: a field it does not know is a 422 naming it, never dropped without a
+    word (a `time_zone` for `timezone` would otherwise leave the zone unset)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Page(BaseModel, Generic[T]):

@@ -14,7 +14,14 @@ from pydantic import (
     model_validator,
 )
 
-from api.schemas.common import FILTER_MAX_ITEMS, NO_NUL, Normalization, OperatorCode, Tag
+from api.schemas.common import (
+    FILTER_MAX_ITEMS,
+    NO_NUL,
+    Normalization,
+    OperatorCode,
+    RequestBody,
+    Tag,
+)
 from api.schemas.statistics import StatusCounts
 from core.contracts.shared import DeliveryShape
 from core.models import (
@@ -28,7 +35,7 @@ from core.segments import Encoding
 from core.windows import SendWindow, parse_hhmm
 
 
-class DispatchFilter(BaseModel):
+class DispatchFilter(RequestBody):
     """Which clients a dispatch targets. A client matches when its operator code is in
     operator_codes (if given) and its tag is in tags (if given). Both empty would target every
     client, which must be asked for with `all: true`."""
@@ -50,7 +57,7 @@ class DispatchFilter(BaseModel):
         return self
 
 
-class WindowSchema(BaseModel):
+class WindowSchema(RequestBody):
     """Local times of day ("HH:MM") in each client's own zone; end before start crosses
     midnight (22:00-06:00). The end is exclusive."""
 
@@ -90,7 +97,7 @@ def _ends_after_start(start_at: datetime | None, end_at: datetime | None) -> Non
         raise ValueError("end_at must be after start_at")
 
 
-class DispatchCreate(BaseModel):
+class DispatchCreate(RequestBody):
     """A new dispatch; it starts by itself at start_at, and nothing is sent after end_at."""
 
     model_config = ConfigDict(
@@ -130,7 +137,7 @@ class DispatchCreate(BaseModel):
         return self
 
 
-class DispatchUpdate(BaseModel):
+class DispatchUpdate(RequestBody):
     """Fields to change. Before the start any field; while running or paused `end_at`
     (earlier or later), `text` (for messages not yet sent) and `window`, which reach the
     workflows already running; after the end nothing. `window: null` removes the window."""
@@ -163,7 +170,7 @@ _NOT_RESENDABLE = {
 }
 
 
-class DispatchResend(BaseModel):
+class DispatchResend(RequestBody):
     """A new dispatch to the clients of this one whose messages ended in one of `statuses`:
     the ones it did not reach. Its text and window are this dispatch's unless given."""
 
@@ -215,7 +222,7 @@ class DispatchResend(BaseModel):
         return self
 
 
-class ControlBody(BaseModel):
+class ControlBody(RequestBody):
     """Why the operator pauses, resumes or cancels (kept in the logs, and on cancelled
     messages)."""
 

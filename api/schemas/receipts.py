@@ -7,6 +7,7 @@ from typing import Annotated, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import MAX_ID
+from api.schemas.common import RequestBody
 from core.models import ROUTE_NAME_MAX_LENGTH
 
 RECEIPTS_MAX = 1000
@@ -24,11 +25,10 @@ class ReceiptStatus(StrEnum):
     REJECTED = "rejected"  # the operator's network refused it
 
 
-class Receipt(BaseModel):
+class Receipt(RequestBody):
     """One part's delivery receipt."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "example": {
                 "id": 1234,
