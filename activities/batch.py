@@ -28,7 +28,7 @@ from activities.records import (
     record_outcomes,
 )
 from activities.routing import Attempt, Ticket
-from activities.sender import Sender, Windows, count_judged, message_query
+from activities.sender import Outgoing, Sender, Windows, count_judged, message_query
 from core import metrics
 from core.contracts.cohort import Handoff, SendBatchInput, SendBatchResult
 from core.contracts.shared import SendOutcome
@@ -226,7 +226,7 @@ class Batch:
         sender = self.sender
         async with sender.sessions() as session:
             rows = {
-                row.id: row
+                row.id: Outgoing(row)
                 for row in await session.execute(
                     message_query().where(message_t.c.id.in_(list(chunk)))
                 )
@@ -322,12 +322,14 @@ class Batch:
         def after(status: MessageStatus, **changes: Any) -> Outcome:
             # What an outcome records of its attempt: whether a request went out, the route
             # that has (or may have) the message, and its segments.
+            attempted = attempt.via is not None
             return Outcome(
                 row.id,
                 status,
-                attempted=attempt.via is not None,
+                attempted=attempted,
                 route=attempt.route,
                 segments=attempt.segments,
+                text=row.text if attempted and row.personal else None,
                 **changes,
             )
 

@@ -73,9 +73,11 @@ async def record_attempt(
     attempted: bool = True,
     route: str | None = None,
     segments: int | None = None,
+    text: str | None = None,
 ) -> None:
     """A send of the message came to this outcome: a request went out (`attempted`), through
-    `route` (kept when None), carrying `segments`."""
+    `route` (kept when None), carrying `segments` of `text` (its client's rendering of a
+    personal text; None: the dispatch's text, or kept)."""
     # Sent wins over anything set meanwhile, but for what a receipt made of it since.
     condition = (
         message_t.c.status.not_in([MessageStatus.DELIVERED, MessageStatus.UNDELIVERED])
@@ -93,6 +95,7 @@ async def record_attempt(
                 sent_at=sa.func.coalesce(sent_at, message_t.c.sent_at),
                 route=sa.func.coalesce(route, message_t.c.route),
                 segments=sa.func.coalesce(segments, message_t.c.segments),
+                text=sa.func.coalesce(text, message_t.c.text),
             )
         )
         await session.commit()
@@ -109,9 +112,11 @@ class Outcome:
     sent_at: datetime | None = None
     # The message leaves its cohort's batches: the cohort owes it a delivery of its own.
     hand_off: bool = False
-    # The route that has (or may have) it, and the segments of its text.
+    # The route that has (or may have) it, and the segments of its text; the text itself
+    # when it was rendered for its client (a personal text).
     route: str | None = None
     segments: int | None = None
+    text: str | None = None
 
 
 _RECORD_OUTCOMES = sa.text(
@@ -125,12 +130,13 @@ _RECORD_OUTCOMES = sa.text(
         sender = CASE WHEN v.hand_off THEN 'owed' ELSE m.sender END,
         route = coalesce(v.route, m.route),
         segments = coalesce(v.segments, m.segments),
+        text = coalesce(v.text, m.text),
         updated_at = now()
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:attempted AS boolean[]),
         CAST(:errors AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:hand_off AS boolean[]),
-        CAST(:routes AS text[]), CAST(:segments AS smallint[])
-    ) AS v(id, status, attempted, error, sent_at, hand_off, route, segments)
+        CAST(:routes AS text[]), CAST(:segments AS smallint[]), CAST(:texts AS text[])
+    ) AS v(id, status, attempted, error, sent_at, hand_off, route, segments, text)
     WHERE m.id = v.id AND (
         (v.status = 'sent' AND m.status NOT IN ('delivered', 'undelivered'))
         OR m.status IN ('pending', 'retrying'))
@@ -154,6 +160,7 @@ async def record_outcomes(sessions: SessionFactory, outcomes: list[Outcome]) -> 
                 "hand_off": [o.hand_off for o in outcomes],
                 "routes": [o.route for o in outcomes],
                 "segments": [o.segments for o in outcomes],
+                "texts": [o.text for o in outcomes],
             },
         )
         await session.commit()

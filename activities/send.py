@@ -21,7 +21,7 @@ from activities.clock import activity_now
 from activities.failures import FailurePolicy, Fate
 from activities.records import finish_open_message, record_attempt
 from activities.routing import Router
-from activities.sender import Sender, Windows, count_judged, message_query
+from activities.sender import Outgoing, Sender, Windows, count_judged, message_query
 from core.contracts.cohort import SendBatchInput, SendBatchResult
 from core.contracts.delivery import SendInput, SendResult
 from core.contracts.shared import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendOutcome
@@ -74,6 +74,7 @@ class SendActivities:
         if row is None:
             log.info("message no longer exists", extra=ids(message_id=message_id))
             return SendResult(message_id=message_id, status=MessageStatus.CANCELLED)
+        row = Outgoing(row)
         # The slot is held until the outcome is written, as in batches.
         async with sender.slots:
             windows = Windows()
@@ -99,6 +100,7 @@ class SendActivities:
                 attempted=attempt.via is not None,
                 route=attempt.route,
                 segments=attempt.segments,
+                text=row.text if attempt.via is not None and row.personal else None,
             )
         for why in verdict.pauses:
             await sender.pause_dispatch(row.dispatch_id, why)

@@ -7,6 +7,7 @@ concurrency limit and one failure policy across every batch and attempt.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from core.events import Actor
 from core.logging import ids
 from core.models import client_t, dispatch_t, message_t
 from core.rules import FINAL_STATUS_OF, Action, Decision, MessageState, decide
+from core.templates import Missing, TemplateRefused, TextTemplate, check, client_values
 from core.windows import SendWindow, stored_window
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ _MESSAGE_COLUMNS = (
     client_t.c.operator_code,
     client_t.c.timezone,
     client_t.c.opted_out,
+    client_t.c.tag,
+    client_t.c.attributes,
     dispatch_t.c.text,
     dispatch_t.c.status.label("dispatch_status"),
     dispatch_t.c.start_at,
@@ -60,6 +64,45 @@ def message_query() -> sa.Select[Any]:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _template(text: str) -> TextTemplate | None:
+    try:
+        return check(text)
+    except TemplateRefused:
+        return None  # stored before texts could be templates: its braces are its own
+
+
+class Outgoing:
+    """A message as the rules, the router and the request see it: its row (`message_query`),
+    with its dispatch's text rendered for its client at this moment. `text` is what goes out;
+    `personal` whether it differs by client (then it is recorded on the message); `missing`
+    the keys the client lacks, when it cannot be rendered."""
+
+    __slots__ = ("missing", "personal", "row", "text")
+
+    def __init__(self, row: Any) -> None:
+        self.row = row
+        self.text: str = row.text
+        self.personal = False
+        self.missing: Missing | None = None
+        template = _template(row.text)
+        if template is None or not template.personal or row.client_id is None:
+            return
+        self.personal = True
+        rendered = template.render(
+            client_values(
+                phone=row.phone, tag=row.tag, timezone=row.timezone, attributes=row.attributes
+            )
+        )
+        if isinstance(rendered, Missing):
+            self.missing = rendered
+        else:
+            self.text = rendered
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.row, name)
+
+
 class Windows:
     """SendWindow of each stored (start, end) pair, built once per batch."""
 
@@ -74,7 +117,7 @@ class Windows:
 
 
 def message_state(
-    row: Any, windows: Windows, *, dispatch_status: str | None = None
+    row: Outgoing, windows: Windows, *, dispatch_status: str | None = None
 ) -> MessageState:
     return MessageState(
         status=row.status,
@@ -85,6 +128,7 @@ def message_state(
         end_at=row.end_at,
         window=windows.of(row),
         opted_out=bool(row.opted_out),
+        unrendered=None if row.missing is None else row.missing.reason,
     )
 
 

@@ -52,7 +52,9 @@ the problem is the request as a whole, such as a 409 naming the dispatch's statu
 Message statuses: `pending` (waiting for its window), `retrying` (the remote failed, another
 attempt is scheduled), `sent`, `failed` (the remote refused it for good), `expired` (not sent by
 `end_at`), `cancelled` (its dispatch or client was deleted), `opted_out` (the client went on
-the stop list before it was sent).
+the stop list before it was sent), `unrendered` (a personal text needs a key the client lacks,
+with no default: nothing was sent), and, from the gateway's receipts, `delivered` and
+`undelivered`.
 """
 
 

@@ -63,6 +63,9 @@ class MessageStatus(StrEnum):
     CANCELLED = "cancelled"
     # The client opted out (the stop list) before the message could go.
     OPTED_OUT = "opted_out"
+    # A personal text the client lacked a key for (no default): nothing sent, the keys named
+    # in last_error (core.templates).
+    UNRENDERED = "unrendered"
 
 
 class MessageSender(StrEnum):
@@ -89,17 +92,20 @@ FINAL_MESSAGE_STATUSES = (
     MessageStatus.EXPIRED,
     MessageStatus.CANCELLED,
     MessageStatus.OPTED_OUT,
+    MessageStatus.UNRENDERED,
 )
 # The messages that went out to a gateway: sent, and what their receipts made of them.
 WENT_OUT_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 # The messages whose clients a resend may go to again: those the first send did not reach, or
 # that no receipt said it did (`sent`, once RECEIPT_WAIT_HOURS have passed). Never `opted_out`
-# (the client asked for no more), nor one still open or delivered.
+# (the client asked for no more), nor one still open or delivered. `unrendered`: once the
+# clients have the keys their text needs.
 RESENDABLE_STATUSES = (
     MessageStatus.UNDELIVERED,
     MessageStatus.FAILED,
     MessageStatus.EXPIRED,
     MessageStatus.CANCELLED,
+    MessageStatus.UNRENDERED,
     MessageStatus.SENT,
 )
 DELIVERY_SHAPES = ("cohorts", "per_client")
@@ -111,6 +117,16 @@ def _status_check(enum: type[StrEnum], column: str = "status") -> str:
 
 class Client(SQLModel, table=True):
     """A mobile subscriber who may receive dispatches."""
+
+    # Lists filtered by an attribute's value: attributes @> '{"city": "Omsk"}'.
+    __table_args__ = (
+        sa.Index(
+            "ix_client_attributes",
+            "attributes",
+            postgresql_using="gin",
+            postgresql_ops={"attributes": "jsonb_path_ops"},
+        ),
+    )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
     phone: str = Field(sa_column=sa.Column(sa.String(PHONE_LENGTH), nullable=False, unique=True))
@@ -124,6 +140,13 @@ class Client(SQLModel, table=True):
         default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
     )
     opted_out_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    # Its own values for personal texts ({{ key }}): a flat object of strings (api.schemas).
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(
+            postgresql.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
+        ),
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
 
@@ -289,6 +312,8 @@ class Message(SQLModel, table=True):
     )
     # The SMS parts of the text that went out (see core.segments).
     segments: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    # The text rendered for its client when it went out; NULL: the dispatch's text as is.
+    text: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     # When the receipt that made it delivered or undelivered says that happened.
     receipt_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
@@ -424,6 +449,52 @@ message_receipt_t = sa.Table(
     ),
     sa.Column("applied", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_message_receipt_waiting", "message_id", postgresql_where=sa.text("NOT applied")),
+)
+
+
+class TestMessageStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+# A test send of a dispatch (POST /dispatches/{id}/test): one message to a number, rendered for
+# its client (or with the defaults), sent through the normal send path and never counted with
+# the dispatch's messages. Its id comes from the messages' sequence: a msgId at a gateway is
+# never both a test and a real message.
+test_message_t = sa.Table(
+    "test_message",
+    SQLModel.metadata,
+    sa.Column(
+        "id", sa.BigInteger, server_default=sa.text("nextval('message_id_seq')"), primary_key=True
+    ),
+    sa.Column(
+        "dispatch_id",
+        sa.BigInteger,
+        sa.ForeignKey("dispatch.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "client_id", sa.BigInteger, sa.ForeignKey("client.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("phone", sa.String(PHONE_LENGTH), nullable=False),
+    sa.Column("operator_code", sa.String(3), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("segments", sa.SmallInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("route", sa.String(ROUTE_NAME_MAX_LENGTH), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("actor", sa.String(ACTOR_MAX_LENGTH), nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.CheckConstraint(_status_check(TestMessageStatus), name="status"),
+    sa.Index("ix_test_message_dispatch_id", "dispatch_id", "id"),
 )
 
 # Core table handles for bulk statements (activities, statistics).

@@ -23,6 +23,7 @@ class Action(StrEnum):
     CANCEL = "cancel"  # ends cancelled
     OPT_OUT = "opt_out"  # ends opted_out: the client is on the stop list
     EXPIRE = "expire"  # ends expired
+    UNRENDER = "unrender"  # ends unrendered: a personal text the client lacks a key for
     WAIT = "wait"  # not now: try again at `not_before`
 
 
@@ -39,6 +40,8 @@ class MessageState:
     window: SendWindow | None
     # On the stop list now: never sent to, whatever else holds.
     opted_out: bool = False
+    # Why the text cannot be rendered for this client now (a key it lacks), if it cannot.
+    unrendered: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ def decide(state: MessageState, *, now: datetime) -> Decision:
     if state.dispatch_status == DispatchStatus.PAUSED:
         return Decision(Action.WAIT, SendOutcome.PAUSED, now + PAUSE_RECHECK)
     if now >= state.start_at and is_open(at=now, window=state.window, timezone=state.timezone):
+        # Judged only when it would go: an attribute set before the window opens still counts.
+        if state.unrendered is not None:
+            return Decision(Action.UNRENDER, state.unrendered)
         return Decision(Action.SEND)
     opens = next_send_instant(
         now=now,
@@ -89,4 +95,5 @@ FINAL_STATUS_OF = {
     Action.CANCEL: MessageStatus.CANCELLED,
     Action.OPT_OUT: MessageStatus.OPTED_OUT,
     Action.EXPIRE: MessageStatus.EXPIRED,
+    Action.UNRENDER: MessageStatus.UNRENDERED,
 }

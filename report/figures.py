@@ -103,7 +103,9 @@ async def gather(session: AsyncSession, *, day: date, timezone: str) -> ReportFi
         sa.select(message_t.c.last_error, sa.func.count())
         .where(
             *in_day,
-            message_t.c.status.in_([MessageStatus.FAILED, MessageStatus.EXPIRED]),
+            message_t.c.status.in_(
+                [MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.UNRENDERED]
+            ),
         )
         .group_by(message_t.c.last_error)
         .order_by(sa.func.count().desc(), message_t.c.last_error)

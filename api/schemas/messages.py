@@ -30,6 +30,11 @@ class MessagePublic(BaseModel):
         default=None,
         description="SMS parts of the text its request carried (null before any request).",
     )
+    text: str | None = Field(
+        default=None,
+        description="What its request carried: a personal text as rendered for this client. "
+        "Before any request, the dispatch's text as it stands (placeholders not rendered).",
+    )
     attempts: int
     last_error: str | None
     waiting_until: datetime | None = Field(

@@ -32,6 +32,10 @@ class StatusCounts(BaseModel):
     expired: int = 0
     cancelled: int = 0
     opted_out: int = Field(default=0, description="Not sent: the client opted out first.")
+    unrendered: int = Field(
+        default=0,
+        description="Not sent: the text's placeholders need a key the client lacks (no default).",
+    )
     total: int = 0
 
     @classmethod

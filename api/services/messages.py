@@ -66,6 +66,7 @@ async def _message_page(
             dispatch_t.c.end_at,
             dispatch_t.c.window_start,
             dispatch_t.c.window_end,
+            dispatch_t.c.text.label("dispatch_text"),
         )
         .select_from(message_t)
         .join(dispatch_t, dispatch_t.c.id == message_t.c.dispatch_id)
@@ -78,6 +79,7 @@ async def _message_page(
     items = []
     for row in rows:
         item = MessagePublic.model_validate(row)
+        item.text = row.text or row.dispatch_text
         if row.status == MessageStatus.PENDING and row.timezone is not None:
             opens = next_send_instant(
                 now=now,

@@ -93,7 +93,13 @@ _WAITING = sa.text(
 
 # Statuses of a message for which a receipt says nothing: it did not go out.
 _NOT_SENT = frozenset(
-    {MessageStatus.FAILED, MessageStatus.EXPIRED, MessageStatus.CANCELLED, MessageStatus.OPTED_OUT}
+    {
+        MessageStatus.FAILED,
+        MessageStatus.EXPIRED,
+        MessageStatus.CANCELLED,
+        MessageStatus.OPTED_OUT,
+        MessageStatus.UNRENDERED,
+    }
 )
 
 
