@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from bench import data
+from bench import data, personal
 from bench.audience import run_audience
 from bench.ceiling import run_ceiling
 from bench.failover import MODES, FailoverSettings, Mode, run_failover
@@ -81,6 +81,7 @@ SCENARIOS = (
     "ceiling",
     "dispatches",
     "routes",
+    "personal",
     "outage",
     "failover",
     "receipts",
@@ -234,6 +235,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "two routes to two gateways, split by operator code, against the 1-route run at 0 ms",
     )
     parser.add_argument(
+        "--personal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='the personal text\'s dispatch ("1 route, 0 ms, personal text"): --clients at 0 ms '
+        "with two attributes each and a text naming them, against the plain text at 0 ms",
+    )
+    parser.add_argument(
         "--failover",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -370,6 +378,7 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
         )
     counts = worker_counts(args)
     routes_pending = wanted(args, "routes", args.routes)
+    personal_pending = wanted(args, "personal", args.personal)
     latencies = args.latencies if wanted(args, "dispatches", True) else []
     for latency in latencies:
         measured: list[DispatchFigures] = []
@@ -392,8 +401,13 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
             # Right after the 1-route run it is compared with: the same server, as warm.
             await _two_routes(rig, args, report)
             routes_pending = False
+        if latency == 0 and personal_pending:
+            await _personal(rig, args, report)
+            personal_pending = False
     if routes_pending:
         await _two_routes(rig, args, report)
+    if personal_pending:
+        await _personal(rig, args, report)
     rig.stack.workers = max(counts)
     if wanted(args, "outage", True) and args.outage > 0:
         report.outage = await _guarded(
@@ -507,6 +521,37 @@ async def _two_routes(rig: Rig, args: argparse.Namespace, report: BenchReport) -
     )
     if one_route is not None:
         set_route_ratio(figures, one_route)
+
+
+async def _personal(rig: Rig, args: argparse.Namespace, report: BenchReport) -> None:
+    """The 0 ms dispatch with a personal text, on the most workers, against the plain one."""
+    workers = max(worker_counts(args))
+    scenario = _dispatch_scenario(args, latency_ms=0.0, workers=workers)
+    scenario.text = personal.TEXT
+    figures = await _guarded(
+        rig,
+        report,
+        "dispatch with a personal text at 0 ms",
+        run_dispatch(rig, scenario, before_post=lambda: personal.give_attributes(rig)),
+    )
+    if figures is None:
+        return
+    report.dispatches.append(figures)
+    plain = next(
+        (
+            f
+            for f in report.dispatches
+            if not f.routes
+            and not f.scenario.text
+            and f.scenario.latency_ms == 0
+            and f.scenario.workers == workers
+        ),
+        None,
+    )
+    if plain is not None:
+        figures.plain_dispatch_id = plain.dispatch_id
+        if figures.messages_per_s and plain.messages_per_s:
+            figures.vs_plain = round(figures.messages_per_s / plain.messages_per_s, 2)
 
 
 def set_route_ratio(figures: DispatchFigures, one_route: DispatchFigures) -> None:

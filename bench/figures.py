@@ -63,12 +63,16 @@ class DispatchScenario:
     # SEND_ROUTES of the workers (bench.routes), each to a named gateway of the simulator;
     # None: no SEND_ROUTES, the one route `default` to the simulator's root gateway.
     routes: list[dict[str, Any]] | None = None
+    # A personal text (bench.personal): each client gets attributes and the dispatch's text
+    # names them; None: the plain text of every other run.
+    text: str | None = None
 
     @property
     def name(self) -> str:
-        """E.g. "1 route, 0 ms" or "2 routes, 0 ms"."""
+        """E.g. "1 route, 0 ms", "2 routes, 0 ms" or "1 route, 0 ms, personal text"."""
         count = len(self.routes) if self.routes else 1
-        return f"{count} route{'s' if count > 1 else ''}, {self.latency_ms:g} ms"
+        name = f"{count} route{'s' if count > 1 else ''}, {self.latency_ms:g} ms"
+        return name + (", personal text" if self.text else "")
 
 
 @dataclass
@@ -158,6 +162,9 @@ class DispatchFigures:
     routes: list[RouteShare] = field(default_factory=list)
     vs_one_route: float | None = None
     one_route_dispatch_id: int | None = None
+    # A personal text's run: messages/s against the plain text's run just before it.
+    vs_plain: float | None = None
+    plain_dispatch_id: int | None = None
 
 
 @dataclass

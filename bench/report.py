@@ -269,6 +269,22 @@ def scale_lines(results: Sequence[DispatchFigures]) -> list[str]:
     ]
 
 
+def personal_lines(results: Sequence[DispatchFigures]) -> list[str]:
+    """For the personal text's run: its rate against the plain text's."""
+    lines = []
+    for r in results:
+        if r.vs_plain is None:
+            continue
+        plain = next(x for x in results if x.dispatch_id == r.plain_dispatch_id)
+        lines.append(
+            f"personal text: {r.scenario.name} / {plain.scenario.name} = {r.vs_plain:.2f} "
+            f"(#{r.dispatch_id} vs #{plain.dispatch_id}: {_num(r.messages_per_s)} vs "
+            f"{_num(plain.messages_per_s)} messages/s; target >= 0.90: "
+            f"{'met' if r.vs_plain >= 0.90 else 'NOT MET'})"
+        )
+    return lines
+
+
 def route_lines(results: Sequence[DispatchFigures]) -> list[str]:
     """For each run with routes: its rate against the 1-route run, and its routes' parts."""
     lines = []
@@ -435,7 +451,11 @@ def render(report: BenchReport) -> str:
         lines += [*ceiling_lines(report.ceiling), ""]
     if report.dispatches:
         lines += ["Dispatches to every client:", dispatch_table(report.dispatches)]
-        lines += [*scale_lines(report.dispatches), *route_lines(report.dispatches)]
+        lines += [
+            *scale_lines(report.dispatches),
+            *route_lines(report.dispatches),
+            *personal_lines(report.dispatches),
+        ]
         lines += [*action_notes(report.dispatches), ""]
     if report.outage is not None:
         lines += [*outage_lines(report.outage), ""]

@@ -70,17 +70,22 @@ async def prepare(
     return insert_s
 
 
+# The text of every dispatch of the bench but the personal text's.
+PLAIN_TEXT = "Bench message"
+
+
 def dispatch_body(
     *,
     start_at: datetime,
     end_at: datetime,
     shape: str | None,
     window: dict[str, str] | None = None,
+    text: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "start_at": start_at.isoformat(),
         "end_at": end_at.isoformat(),
-        "text": "Bench message",
+        "text": text or PLAIN_TEXT,
         "filter": {"all": True},
     }
     # Sent only when asked for: a server without the field ignores it, and without it the

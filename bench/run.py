@@ -48,6 +48,7 @@ async def run_dispatch(
         start_at=now,
         end_at=now + timedelta(hours=scenario.end_after_hours),
         shape=scenario.shape,
+        text=scenario.text,
     )
     log.info(
         "dispatch to %d clients (%s, shape %s) on %d worker(s)",
