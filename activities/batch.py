@@ -231,6 +231,7 @@ class Batch:
                     message_query().where(message_t.c.id.in_(list(chunk)))
                 )
             }
+        await sender.apply_cap([rows[i] for i in chunk if i in rows], self.windows)
         for message_id in chunk:
             row = rows.get(message_id)
             if row is None:

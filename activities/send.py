@@ -22,6 +22,7 @@ from activities.failures import FailurePolicy, Fate
 from activities.records import finish_open_message, record_attempt
 from activities.routing import Router
 from activities.sender import Outgoing, Sender, Windows, count_judged, message_query
+from core.caps import FrequencyCap
 from core.contracts.cohort import SendBatchInput, SendBatchResult
 from core.contracts.delivery import SendInput, SendResult
 from core.contracts.shared import REMOTE_REJECTED, REMOTE_UNAVAILABLE, SendOutcome
@@ -50,12 +51,14 @@ class SendActivities:
         router: Router,
         concurrency: int,
         budget: ErrorBudget | None = None,
+        cap: FrequencyCap | None = None,
     ) -> None:
         self.sender = Sender(
             sessions=sessions,
             router=router,
             policy=FailurePolicy(budget),
             slots=asyncio.Semaphore(concurrency),
+            cap=cap,
         )
 
     @activity.defn
@@ -78,6 +81,7 @@ class SendActivities:
         # The slot is held until the outcome is written, as in batches.
         async with sender.slots:
             windows = Windows()
+            await sender.apply_cap([row], windows)
             decision, ticket = await sender.judge_now(row, windows)
             if ticket is None:
                 return await self._not_sent(row, decision)

@@ -9,17 +9,19 @@ concurrency limit and one failure policy across every batch and attempt.
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import time
 from typing import Any
 
 import sqlalchemy as sa
 
+from activities.caps import held_back
 from activities.clock import activity_now
 from activities.failures import FailurePolicy
 from activities.routing import Attempt, Router, Ticket
 from core import metrics
+from core.caps import FrequencyCap
 from core.contracts.shared import SendOutcome
 from core.control import Command, apply_command
 from core.db import SessionFactory
@@ -45,6 +47,7 @@ _MESSAGE_COLUMNS = (
     client_t.c.opted_out,
     client_t.c.tag,
     client_t.c.attributes,
+    dispatch_t.c.transactional,
     dispatch_t.c.text,
     dispatch_t.c.status.label("dispatch_status"),
     dispatch_t.c.start_at,
@@ -78,13 +81,15 @@ class Outgoing:
     `personal` whether it differs by client (then it is recorded on the message); `missing`
     the keys the client lacks, when it cannot be rendered."""
 
-    __slots__ = ("missing", "personal", "row", "text")
+    __slots__ = ("capped", "missing", "personal", "row", "text")
 
     def __init__(self, row: Any) -> None:
         self.row = row
         self.text: str = row.text
         self.personal = False
         self.missing: Missing | None = None
+        # Why the frequency cap keeps it from its client now (activities.caps), if it does.
+        self.capped: str | None = None
         template = _template(row.text)
         if template is None or not template.personal or row.client_id is None:
             return
@@ -129,6 +134,7 @@ def message_state(
         window=windows.of(row),
         opted_out=bool(row.opted_out),
         unrendered=None if row.missing is None else row.missing.reason,
+        capped=row.capped,
     )
 
 
@@ -156,6 +162,27 @@ class Sender:
     # Outcome writes of this process's batches that failed: each stops every batch in flight,
     # so that no request goes out while the database cannot record it.
     write_failures: int = 0
+    # FREQUENCY_CAP; None: no cap.
+    cap: FrequencyCap | None = None
+
+    async def apply_cap(self, rows: Sequence[Outgoing], windows: Windows) -> None:
+        """Marks `capped` the messages of these that would go now and that the frequency cap
+        keeps from their clients; records the others as let through (activities.caps). A
+        transactional dispatch's messages are neither capped nor counted."""
+        if self.cap is None:
+            return
+        now = activity_now()
+        going = [
+            row
+            for row in rows
+            if not row.transactional
+            and row.client_id is not None
+            and decide(message_state(row, windows), now=now).action == Action.SEND
+        ]
+        held = await held_back(self.sessions, self.cap, going, now=now)
+        for row in going:
+            if row.id in held:
+                row.capped = self.cap.reason
 
     async def judge_now(
         self,

@@ -39,7 +39,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -524,16 +524,33 @@ async def _two_routes(rig: Rig, args: argparse.Namespace, report: BenchReport) -
 
 
 async def _personal(rig: Rig, args: argparse.Namespace, report: BenchReport) -> None:
-    """The 0 ms dispatch with a personal text, on the most workers, against the plain one."""
+    """The 0 ms dispatch with a personal text, then with the frequency cap on, on the most
+    workers, each against the plain one."""
     workers = max(worker_counts(args))
     scenario = _dispatch_scenario(args, latency_ms=0.0, workers=workers)
     scenario.text = personal.TEXT
-    figures = await _guarded(
+    await _against_plain(
         rig,
         report,
         "dispatch with a personal text at 0 ms",
         run_dispatch(rig, scenario, before_post=lambda: personal.give_attributes(rig)),
+        workers,
     )
+    scenario = _dispatch_scenario(args, latency_ms=0.0, workers=workers)
+    scenario.frequency_cap = personal.CAP
+    await _against_plain(
+        rig, report, "dispatch with the frequency cap at 0 ms", run_dispatch(rig, scenario), workers
+    )
+
+
+async def _against_plain(
+    rig: Rig,
+    report: BenchReport,
+    what: str,
+    run: Coroutine[Any, Any, DispatchFigures],
+    workers: int,
+) -> None:
+    figures = await _guarded(rig, report, what, run)
     if figures is None:
         return
     report.dispatches.append(figures)
@@ -543,6 +560,7 @@ async def _personal(rig: Rig, args: argparse.Namespace, report: BenchReport) -> 
             for f in report.dispatches
             if not f.routes
             and not f.scenario.text
+            and not f.scenario.frequency_cap
             and f.scenario.latency_ms == 0
             and f.scenario.workers == workers
         ),

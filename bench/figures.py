@@ -66,13 +66,17 @@ class DispatchScenario:
     # A personal text (bench.personal): each client gets attributes and the dispatch's text
     # names them; None: the plain text of every other run.
     text: str | None = None
+    # FREQUENCY_CAP of the workers (bench.personal); None: no cap.
+    frequency_cap: str | None = None
 
     @property
     def name(self) -> str:
-        """E.g. "1 route, 0 ms", "2 routes, 0 ms" or "1 route, 0 ms, personal text"."""
+        """E.g. "1 route, 0 ms", "2 routes, 0 ms", "1 route, 0 ms, personal text" or
+        "1 route, 0 ms, cap 3/24h"."""
         count = len(self.routes) if self.routes else 1
         name = f"{count} route{'s' if count > 1 else ''}, {self.latency_ms:g} ms"
-        return name + (", personal text" if self.text else "")
+        name += ", personal text" if self.text else ""
+        return name + (f", cap {self.frequency_cap}" if self.frequency_cap else "")
 
 
 @dataclass
@@ -162,7 +166,7 @@ class DispatchFigures:
     routes: list[RouteShare] = field(default_factory=list)
     vs_one_route: float | None = None
     one_route_dispatch_id: int | None = None
-    # A personal text's run: messages/s against the plain text's run just before it.
+    # A personal text's or a capped run: messages/s against the plain run at 0 ms.
     vs_plain: float | None = None
     plain_dispatch_id: int | None = None
 

@@ -23,6 +23,14 @@ from bench.stack import NAMESPACE
 log = logging.getLogger(__name__)
 
 
+def service_env(scenario: DispatchScenario) -> dict[str, str] | None:
+    """The settings of the workers and the API for this scenario (None: the stack's)."""
+    env = routes_env(scenario.routes) if scenario.routes else {}
+    if scenario.frequency_cap:
+        env["FREQUENCY_CAP"] = scenario.frequency_cap
+    return env or None
+
+
 async def run_dispatch(
     rig: Rig,
     scenario: DispatchScenario,
@@ -37,7 +45,7 @@ async def run_dispatch(
         zones=[data.DEFAULT_ZONE],
         latency_ms=scenario.latency_ms,
         workers=scenario.workers,
-        service_env=routes_env(scenario.routes) if scenario.routes else None,
+        service_env=service_env(scenario),
     )
     if scenario.routes:
         await prepare_gateways(rig, scenario.routes, latency_ms=scenario.latency_ms)

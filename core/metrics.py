@@ -49,6 +49,12 @@ RECEIPT_DELAY_SECONDS = Histogram(
     ["route"],
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600),
 )
+CAP_CHECKS = Counter(
+    "mailing_cap_checks",
+    "Messages judged by the frequency cap at their send: let `through` (and counted) or "
+    "`held` (they end capped).",
+    ["outcome"],
+)
 RECEIPT_BATCH_RECEIPTS = Histogram(
     "mailing_receipt_batch_receipts",
     "Receipts applied in one transaction: the requests posted at once are applied together.",

@@ -66,6 +66,8 @@ class MessageStatus(StrEnum):
     # A personal text the client lacked a key for (no default): nothing sent, the keys named
     # in last_error (core.templates).
     UNRENDERED = "unrendered"
+    # The frequency cap (FREQUENCY_CAP): its client had had its messages for the period.
+    CAPPED = "capped"
 
 
 class MessageSender(StrEnum):
@@ -93,6 +95,7 @@ FINAL_MESSAGE_STATUSES = (
     MessageStatus.CANCELLED,
     MessageStatus.OPTED_OUT,
     MessageStatus.UNRENDERED,
+    MessageStatus.CAPPED,
 )
 # The messages that went out to a gateway: sent, and what their receipts made of them.
 WENT_OUT_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
@@ -106,6 +109,7 @@ RESENDABLE_STATUSES = (
     MessageStatus.EXPIRED,
     MessageStatus.CANCELLED,
     MessageStatus.UNRENDERED,
+    MessageStatus.CAPPED,
     MessageStatus.SENT,
 )
 DELIVERY_SHAPES = ("cohorts", "per_client")
@@ -223,6 +227,11 @@ class Dispatch(SQLModel, table=True):
     )
     resend_sent_before: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
+    )
+    # Neither capped nor counted by the frequency cap (an order confirmation must go).
+    transactional: bool = Field(
+        default=False,
+        sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
     )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
@@ -449,6 +458,23 @@ message_receipt_t = sa.Table(
     ),
     sa.Column("applied", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_message_receipt_waiting", "message_id", postgresql_where=sa.text("NOT applied")),
+)
+
+
+# The messages that count toward their client's frequency cap (core.caps), each recorded when
+# its send was let through; only while its message is open or went out does it count.
+client_send_t = sa.Table(
+    "client_send",
+    SQLModel.metadata,
+    sa.Column(
+        "message_id",
+        sa.BigInteger,
+        sa.ForeignKey("message.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("client_id", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_client_send_client_at", "client_id", "at"),
 )
 
 

@@ -24,6 +24,7 @@ class Action(StrEnum):
     OPT_OUT = "opt_out"  # ends opted_out: the client is on the stop list
     EXPIRE = "expire"  # ends expired
     UNRENDER = "unrender"  # ends unrendered: a personal text the client lacks a key for
+    CAP = "cap"  # ends capped: the client had its messages for the frequency cap's period
     WAIT = "wait"  # not now: try again at `not_before`
 
 
@@ -42,6 +43,8 @@ class MessageState:
     opted_out: bool = False
     # Why the text cannot be rendered for this client now (a key it lacks), if it cannot.
     unrendered: str | None = None
+    # Why the frequency cap keeps it from its client now, if it does.
+    capped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def decide(state: MessageState, *, now: datetime) -> Decision:
         # Judged only when it would go: an attribute set before the window opens still counts.
         if state.unrendered is not None:
             return Decision(Action.UNRENDER, state.unrendered)
+        if state.capped is not None:
+            return Decision(Action.CAP, state.capped)
         return Decision(Action.SEND)
     opens = next_send_instant(
         now=now,
@@ -96,4 +101,5 @@ FINAL_STATUS_OF = {
     Action.OPT_OUT: MessageStatus.OPTED_OUT,
     Action.EXPIRE: MessageStatus.EXPIRED,
     Action.UNRENDER: MessageStatus.UNRENDERED,
+    Action.CAP: MessageStatus.CAPPED,
 }

@@ -4,9 +4,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.caps import FrequencyCap
 from core.routes import DEFAULT_ROUTE, RateUnit, Route, RoutesError, load_routes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     # A message still `sent` this long after its send got no receipt in time: the statistics
     # count it apart (`sent_without_receipt`), and a resend may take it. Its status stays.
     receipt_wait_hours: float = Field(default=48.0, gt=0)
+    # How many messages one client may get from every dispatch in a trailing period, e.g.
+    # `3/24h` or `10/7d` (core.caps); unset: no cap. Judged by the workers at each send.
+    frequency_cap: str | None = None
     send_retry_initial_seconds: float = Field(default=1.0, gt=0)
     send_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Error budget: a dispatch pauses itself when more than this share of its last
@@ -184,6 +188,17 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name.upper()}: no such file: {path}")
         return self
+
+    @field_validator("frequency_cap")
+    @classmethod
+    def _frequency_cap(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return FrequencyCap.parse(value).text
+
+    @property
+    def cap(self) -> FrequencyCap | None:
+        return None if self.frequency_cap is None else FrequencyCap.parse(self.frequency_cap)
 
     @model_validator(mode="after")
     def _read_routes(self) -> "Settings":

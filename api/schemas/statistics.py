@@ -36,6 +36,10 @@ class StatusCounts(BaseModel):
         default=0,
         description="Not sent: the text's placeholders need a key the client lacks (no default).",
     )
+    capped: int = Field(
+        default=0,
+        description="Not sent: the client had had FREQUENCY_CAP's messages for the period.",
+    )
     total: int = 0
 
     @classmethod
@@ -130,8 +134,16 @@ class AudienceCount(BaseModel):
     encoding: Encoding | None = Field(
         default=None, description="`GSM-7` or `UCS-2`, as a dispatch's `encoding`."
     )
-    segments: int | None = Field(default=None, description="SMS parts of each message.")
-    segments_total: int | None = Field(default=None, description="`clients` times `segments`.")
+    segments: int | None = Field(
+        default=None,
+        description="SMS parts of each message; for a personal text, of the longest of a "
+        "sample, as a dispatch's `segments`.",
+    )
+    segments_total: int | None = Field(
+        default=None,
+        description="`clients` times `segments`; for a personal text, estimated as a "
+        "dispatch's (those lacking a key it needs left out).",
+    )
     max_segments: int | None = Field(
         default=None,
         description="MAX_SEGMENTS: a dispatch whose text has more parts is refused (422).",

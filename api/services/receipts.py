@@ -99,6 +99,7 @@ _NOT_SENT = frozenset(
         MessageStatus.CANCELLED,
         MessageStatus.OPTED_OUT,
         MessageStatus.UNRENDERED,
+        MessageStatus.CAPPED,
     }
 )
 

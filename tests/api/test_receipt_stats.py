@@ -75,6 +75,7 @@ async def test_statistics_count_delivered_and_no_receipt(
         "cancelled": 0,
         "opted_out": 0,
         "unrendered": 0,
+        "capped": 0,
         "total": 0,
     }
     # The two sent 49 hours ago; the one sent an hour ago may still get its receipt.

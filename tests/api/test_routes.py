@@ -185,6 +185,7 @@ async def test_statistics_per_route(api: httpx.AsyncClient, db: Database) -> Non
         "cancelled": 0,
         "opted_out": 0,
         "unrendered": 0,
+        "capped": 0,
         "total": 0,
     }
     assert (routes["mts"]["messages"]["total"], routes["mts"]["segments"]) == (3, 6)
