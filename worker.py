@@ -25,6 +25,7 @@ from activities.budget import ErrorBudget
 from activities.dispatch import DispatchActivities
 from activities.routing import Router
 from activities.send import SendActivities
+from activities.test_send import TestSendActivities
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
 from core.routes import covers_everyone
@@ -40,6 +41,7 @@ from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
 from workflows.legacy import LegacyDeliveryWorkflow, LegacyDispatchWorkflow
+from workflows.test_send import TestSendWorkflow
 
 log = logging.getLogger("worker")
 
@@ -50,6 +52,7 @@ WORKFLOWS = [
     DailyReportWorkflow,
     CohortWorkflow,
     DeliveryWorkflow,
+    TestSendWorkflow,
     LegacyDispatchWorkflow,
     LegacyDeliveryWorkflow,
 ]
@@ -85,7 +88,10 @@ def build_workers(
         router=router,
         concurrency=settings.send_concurrency,
         budget=ErrorBudget(share=settings.error_budget_share, window=settings.error_budget_window),
+        cap=settings.cap,
     )
+    # Test sends share the sends' router and request slots: each route's cap and circuit.
+    test_activities = TestSendActivities(sessions=sessions, sender=send_activities.sender)
     # On SIGTERM (what Kubernetes sends) a worker stops polling, lets what runs finish within
     # this grace (a batch stops at its next message and writes what it sent), then exits.
     grace = timedelta(seconds=settings.worker_shutdown_seconds)
@@ -106,12 +112,17 @@ def build_workers(
             dispatch_activities.control_dispatch,
             dispatch_activities.wake_deliveries,
             ReportActivities(sessions=sessions, settings=settings).send_report,
+            test_activities.fail_test_message,
         ],
     )
     sends = Worker(
         client,
         task_queue=send_task_queue or settings.temporal_send_task_queue,
-        activities=[send_activities.send_message, send_activities.send_batch],
+        activities=[
+            send_activities.send_message,
+            send_activities.send_batch,
+            test_activities.send_test_message,
+        ],
         graceful_shutdown_timeout=grace,
         # Each attempt or batch holds one; requests in flight are bounded per process by
         # SendActivities itself. Twice as many as that, so that long batches of many cohorts

@@ -91,14 +91,17 @@ class Outgoing:
         # Why the frequency cap keeps it from its client now (activities.caps), if it does.
         self.capped: str | None = None
         template = _template(row.text)
-        if template is None or not template.personal or row.client_id is None:
+        if template is None or template.plain or row.client_id is None:
             return
         self.personal = True
-        rendered = template.render(
+        values = (
             client_values(
                 phone=row.phone, tag=row.tag, timezone=row.timezone, attributes=row.attributes
             )
+            if template.personal
+            else {}
         )
+        rendered = template.render(values)
         if isinstance(rendered, Missing):
             self.missing = rendered
         else:

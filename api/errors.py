@@ -19,6 +19,9 @@ class ErrorItem:
         location = [str(part) for part in item.get("loc", ())]
         if location and location[0] in {"body", "query", "path", "header"}:
             location = location[1:]
+        if location[-1:] == ["[key]"]:
+            # pydantic's mark of a bad dict key: the key itself names the field.
+            location = location[:-1]
         message = str(item.get("msg", "invalid"))
         if item.get("type") == "extra_forbidden":
             message = "unknown field"

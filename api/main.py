@@ -17,7 +17,7 @@ from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
 from api.imports.reading import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
-from api.routers import clients, dispatches, health, receipts, routes, stats
+from api.routers import clients, dispatch_tests, dispatches, health, receipts, routes, stats
 from api.services import receipts as receipts_service
 from api.services.receipt_batches import ReceiptBatches
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
@@ -53,7 +53,8 @@ Message statuses: `pending` (waiting for its window), `retrying` (the remote fai
 attempt is scheduled), `sent`, `failed` (the remote refused it for good), `expired` (not sent by
 `end_at`), `cancelled` (its dispatch or client was deleted), `opted_out` (the client went on
 the stop list before it was sent), `unrendered` (a personal text needs a key the client lacks,
-with no default: nothing was sent), and, from the gateway's receipts, `delivered` and
+with no default: nothing was sent), `capped` (the client had had FREQUENCY_CAP's messages
+for the period), and, from the gateway's receipts, `delivered` and
 `undelivered`.
 """
 
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         clients.router,
         dispatches.router,
+        dispatch_tests.router,
         stats.router,
         routes.router,
         receipts.router,

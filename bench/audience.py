@@ -2,8 +2,9 @@
 messages in the database, and the locks that a big cancel and a long client history take.
 
 1. A CSV of `rows` clients is streamed from disk to POST /api/v1/clients/import (half the rows
-   give a zone, half leave it and the operator code to be derived): rows per second, and the
-   API's memory before and at its peak.
+   give a zone, half leave it and the operator code to be derived; each row has two attributes,
+   `attributes.city` and `attributes.name`): rows per second, and the API's memory before and at
+   its peak.
 2. Dispatch A gets one message per imported client (`rows` messages, statuses mixed as a
    finished dispatch's are) and client X a history of HISTORY dispatches, all inserted by SQL
    through the counting triggers. Each read endpoint is then timed over HTTP.
@@ -78,13 +79,17 @@ class AudienceFigures:
     locks: list[LockFigures]
 
 
+CITIES = ("Moscow", "Omsk", "Kazan", "Tomsk", "Samara", "Perm", "Tver", "Sochi")
+
+
 def write_csv(path: Path, rows: int) -> None:
     zones = data.RUSSIA_ZONES
     with path.open("w", encoding="utf-8") as out:
-        out.write("phone,tag,timezone,operator_code\n")
+        out.write("phone,tag,timezone,operator_code,attributes.city,attributes.name\n")
         for index in range(rows):
             zone = zones[index % len(zones)] if index % 2 else ""
-            out.write(f"{data.phone(index)},t{index % 50},{zone},\n")
+            city = CITIES[index % len(CITIES)]
+            out.write(f"{data.phone(index)},t{index % 50},{zone},,{city},Client {index}\n")
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:

@@ -36,6 +36,11 @@ _ENVIRONMENT = ImmutableSandboxedEnvironment(
     trim_blocks=False,
     lstrip_blocks=False,
 )
+# Jinja's globals (range, lipsum, namespace...) would answer for a key a client lacks, through
+# `default`: `{{ range | default("x") }}` printed a function. A text sees its client's values only.
+_ENVIRONMENT.globals.clear()
+# Names Jinja itself binds in every template, whatever the values: never a client's key.
+_RESERVED = frozenset({"self"})
 
 
 class TemplateRefused(ValueError):
@@ -65,6 +70,11 @@ class TextTemplate:
     @property
     def personal(self) -> bool:
         return bool(self.keys)
+
+    @property
+    def plain(self) -> bool:
+        """No placeholder at all: the text is its own rendering (`{{ "{{" }}` is one)."""
+        return not _has_marks(self.text)
 
     def render(self, values: Mapping[str, str]) -> str | Missing:
         """The text for a client whose fields and attributes are `values` (an empty value
@@ -104,6 +114,9 @@ def check(text: str) -> TextTemplate:
         tree = _ENVIRONMENT.parse(text)
     except TemplateSyntaxError as error:
         raise TemplateRefused(f"the text's placeholders do not parse: {error.message}") from None
+    except RecursionError:
+        # Hundreds of nested brackets exhaust the parser's stack: refused, not a crash.
+        raise TemplateRefused("the text's placeholders nest too deeply") from None
     keys: set[str] = set()
     required: set[str] = set()
     for node in tree.body:
@@ -148,7 +161,7 @@ def _check_part(part: nodes.Node, keys: set[str], required: set[str]) -> None:
 
 
 def _key(name: str) -> str:
-    if name in CLIENT_FIELDS or ATTRIBUTE_KEY.fullmatch(name):
+    if name in CLIENT_FIELDS or (ATTRIBUTE_KEY.fullmatch(name) and name not in _RESERVED):
         return name
     raise TemplateRefused(
         f"`{name}` cannot be a key: phone, tag, timezone or an attribute ([a-z][a-z0-9_]*)"
@@ -163,8 +176,12 @@ def _shown(node: nodes.Node) -> str:
         return "item access (`[...]`)"
     if isinstance(node, nodes.Call):
         return "a call"
-    if isinstance(node, (nodes.BinExpr, nodes.UnaryExpr, nodes.Compare)):
+    if isinstance(node, (nodes.BinExpr, nodes.UnaryExpr, nodes.Compare, nodes.Concat)):
         return "an operator"
+    if isinstance(node, nodes.Filter):
+        return f"the filter `{node.name}`"
+    if isinstance(node, nodes.Const):
+        return f"the constant `{node.value!r}`"
     if isinstance(node, nodes.CondExpr):
         return "an inline if"
     if isinstance(node, nodes.Test):

@@ -1,6 +1,7 @@
 """The dispatch form, new and edit: its fields to and from the API's body, its previews (the
-clients its filter matches, its text's characters and SMS parts), and its submissions through
-the same service functions as the API. Included before `dispatches`, whose routes take an id
+clients its filter matches, its text's characters and SMS parts, and the text as its clients
+would get it, with those lacking a key), and its submissions through the same service functions
+as the API. Included before `dispatches`, whose routes take an id
 or a command where these have `new` and `edit`."""
 
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.admin.common import (
     SessionUser,
@@ -24,9 +26,10 @@ from api.admin.session import AdminSession, check_csrf
 from api.deps import SessionDep, SettingsDep, TemporalClientDep
 from api.errors import ErrorItem
 from api.schemas.common import FILTER_MAX_ITEMS
-from api.schemas.dispatches import DispatchCreate, DispatchUpdate
+from api.schemas.dispatches import DispatchCreate, DispatchFilter, DispatchUpdate
 from api.services import common as common_service
 from api.services import dispatches as dispatches_service
+from api.services import previews as previews_service
 from api.services import statistics as statistics_service
 from core.auth import Permission
 from core.contracts.shared import DeliveryShape
@@ -188,6 +191,52 @@ async def text_size(
     session.require(Permission.DISPATCHES_READ)
     size = _text_size(text[:TEXT_MAX_LENGTH], normalize_text == "on", settings.max_segments)
     return render(request, "_text_size.html", session, **size)
+
+
+async def _form_audience(
+    db: AsyncSession, values: dict[str, Any], dispatch_id: int | None
+) -> previews_service.Audience:
+    """The clients the form targets: its filter's (judged as the API's), or, editing a
+    dispatch whose filter the form cannot change (a resend, or one that has started), the
+    stored dispatch's."""
+    if dispatch_id is not None:
+        stored = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
+        if stored.resent_from is not None or stored.status != DispatchStatus.SCHEDULED:
+            return previews_service.Audience.of_dispatch(stored)
+    chosen = DispatchFilter.model_validate(_dispatch_body(values)["filter"])
+    return previews_service.Audience.of_filter(
+        operator_codes=chosen.operator_codes, tags=chosen.tags
+    )
+
+
+@router.post("/dispatches/preview")
+async def text_preview(
+    request: Request,
+    session: SessionUser,
+    db: SessionDep,
+    settings: SettingsDep,
+    dispatch: int | None = None,
+) -> HTMLResponse:
+    """htmx: the form's text as its clients would get it, from the API preview's service (its
+    SMS parts in all, a few clients' texts, those lacking a key); `dispatch` is the one being
+    edited. A POST: the whole form comes with it, CSRF token and all."""
+    session.require(Permission.DISPATCHES_WRITE)
+    await check_csrf(request, session)
+    values = _dispatch_form(await request.form())
+    if not values["text"]:
+        return render(request, "_preview.html", session, preview=None, errors=[])
+    try:
+        audience = await _form_audience(db, values, dispatch)
+        preview = await previews_service.preview_text(
+            session=db,
+            text=values["text"][:TEXT_MAX_LENGTH],
+            normalize_text=values["normalize_text"],
+            audience=audience,
+            max_segments=settings.max_segments,
+        )
+    except (ValidationError, DomainError) as error:
+        return render(request, "_preview.html", session, preview=None, errors=form_errors(error))
+    return render(request, "_preview.html", session, preview=preview, errors=[])
 
 
 @router.post("/dispatches")

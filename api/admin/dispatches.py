@@ -1,6 +1,7 @@
-"""The dispatch pages: the list, a dispatch's page with its live part, and the control commands.
-Mirrors api/routers/dispatches.py; the form (new and edit) is in `dispatch_form`, included
-first: these routes take an id or a command in the place of `new` and `edit`."""
+"""The dispatch pages: the list, a dispatch's page with its live part, its test sends, and the
+control commands. Mirrors api/routers/dispatches.py and dispatch_tests.py; the form (new and
+edit) is in `dispatch_form`, included first: these routes take an id or a command in the place
+of `new` and `edit`."""
 
 from datetime import timedelta
 from typing import Any
@@ -8,6 +9,9 @@ from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client as TemporalClient
 
 from api.admin.charts import bar_chart
 from api.admin.common import (
@@ -15,17 +19,22 @@ from api.admin.common import (
     SessionUser,
     admin_router,
     back,
+    error_status,
     finished_messages,
+    form_errors,
     render,
+    split_list,
 )
-from api.admin.session import check_csrf
+from api.admin.session import AdminSession, check_csrf
 from api.deps import SessionDep, SettingsDep, TemporalClientDep
 from api.paging import Paging, decode_cursor
+from api.schemas.test_sends import TestSendCreate
 from api.services import common as common_service
 from api.services import control as control_service
 from api.services import dispatches as dispatches_service
 from api.services import messages as messages_service
 from api.services import statistics as statistics_service
+from api.services import test_sends as test_sends_service
 from core.auth import Permission
 from core.control import Command
 from core.errors import Conflict, NotFound
@@ -37,9 +46,13 @@ from core.models import (
     MessageStatus,
     utcnow,
 )
+from core.settings import Settings
 from core.stats import without_receipt_by_dispatch
 
 router = admin_router()
+
+# The test messages a dispatch's page shows, newest first.
+TESTS_SHOWN = 20
 
 
 @router.get("/dispatches")
@@ -144,6 +157,36 @@ async def dispatch_page(
     notice: str = "",
 ) -> HTMLResponse:
     session.require(Permission.DISPATCHES_READ)
+    return await _page(
+        request,
+        session,
+        db,
+        temporal,
+        settings,
+        dispatch_id,
+        status=status,
+        route=route,
+        cursor=cursor,
+        notice=notice,
+    )
+
+
+async def _page(
+    request: Request,
+    session: AdminSession,
+    db: AsyncSession,
+    temporal: TemporalClient,
+    settings: Settings,
+    dispatch_id: int,
+    *,
+    status: MessageStatus | None = None,
+    route: str = "",
+    cursor: str | None = None,
+    notice: str = "",
+    status_code: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    """A dispatch's page; `extra` is what a test send adds (its results or errors)."""
     route = route[:ROUTE_NAME_MAX_LENGTH]
     view = await _dispatch_view(
         db,
@@ -163,16 +206,23 @@ async def dispatch_page(
         f"{settings.temporal_ui}/namespaces/{settings.temporal_namespace}/workflows?query="
         + quote(f"DispatchId = {dispatch_id}")
     )
+    tests = await test_sends_service.list_tests(
+        session=db, dispatch_id=dispatch_id, limit=TESTS_SHOWN
+    )
     return render(
         request,
         "dispatch.html",
         session,
+        status_code=status_code,
         **view,
         notice=notice,
         next_url=next_url,
         temporal_url=temporal_url,
         statuses=list(MessageStatus),
         routes=[r.name for r in settings.routes],
+        dispatch_id=dispatch_id,
+        tests=tests,
+        **extra,
     )
 
 
@@ -191,6 +241,60 @@ async def dispatch_live(
         db, temporal, dispatch_id, None, None, receipt_wait_hours=settings.receipt_wait_hours
     )
     return render(request, "_live.html", session, **view)
+
+
+@router.get("/dispatches/{dispatch_id}/tests")
+async def dispatch_tests(
+    request: Request, dispatch_id: int, session: SessionUser, db: SessionDep
+) -> HTMLResponse:
+    """htmx: the dispatch's recent test messages, polled every 2 s while one is pending."""
+    session.require(Permission.DISPATCHES_READ)
+    tests = await test_sends_service.list_tests(
+        session=db, dispatch_id=dispatch_id, limit=TESTS_SHOWN
+    )
+    return render(request, "_tests.html", session, dispatch_id=dispatch_id, tests=tests)
+
+
+# Before the commands' route, which would take `test` for a command.
+@router.post("/dispatches/{dispatch_id}/test")
+async def send_test(
+    request: Request,
+    dispatch_id: int,
+    session: SessionUser,
+    db: SessionDep,
+    temporal: TemporalClientDep,
+    settings: SettingsDep,
+) -> HTMLResponse:
+    """The dispatch's text to the numbers of the form now, as POST /dispatches/{id}/test; the
+    page again, with what became of each number."""
+    session.require(Permission.DISPATCHES_WRITE)
+    await check_csrf(request, session)
+    form = await request.form()
+    typed = str(form.get("phones", ""))
+    phones = split_list(typed.replace("\n", ","))
+    try:
+        data = TestSendCreate(phones=phones)
+        results = await test_sends_service.send_tests(
+            session=db,
+            temporal=temporal,
+            settings=settings,
+            dispatch_id=dispatch_id,
+            phones=data.phones,
+            actor=session.principal.subject,
+        )
+    except (ValidationError, Conflict) as error:
+        return await _page(
+            request,
+            session,
+            db,
+            temporal,
+            settings,
+            dispatch_id,
+            status_code=error_status(error),
+            test_phones=typed,
+            test_errors=form_errors(error),
+        )
+    return await _page(request, session, db, temporal, settings, dispatch_id, test_results=results)
 
 
 @router.post("/dispatches/{dispatch_id}/{command}")

@@ -1,7 +1,9 @@
 """Reading an import's file: the body spooled to a temporary file (in memory up to 1 MiB, then on
 disk), its format told from its Content-Type or name, its rows read back a batch at a time and
 each judged exactly as a single create is (the same `ClientCreate` and the same derived operator
-code and zone). A whole file that cannot be read is refused here; an invalid row is reported."""
+code and zone). Attributes come as columns `attributes.<key>` (and in JSON lines also as an
+object `attributes`). A whole file that cannot be read is refused here; an invalid row is
+reported."""
 
 import asyncio
 import csv
@@ -22,6 +24,9 @@ from core.errors import InvalidRequest
 from core.settings import Settings
 
 COLUMNS = ("phone", "tag", "timezone", "operator_code", "opted_out")
+# A column `attributes.city` is the attribute `city`; its key is judged with the row.
+ATTRIBUTE_PREFIX = "attributes."
+_KNOWN = ", ".join(COLUMNS) + f", {ATTRIBUTE_PREFIX}<key>"
 # Rows validated and written together: one multi-row statement (or two) per batch.
 BATCH_ROWS = 5000
 # The body is kept in memory up to this size, then spooled to disk.
@@ -124,12 +129,11 @@ class Rows:
             raise FileRefused(f"line 1: {_describe(error)}") from None
         if header is None:
             raise FileRefused("the file is empty: a header row naming the columns is expected")
-        names = [name.strip().lower() for name in header]
-        unknown = [name for name in names if name not in COLUMNS]
+        names = [_column(name) for name in header]
+        unknown = [name for name in names if name not in COLUMNS and not _is_attribute(name)]
         if unknown:
             raise FileRefused(
-                f"unknown column {unknown[0]!r} in the header; the columns are "
-                + ", ".join(COLUMNS)
+                f"unknown column {unknown[0]!r} in the header; the columns are {_KNOWN}"
             )
         if "phone" not in names:
             raise FileRefused("the header has no phone column (phone is required)")
@@ -182,22 +186,7 @@ class Rows:
             if not isinstance(item, dict):
                 yield line, _reject(line, None, "each line must be a JSON object")
                 continue
-            unknown = [key for key in item if key not in COLUMNS]
-            if unknown:
-                yield (
-                    line,
-                    _reject(
-                        line, unknown[0], "unknown field; the fields are " + ", ".join(COLUMNS)
-                    ),
-                )
-                continue
-            yield (
-                line,
-                {
-                    key: value if value is None or isinstance(value, str) else _json_text(value)
-                    for key, value in item.items()
-                },
-            )
+            yield line, _ndjson_record(line, item)
 
     def batch(self) -> Batch:
         rows: list[Row] = []
@@ -216,12 +205,19 @@ class Rows:
         return Batch(rows, rejected, end=True)
 
     def _judge(self, line: int, record: dict[str, str | None]) -> Row | RejectedRow:
-        """The row as a single create would take it: empty cells are fields not given."""
+        """The row as a single create would take it: empty cells are fields not given (an
+        attribute's too); a tag and an attribute are taken as they are, the others stripped."""
         given: dict[str, Any] = {}
+        attributes: dict[str, str] = {}
         for name, value in record.items():
             if value is None or value.strip() == "":
                 continue
-            given[name] = value.strip() if name != "tag" else value
+            if name.startswith(ATTRIBUTE_PREFIX):
+                attributes[name[len(ATTRIBUTE_PREFIX) :]] = value
+            else:
+                given[name] = value.strip() if name != "tag" else value
+        if attributes:
+            given["attributes"] = attributes
         if "phone" not in given:
             return _reject(line, "phone", "phone is required")
         if "opted_out" in given:
@@ -243,6 +239,48 @@ class Rows:
 
     def close(self) -> None:
         self.text.close()
+
+
+def _column(name: str) -> str:
+    """A header's column name: any case and spacing, but an attribute's key as written (a
+    key is lowercase: `attributes.City` is judged, and refused, with each row)."""
+    name = name.strip()
+    if name.lower().startswith(ATTRIBUTE_PREFIX):
+        return ATTRIBUTE_PREFIX + name[len(ATTRIBUTE_PREFIX) :]
+    return name.lower()
+
+
+def _is_attribute(name: str) -> bool:
+    return name.startswith(ATTRIBUTE_PREFIX)
+
+
+def _ndjson_record(line: int, item: dict[str, Any]) -> dict[str, str | None] | RejectedRow:
+    """A JSON line as the fields of a CSV row: numbers and flags as text (a phone may be a
+    number), attributes flat (`attributes.city`) whether given flat or as an object, and
+    only as strings (as a single create takes them)."""
+    record: dict[str, str | None] = {}
+    attributes: dict[str, Any] = {}
+    for key, value in item.items():
+        if key in COLUMNS:
+            record[key] = value if value is None or isinstance(value, str) else _json_text(value)
+        elif _is_attribute(key):
+            attributes[key] = value
+        elif key != "attributes":
+            return _reject(line, key, f"unknown field; the fields are {_KNOWN}")
+    nested = item.get("attributes")
+    if nested is not None:
+        if not isinstance(nested, dict):
+            return _reject(line, "attributes", "must be an object of strings")
+        for key, value in nested.items():
+            name = ATTRIBUTE_PREFIX + key
+            if name in attributes:
+                return _reject(line, name, "given twice: flat and in attributes")
+            attributes[name] = value
+    for name, value in attributes.items():
+        if value is not None and not isinstance(value, str):
+            return _reject(line, name, "Input should be a valid string")
+        record[name] = value
+    return record
 
 
 def _reject(line: int, field: str | None, message: str) -> RejectedRow:

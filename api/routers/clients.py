@@ -23,6 +23,7 @@ from api.imports.reading import (
 from api.imports.writing import Importer, OnDuplicate, OnError
 from api.paging import PagingDep
 from api.schemas.clients import (
+    ATTRIBUTE_VALUE_MAX_LENGTH,
     ClientCreate,
     ClientPublic,
     ClientUpdate,
@@ -36,8 +37,10 @@ from api.services import clients as clients_service
 from api.services import common as common_service
 from api.services import messages as messages_service
 from core.auth import Permission
+from core.errors import InvalidRequest
 from core.models import PHONE_LENGTH, MessageStatus
 from core.settings import Settings
+from core.templates import ATTRIBUTE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +49,17 @@ router = APIRouter(prefix="/clients", tags=["clients"])
 _IMPORT_BODY = {
     "required": True,
     "description": f"A CSV file with a header row (columns {', '.join(COLUMNS)} "
-    "in any order; only phone required), or JSON lines with the same fields; as the "
-    "raw body, or as the `file` field of a form.",
+    "and `attributes.<key>`, one per attribute, in any order; only phone required), or JSON "
+    "lines with the same fields (attributes also as an object `attributes`); as the raw "
+    "body, or as the `file` field of a form. An empty cell is a field not given.",
     "content": {
         "text/csv": {
             "schema": {"type": "string"},
-            "example": "phone,tag,timezone\n79161234567,vip,Europe/Moscow\n",
+            "example": "phone,tag,timezone,attributes.name\n79161234567,vip,Europe/Moscow,Anna\n",
         },
         "application/x-ndjson": {
             "schema": {"type": "string"},
-            "example": '{"phone": "79161234567", "tag": "vip"}\n',
+            "example": '{"phone": "79161234567", "tag": "vip", "attributes": {"name": "Anna"}}\n',
         },
         "multipart/form-data": {
             "schema": {
@@ -109,7 +113,8 @@ async def import_clients(
         OnDuplicate,
         Query(
             description="A phone that is a client already: skip the row, or update the "
-            "client with the row's non-empty fields."
+            "client with the row's non-empty fields (its attributes merged into the stored "
+            "ones, key by key; none removed)."
         ),
     ] = OnDuplicate.SKIP,
     on_error: Annotated[
@@ -218,9 +223,19 @@ async def list_clients(
         bool | None,
         Query(description="Only those on the stop list (true), or only those off it (false)."),
     ] = None,
+    attribute: Annotated[
+        list[str],
+        Query(
+            max_length=FILTER_MAX_ITEMS,
+            description="`key:value` (split at the first colon): only clients whose attribute "
+            "`key` is exactly `value`. Repeated, all must hold.",
+            examples=["city:Omsk"],
+        ),
+    ] = [],  # noqa: B006
 ) -> Page[ClientPublic]:
     """List clients by id. Filters combine (all must hold); a repeated one matches any of its
-    values: `?tag=vip&tag=gold&operator_code=916`."""
+    values (`?tag=vip&tag=gold&operator_code=916`), but for `attribute`, whose every value must
+    hold (`?attribute=city:Omsk&attribute=plan:gold`)."""
     clients, total, next_cursor = await clients_service.list_clients(
         session=session,
         tags=tag,
@@ -228,6 +243,7 @@ async def list_clients(
         timezones=timezone,
         phone_prefix=phone,
         opted_out=opted_out,
+        attributes=[_attribute_filter(given) for given in attribute],
         paging=paging,
     )
     return Page(
@@ -237,6 +253,24 @@ async def list_clients(
         offset=paging.offset,
         next_cursor=next_cursor,
     )
+
+
+def _attribute_filter(given: str) -> tuple[str, str]:
+    """`key:value` as (key, value), or InvalidRequest on `attribute`."""
+    key, colon, value = given.partition(":")
+    if not colon:
+        raise InvalidRequest(f"{given!r}: expected key:value, e.g. city:Omsk", field="attribute")
+    if not ATTRIBUTE_KEY.fullmatch(key):
+        raise InvalidRequest(
+            f"{key!r}: a key is a-z, 0-9 and _, starting with a letter, up to 32 characters",
+            field="attribute",
+        )
+    if len(value) > ATTRIBUTE_VALUE_MAX_LENGTH or "\x00" in value:
+        raise InvalidRequest(
+            f"the value of {key}: up to {ATTRIBUTE_VALUE_MAX_LENGTH} characters, no NUL",
+            field="attribute",
+        )
+    return key, value
 
 
 @router.get("/{client_id}", response_model=ClientPublic, **guarded(Permission.CLIENTS_READ))
@@ -251,7 +285,8 @@ async def get_client(client_id: IdPath, session: SessionDep) -> ClientPublic:
 async def update_client(
     client_id: IdPath, data: ClientUpdate, session: SessionDep, temporal: TemporalClientDep
 ) -> ClientPublic:
-    """Change some of a client's fields. Messages not yet sent follow: a new phone is where
+    """Change some of a client's fields; `attributes` sets the keys it gives, removes those
+    given as null and keeps the others. Messages not yet sent follow: a new phone is where
     they go, a new time zone is the window they wait for (also a message already waiting)."""
     client = await clients_service.update_client(
         session=session, temporal=temporal, client_id=client_id, data=data
@@ -272,13 +307,14 @@ async def delete_client(
         bool,
         Query(
             description="Erase the client's personal data (a data subject's request): no "
-            "message keeps the phone either."
+            "message keeps the phone, nor a text rendered with the client's attributes."
         ),
     ] = False,
 ) -> None:
-    """Delete a client; its messages stay in the statistics with the phone they were for, and
-    unsent ones end cancelled at once. With `erase=true` the phone goes from its messages too
-    (the counts stay)."""
+    """Delete a client and its attributes; its messages stay in the statistics with the phone
+    they were for, and unsent ones end cancelled at once. With `erase=true` the phone and the
+    personal texts rendered for the client go from its messages too (the counts stay), and its
+    test sends go."""
     await clients_service.delete_client(
         session=session, temporal=temporal, client_id=client_id, erase=erase
     )

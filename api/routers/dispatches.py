@@ -17,11 +17,13 @@ from api.schemas.dispatches import (
     DispatchUpdate,
 )
 from api.schemas.messages import MessagePublic
+from api.schemas.previews import DispatchPreview, DispatchPreviewPublic
 from api.schemas.statistics import DispatchStats, FailureReason, TimelinePoint
 from api.services import common as common_service
 from api.services import control as control_service
 from api.services import dispatches as dispatches_service
 from api.services import messages as messages_service
+from api.services import previews as previews_service
 from api.services import resends as resends_service
 from api.services import statistics as statistics_service
 from core.auth import Permission, Principal
@@ -70,6 +72,24 @@ async def create_dispatch(
     if saved.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return await dispatches_service.created_answer(session=session, saved=saved)
+
+
+# Before the routes on /{dispatch_id}: "preview" is no id.
+@router.post(
+    "/preview",
+    response_model=DispatchPreviewPublic,
+    **guarded(Permission.DISPATCHES_WRITE),
+)
+async def preview_dispatch(
+    data: DispatchPreview,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> DispatchPreviewPublic:
+    """Preview a create's body without storing it: its audience now, its text rendered for
+    sample or named clients, the clients lacking a key it needs, and its SMS parts in all."""
+    return await previews_service.preview_dispatch(
+        session=session, data=data, max_segments=settings.max_segments
+    )
 
 
 @router.get("", response_model=Page[DispatchPublic], **guarded(Permission.DISPATCHES_READ))

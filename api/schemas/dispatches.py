@@ -82,13 +82,23 @@ class WindowSchema(RequestBody):
 Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_MAX_LENGTH, pattern=NO_NUL)]
 TEXT_DESCRIPTION = (
     "1-1000 characters. More SMS parts than MAX_SEGMENTS (10 by default) is a 422 naming the "
-    "count, e.g. `text: 12 SMS segments (UCS-2, 800 characters) exceeds MAX_SEGMENTS=10`."
+    "count, e.g. `text: 12 SMS segments (UCS-2, 800 characters) exceeds MAX_SEGMENTS=10`. "
+    'May hold placeholders, rendered for each client: `{{ key }}` and `{{ key | default("...") '
+    '}}`, the key `phone`, `tag`, `timezone` or one of the client\'s attributes; `{{ "{{" }}` '
+    "writes braces. Anything else of Jinja (statements, comments, attribute access, other "
+    "filters, calls, operators) is a 422 on `text` naming it."
 )
 NORMALIZE_DESCRIPTION = (
     "Replace the text's typographic characters (curly quotes, dashes, the ellipsis, unicode "
     "spaces; invisible ones removed) by their GSM-7 look-alikes before it is stored and held "
     "to MAX_SEGMENTS; Cyrillic and every other character are kept. The answer's "
     "`normalization` says what it changed."
+)
+
+
+TRANSACTIONAL_DESCRIPTION = (
+    "An order confirmation, a code: neither held back by FREQUENCY_CAP nor counted toward it. "
+    "Set at creation only."
 )
 
 
@@ -128,6 +138,7 @@ class DispatchCreate(RequestBody):
             "messages per second on one machine)."
         ),
     )
+    transactional: bool = Field(default=False, description=TRANSACTIONAL_DESCRIPTION)
 
     @model_validator(mode="after")
     def _order(self) -> "DispatchCreate":
@@ -240,6 +251,7 @@ class DispatchPublic(BaseModel):
     filter: DispatchFilter
     window: WindowSchema | None
     delivery: DeliveryShape
+    transactional: bool = Field(default=False, description=TRANSACTIONAL_DESCRIPTION)
     status: DispatchStatus
     status_reason: str | None = Field(
         default=None, description="Why it is paused or cancelled, when it is."
@@ -255,11 +267,18 @@ class DispatchPublic(BaseModel):
         "beyond; an extension character such as `€` or `{` counts 2) or `UCS-2` (any "
         "character outside GSM-7, Cyrillic among them: 70, then 67 per part)."
     )
-    segments: int = Field(description="SMS parts each of its messages is sent in.")
+    segments: int = Field(
+        description="SMS parts each of its messages is sent in; for a personal text, those of "
+        "the longest as rendered for a sample of its audience (the first 100 clients by id "
+        "that have every key it needs)."
+    )
     segments_total: int = Field(
         description="`segments` times its messages (`messages.total`). In the answer to a create, "
         "while it has no messages yet, `segments` times `audience`. What the gateways will count "
-        "for the text as it is now (a message sent before an edit kept its own)."
+        "for the text as it is now (a message sent before an edit kept its own). For a personal "
+        "text, the sample's mean parts instead of `segments`, rounded up, times the messages "
+        "less the `unrendered` ones (in a create's answer: `audience` less the clients that "
+        "lack a key it needs)."
     )
     normalization: Normalization | None = Field(
         default=None,

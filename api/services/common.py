@@ -30,6 +30,7 @@ from core.models import TEXT_MAX_LENGTH, Client, Dispatch, DispatchEvent, Idempo
 from core.search import of_dispatch
 from core.segments import Segments, measure, normalize
 from core.settings import Settings
+from core.templates import TemplateRefused, TextTemplate, check
 from workflows.dispatch import DispatchWorkflow
 
 log = logging.getLogger(__name__)
@@ -167,14 +168,25 @@ def prepare_text(text: str, *, normalize_text: bool) -> PreparedText:
     return PreparedText(text=stored, size=size, normalization=normalization)
 
 
+def text_template(text: str) -> TextTemplate:
+    """The text's placeholders, checked (core.templates), or InvalidRequest on `text` naming
+    what a text may not use."""
+    try:
+        return check(text)
+    except TemplateRefused as refused:
+        raise InvalidRequest(str(refused), field="text") from None
+
+
 def storable_text(text: str, *, normalize_text: bool, max_segments: int) -> PreparedText:
-    """The text to store, or InvalidRequest on `text`: more SMS parts than MAX_SEGMENTS, or,
-    once normalized, nothing left or more than TEXT_MAX_LENGTH characters (an ellipsis
-    becomes three dots)."""
+    """The text to store, or InvalidRequest on `text`: a placeholder a text may not use (checked
+    once normalized: `default(“friend”)` is fine then), more SMS parts than MAX_SEGMENTS (the
+    text as written), or, once normalized, nothing left or more than TEXT_MAX_LENGTH
+    characters (an ellipsis becomes three dots)."""
     prepared = prepare_text(text, normalize_text=normalize_text)
     size = prepared.size
     if not prepared.text:
         raise InvalidRequest("nothing is left of it once normalized", field="text")
+    text_template(prepared.text)
     if size.characters > TEXT_MAX_LENGTH:
         raise InvalidRequest(
             f"{size.characters} characters once normalized; at most {TEXT_MAX_LENGTH}",

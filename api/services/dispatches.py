@@ -31,6 +31,7 @@ from api.schemas.dispatches import (
 from api.schemas.statistics import StatusCounts
 from api.services import common as common_service
 from api.services import control as control_service
+from api.services import previews as previews_service
 from core.audience import audience_size, resend_audience_size
 from core.contracts.cohort import CohortProgress
 from core.contracts.dispatch import DispatchProgress
@@ -46,9 +47,9 @@ from core.models import (
     DispatchEvent,
     DispatchStatus,
     IdempotencyKey,
+    MessageStatus,
     dispatch_t,
 )
-from core.segments import measure
 from core.settings import Settings
 from core.stats import counts_by_dispatch
 from core.windows import stored_window
@@ -76,15 +77,22 @@ def dispatch_public(
     audience: int | None = None,
     normalization: Normalization | None = None,
     resent_as: list[int] | None = None,
+    estimate: previews_service.Estimate | None = None,
+    missing: int = 0,
 ) -> DispatchPublic:
-    """The dispatch as answered. Its `segments_total` counts its messages, or, while it has
-    none, the `audience` the answer to a create carries."""
+    """The dispatch as answered. Its `segments_total` counts its messages (those `unrendered`
+    sent nothing), or, while it has none, the `audience` the answer to a create carries, less
+    the `missing` clients that lack a key its text needs. A personal text's parts are the
+    `estimate` (services.previews); without one, the text as written."""
     stored = Window.of(stored_window(dispatch.window_start, dispatch.window_end))
     window = None if stored is None else WindowSchema(start=stored.start, end=stored.end)
     assert dispatch.id is not None
     messages = StatusCounts.of(counts)
-    size = measure(dispatch.text)
-    recipients = messages.total if messages.total or audience is None else audience
+    size = estimate or previews_service.fixed_estimate(dispatch.text)
+    if messages.total or audience is None:
+        recipients = messages.total - counts.get(MessageStatus.UNRENDERED, 0)
+    else:
+        recipients = audience - missing
     return DispatchPublic(
         id=dispatch.id,
         start_at=dispatch.start_at,
@@ -95,12 +103,13 @@ def dispatch_public(
         ),
         window=window,
         delivery=dispatch.delivery,
+        transactional=dispatch.transactional,
         status=dispatch.status,
         status_reason=dispatch.status_reason,
         audience=audience,
         encoding=size.encoding,
         segments=size.segments,
-        segments_total=size.segments * recipients,
+        segments_total=size.total(recipients),
         normalization=normalization,
         resent_from=dispatch.resent_from,
         resend_statuses=dispatch.resend_statuses,
@@ -115,7 +124,10 @@ async def dispatch_with_counts(*, session: AsyncSession, dispatch: Dispatch) -> 
     assert dispatch.id is not None
     counts = await counts_by_dispatch(session=session, dispatch_ids=[dispatch.id])
     resends = await resends_of(session=session, dispatch_ids=[dispatch.id])
-    return dispatch_public(dispatch, counts[dispatch.id], resent_as=resends[dispatch.id])
+    estimate = await previews_service.dispatch_estimate(session=session, dispatch=dispatch)
+    return dispatch_public(
+        dispatch, counts[dispatch.id], resent_as=resends[dispatch.id], estimate=estimate
+    )
 
 
 async def resends_of(*, session: AsyncSession, dispatch_ids: list[int]) -> dict[int, list[int]]:
@@ -170,7 +182,11 @@ async def create_dispatch(
         if earlier is not None:
             return Saved(earlier, text.normalization, replayed=True)
     dispatch = Dispatch(
-        start_at=data.start_at, end_at=data.end_at, text=text.text, delivery=data.delivery
+        start_at=data.start_at,
+        end_at=data.end_at,
+        text=text.text,
+        delivery=data.delivery,
+        transactional=data.transactional,
     )
     _apply_filter_and_window(dispatch, data.filter, data.window)
     session.add(dispatch)
@@ -196,6 +212,7 @@ async def create_dispatch(
 async def created_answer(*, session: AsyncSession, saved: Saved) -> DispatchPublic:
     """The answer to a create (or a resend): the dispatch with its counts (none yet, unless a
     replay finds some), how many clients its filter (a resend's first dispatch) matches now,
+    its text's parts for them (a personal text's estimated, those lacking a key left out),
     and what normalize_text did."""
     dispatch = saved.dispatch
     assert dispatch.id is not None
@@ -215,7 +232,18 @@ async def created_answer(*, session: AsyncSession, saved: Saved) -> DispatchPubl
         audience = await audience_size(
             session=session, operator_codes=dispatch.operator_codes, tags=dispatch.tags
         )
-    return dispatch_public(dispatch, counts, audience=audience, normalization=saved.normalization)
+    estimate = await previews_service.dispatch_estimate(session=session, dispatch=dispatch)
+    missing = 0
+    if not sum(counts.values()):
+        missing = await previews_service.dispatch_missing(session=session, dispatch=dispatch)
+    return dispatch_public(
+        dispatch,
+        counts,
+        audience=audience,
+        normalization=saved.normalization,
+        estimate=estimate,
+        missing=missing,
+    )
 
 
 def _and_list(names: list[str]) -> str:
@@ -360,10 +388,13 @@ async def list_dispatches(
     page_ids = [d.id for d in rows if d.id is not None]
     counts = await counts_by_dispatch(session=session, dispatch_ids=page_ids)
     resends = await resends_of(session=session, dispatch_ids=page_ids)
+    estimates = [
+        await previews_service.dispatch_estimate(session=session, dispatch=d) for d in rows
+    ]
     return Page(
         items=[
-            dispatch_public(d, counts[d.id], resent_as=resends[d.id])
-            for d in rows
+            dispatch_public(d, counts[d.id], resent_as=resends[d.id], estimate=estimate)
+            for d, estimate in zip(rows, estimates, strict=True)
             if d.id is not None
         ],
         total=total,

@@ -70,6 +70,7 @@ async def resend_dispatch(
         end_at=data.end_at,
         text=text.text,
         delivery=first.delivery,
+        transactional=first.transactional,
         operator_codes=list(first.operator_codes),
         tags=list(first.tags),
         target_all=first.target_all,

@@ -25,6 +25,7 @@ from api.schemas.statistics import (
     TimelinePoint,
 )
 from api.services import common as common_service
+from api.services import previews as previews_service
 from core.audience import audience_size
 from core.models import (
     WENT_OUT_STATUSES,
@@ -125,15 +126,24 @@ async def audience_count(
     max_segments: int | None = None,
 ) -> AudienceCount:
     """Clients a dispatch with this filter would target now (the stop list left out) and,
-    given a text, its SMS parts as a create would store it (normalized when asked)."""
+    given a text, its SMS parts as a create would store it (normalized when asked); a
+    personal text's estimated over a sample of those clients, those lacking a key it needs
+    left out (services.previews). A text whose placeholders a create refuses is an
+    InvalidRequest on `text`."""
     clients = await audience_size(session=session, operator_codes=operator_codes, tags=tags)
     count = AudienceCount(clients=clients, operator_codes=operator_codes, tags=tags)
     if text is not None:
         prepared = common_service.prepare_text(text, normalize_text=normalize_text)
+        estimate, total = await previews_service.audience_estimate(
+            session=session,
+            template=common_service.text_template(prepared.text),
+            audience=previews_service.Audience.of_filter(operator_codes=operator_codes, tags=tags),
+            clients=clients,
+        )
         count.characters = prepared.size.characters
-        count.encoding = prepared.size.encoding
-        count.segments = prepared.size.segments
-        count.segments_total = clients * prepared.size.segments
+        count.encoding = estimate.encoding
+        count.segments = estimate.segments
+        count.segments_total = total
         count.max_segments = max_segments
         count.normalization = prepared.normalization
     return count
