@@ -152,8 +152,9 @@ async def test_report_is_mailed_and_waits_out_an_smtp_outage(
     assert "HTTP 400: bad phone" in parts["text/plain"]
     assert f"#{dispatch_id}" in parts["text/html"] and "<table" in parts["text/html"]
     total_line = next(line for line in parts["text/plain"].splitlines() if "total" in line)
-    # pending, retrying, sent, delivered, undelivered, failed, expired, cancelled, opted_out
-    assert total_line.split()[1:] == ["0", "0", "1", "1", "0", "1", "0", "0", "0"]
+    # pending, retrying, sent, delivered, undelivered, failed, expired, cancelled, opted_out,
+    # unrendered, capped
+    assert total_line.split()[1:] == ["0", "0", "1", "1", "0", "1", "0", "0", "0", "0", "0"]
     # Per route: sent (went out), failed, segments sent, delivered, undelivered, delivered %.
     lines = parts["text/plain"].splitlines()
     route_line = lines[lines.index("By route:") + 2].split()
