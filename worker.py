@@ -24,8 +24,10 @@ from temporalio.worker import Worker
 from activities.budget import ErrorBudget
 from activities.dispatch import DispatchActivities
 from activities.routing import Router
+from activities.schedules import ScheduleActivities
 from activities.send import SendActivities
 from activities.test_send import TestSendActivities
+from core import tracing
 from core.db import Database, SessionFactory
 from core.logging import configure_logging
 from core.routes import covers_everyone
@@ -41,6 +43,7 @@ from workflows.cohort import CohortWorkflow
 from workflows.delivery import DeliveryWorkflow
 from workflows.dispatch import DispatchWorkflow
 from workflows.legacy import LegacyDeliveryWorkflow, LegacyDispatchWorkflow
+from workflows.schedule import ScheduledDispatchWorkflow
 from workflows.test_send import TestSendWorkflow
 
 log = logging.getLogger("worker")
@@ -53,6 +56,7 @@ WORKFLOWS = [
     CohortWorkflow,
     DeliveryWorkflow,
     TestSendWorkflow,
+    ScheduledDispatchWorkflow,
     LegacyDispatchWorkflow,
     LegacyDeliveryWorkflow,
 ]
@@ -92,6 +96,8 @@ def build_workers(
     )
     # Test sends share the sends' router and request slots: each route's cap and circuit.
     test_activities = TestSendActivities(sessions=sessions, sender=send_activities.sender)
+    # A schedule's run makes its dispatch as the API does: a session, this client, settings.
+    schedule_activities = ScheduleActivities(sessions=sessions, temporal=client, settings=settings)
     # On SIGTERM (what Kubernetes sends) a worker stops polling, lets what runs finish within
     # this grace (a batch stops at its next message and writes what it sent), then exits.
     grace = timedelta(seconds=settings.worker_shutdown_seconds)
@@ -113,6 +119,7 @@ def build_workers(
             dispatch_activities.wake_deliveries,
             ReportActivities(sessions=sessions, settings=settings).send_report,
             test_activities.fail_test_message,
+            schedule_activities.make_scheduled_dispatch,
         ],
     )
     sends = Worker(
@@ -150,6 +157,8 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
 async def main() -> None:
     settings = get_settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
+    # Before connecting: the client (and so every worker on it) takes the tracing interceptor.
+    traces = tracing.configure(service_name="mailing-worker")
     client = await connect(settings, runtime_of(settings))
     try:
         await ensure_search_attributes(client, settings.temporal_namespace)
@@ -199,6 +208,9 @@ async def main() -> None:
             if probes is not None:
                 await probes.cleanup()
     await database.dispose()
+    if traces is not None:
+        # The spans not yet exported go out now (blocking: in a thread).
+        await asyncio.to_thread(traces.shutdown)
     log.info("worker stopped")
 
 

@@ -29,7 +29,7 @@ from activities.records import (
 )
 from activities.routing import Attempt, Ticket
 from activities.sender import Outgoing, Sender, Windows, count_judged, message_query
-from core import metrics
+from core import metrics, tracing
 from core.contracts.cohort import Handoff, SendBatchInput, SendBatchResult
 from core.contracts.shared import SendOutcome
 from core.logging import ids
@@ -50,6 +50,14 @@ STATUS_MAX_AGE_SECONDS = 0.5
 
 async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
     """Sends the cohort's next pending messages (see the module's docstring)."""
+    # On the activity's span (a trace of its own, linked to its cohort's: core.tracing).
+    tracing.annotate(
+        {
+            "mailing.dispatch_id": input.dispatch_id,
+            "mailing.cohort": input.cohort,
+            "mailing.lane": input.lane,
+        }
+    )
     batch = Batch(sender, input)
     batch.handoffs += await _owed_handoffs(sender, input)
     async with sender.sessions() as session:
@@ -101,6 +109,15 @@ async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
     for why in batch.pauses:
         await sender.pause_dispatch(input.dispatch_id, why)
     result = batch.result(message_ids, more=more)
+    tracing.annotate(
+        {
+            "mailing.messages": len(message_ids),
+            "mailing.sent": result.sent,
+            "mailing.finished": result.finished,
+            "mailing.handed_off": len(result.handoffs),
+            "mailing.stopped": str(result.stopped or ""),
+        }
+    )
     metrics.BATCH_SECONDS.labels(result.stopped or "done").observe(clock.monotonic() - started)
     log.info(
         "batch of cohort %s: %d sent, %d final, %d handed off%s",

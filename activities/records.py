@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core import tracing
 from core.contracts.shared import ERROR_MAX_LENGTH
 from core.db import SessionFactory
 from core.logging import ids
@@ -24,6 +25,13 @@ from core.models import (
 )
 
 log = logging.getLogger(__name__)
+
+# What the spans of the outcome writes say of them (OpenTelemetry's database conventions).
+_WRITE_ATTRIBUTES = {
+    "db.system.name": "postgresql",
+    "db.operation.name": "UPDATE",
+    "db.collection.name": "message",
+}
 
 
 def in_lane(lane: int, lanes: int) -> list[sa.ColumnElement[bool]]:
@@ -84,21 +92,26 @@ async def record_attempt(
         if status == MessageStatus.SENT
         else message_t.c.status.in_(OPEN_MESSAGE_STATUSES)
     )
-    async with sessions() as session:
-        await session.execute(
-            sa.update(message_t)
-            .where(message_t.c.id == message_id, condition)
-            .values(
-                attempts=message_t.c.attempts + int(attempted),
-                status=status,
-                last_error=error,
-                sent_at=sa.func.coalesce(sent_at, message_t.c.sent_at),
-                route=sa.func.coalesce(route, message_t.c.route),
-                segments=sa.func.coalesce(segments, message_t.c.segments),
-                text=sa.func.coalesce(text, message_t.c.text),
+    # One row: the write of a single send (a delivery's attempt).
+    with tracing.span(
+        "record_attempt",
+        {**_WRITE_ATTRIBUTES, "mailing.message_id": message_id, "mailing.status": str(status)},
+    ):
+        async with sessions() as session:
+            await session.execute(
+                sa.update(message_t)
+                .where(message_t.c.id == message_id, condition)
+                .values(
+                    attempts=message_t.c.attempts + int(attempted),
+                    status=status,
+                    last_error=error,
+                    sent_at=sa.func.coalesce(sent_at, message_t.c.sent_at),
+                    route=sa.func.coalesce(route, message_t.c.route),
+                    segments=sa.func.coalesce(segments, message_t.c.segments),
+                    text=sa.func.coalesce(text, message_t.c.text),
+                )
             )
-        )
-        await session.commit()
+            await session.commit()
 
 
 @dataclass
@@ -148,22 +161,32 @@ async def record_outcomes(sessions: SessionFactory, outcomes: list[Outcome]) -> 
     """Writes a batch's outcomes in one statement; how many rows changed."""
     if not outcomes:
         return 0
-    async with sessions() as session:
-        result = await session.execute(
-            _RECORD_OUTCOMES,
-            {
-                "ids": [o.message_id for o in outcomes],
-                "statuses": [str(o.status) for o in outcomes],
-                "attempted": [o.attempted for o in outcomes],
-                "errors": [o.error for o in outcomes],
-                "sent_at": [o.sent_at for o in outcomes],
-                "hand_off": [o.hand_off for o in outcomes],
-                "routes": [o.route for o in outcomes],
-                "segments": [o.segments for o in outcomes],
-                "texts": [o.text for o in outcomes],
-            },
-        )
-        await session.commit()
+    message_ids = [o.message_id for o in outcomes]
+    # The span names the messages it writes: one message's request span leads to its write.
+    with tracing.span(
+        "record_outcomes",
+        {
+            **_WRITE_ATTRIBUTES,
+            "mailing.messages": len(outcomes),
+            "mailing.message_ids": message_ids,
+        },
+    ):
+        async with sessions() as session:
+            result = await session.execute(
+                _RECORD_OUTCOMES,
+                {
+                    "ids": message_ids,
+                    "statuses": [str(o.status) for o in outcomes],
+                    "attempted": [o.attempted for o in outcomes],
+                    "errors": [o.error for o in outcomes],
+                    "sent_at": [o.sent_at for o in outcomes],
+                    "hand_off": [o.hand_off for o in outcomes],
+                    "routes": [o.route for o in outcomes],
+                    "segments": [o.segments for o in outcomes],
+                    "texts": [o.text for o in outcomes],
+                },
+            )
+            await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -19,7 +19,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from api.schemas.common import ErrorBody
-from core.auth import ALL_PERMISSIONS, Forbidden, Permission, Principal, Unauthenticated, Verifier
+from core.auth import (
+    ALL_PERMISSIONS,
+    Forbidden,
+    Permission,
+    Principal,
+    Unauthenticated,
+    Verifier,
+    resource_indicator,
+)
 from core.settings import Settings
 
 bearer = HTTPBearer(
@@ -138,11 +146,19 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
     async def swagger_ui() -> HTMLResponse:
         init_oauth = None
         if settings.auth_issuer and settings.auth_client_id:
+            # Auth0's `audience`, and RFC 8707's `resource` for the providers that take it.
+            extra = {"audience": settings.auth_audience}
+            resource = resource_indicator(settings)
+            if resource:
+                extra["resource"] = resource
             init_oauth = {
                 "clientId": settings.auth_client_id,
                 "usePkceWithAuthorizationCodeGrant": True,
-                "scopes": " ".join(["openid", *sorted(ALL_PERMISSIONS)]),
-                "additionalQueryStringParams": {"audience": settings.auth_audience},
+                # AUTH_SCOPES, but for a refresh token: Swagger UI keeps none.
+                "scopes": " ".join(
+                    scope for scope in settings.auth_scopes.split() if scope != "offline_access"
+                ),
+                "additionalQueryStringParams": extra,
             }
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",

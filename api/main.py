@@ -17,9 +17,19 @@ from api.auth import install_docs, install_openapi
 from api.errors import ErrorItem, error_response
 from api.imports.reading import TooLarge, UnsupportedFile
 from api.metrics import install_metrics, remember_route
-from api.routers import clients, dispatch_tests, dispatches, health, receipts, routes, stats
+from api.routers import (
+    clients,
+    dispatch_tests,
+    dispatches,
+    health,
+    receipts,
+    routes,
+    schedules,
+    stats,
+)
 from api.services import receipts as receipts_service
 from api.services.receipt_batches import ReceiptBatches
+from core import tracing
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
 from core.db import Database
 from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
@@ -88,6 +98,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await app.state.database.dispose()
+        if app.state.tracing is not None:
+            # The spans not yet exported go out now (blocking: in a thread).
+            await asyncio.to_thread(app.state.tracing.shutdown)
 
 
 # Receipts that came before their send was recorded are applied this often.
@@ -140,12 +153,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats.router,
         routes.router,
         receipts.router,
+        schedules.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     install_admin(app)
     app.include_router(api_metrics.router)
     install_metrics(app)
+    install_tracing(app)
 
     async def domain_error(request: Request, error: Exception) -> Response:
         code = next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
@@ -193,7 +208,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def create_configured_app() -> FastAPI:
-    """Entry point for uvicorn (`--factory`): settings and logging from the environment."""
+    """Entry point for uvicorn (`--factory`): settings, logging and tracing from the
+    environment."""
     settings = get_settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
-    return create_app(settings)
+    traces = tracing.configure(service_name="mailing-api")
+    app = create_app(settings)
+    # Shut down (its last spans flushed) when the lifespan ends.
+    app.state.tracing = traces
+    return app
+
+
+# Probes and scrapes get no span: one every few seconds would bury the requests that matter.
+UNTRACED_PATHS = ("/healthz", "/livez", "/readyz", "/metrics", "/admin/static/")
+
+
+def install_tracing(app: FastAPI) -> None:
+    """A span per request while tracing is on (core.tracing): one for a list of receipts, none
+    per receipt. The Temporal client's spans (the dispatch's workflow started) are its
+    children."""
+    app.state.tracing = None
+    traces = tracing.current()
+    if traces is None:
+        return
+    # Added last, so outermost: the request's span covers the metrics middleware too.
+    app.add_middleware(tracing.RequestSpans, tracer=traces.tracer, untraced=UNTRACED_PATHS)

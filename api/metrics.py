@@ -3,6 +3,7 @@ counts and times every request by its route template (never by its concrete path
 carry ids), and gives it a request id (the caller's X-Request-ID, or a new one) that every log
 line of the request carries and the answer returns."""
 
+import itertools
 import re
 import time
 import uuid
@@ -16,7 +17,7 @@ from api.deps import SessionDep, SettingsDep
 from api.services import routes as routes_service
 from core import metrics
 from core.logging import REQUEST_ID
-from core.models import DispatchStatus, MessageStatus, dispatch_t
+from core.models import DispatchStatus, MessageStatus, dispatch_t, message_count_t
 from core.routes import CircuitState
 from core.stats import total_counts
 
@@ -42,6 +43,20 @@ _WAITING = sa.text(
     """
 )
 
+# Messages a dispatch still owes (pending, retrying), from the counts the triggers keep: by the
+# dispatch's status and whether its end_at passed. The alerts tell a stall, and messages left
+# past their dispatch's end, from these.
+OPEN_STATUSES = (MessageStatus.PENDING, MessageStatus.RETRYING)
+_END_PASSED = (dispatch_t.c.end_at <= sa.func.now()).label("end_passed")
+_OPEN = (
+    sa.select(
+        message_count_t.c.status, dispatch_t.c.status, _END_PASSED, sa.func.sum(message_count_t.c.n)
+    )
+    .join_from(message_count_t, dispatch_t, dispatch_t.c.id == message_count_t.c.dispatch_id)
+    .where(message_count_t.c.status.in_(OPEN_STATUSES))
+    .group_by(message_count_t.c.status, dispatch_t.c.status, _END_PASSED)
+)
+
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(session: SessionDep, settings: SettingsDep) -> Response:
@@ -60,6 +75,12 @@ async def prometheus_metrics(session: SessionDep, settings: SettingsDep) -> Resp
     for message_status in MessageStatus:
         metrics.MESSAGES.labels(message_status).set(messages[message_status])
     metrics.MESSAGES_WAITING.set((await session.execute(_WAITING)).scalar_one())
+    open_counts = {
+        (status, dispatch_status, "passed" if passed else "ahead"): int(n)
+        for status, dispatch_status, passed, n in await session.execute(_OPEN)
+    }
+    for key in itertools.product(OPEN_STATUSES, DispatchStatus, ("ahead", "passed")):
+        metrics.MESSAGES_OPEN.labels(*key).set(open_counts.get(key, 0))
     names = [route.name for route in settings.routes]
     for name, health in (await routes_service.route_health(session=session, names=names)).items():
         for state in CircuitState:

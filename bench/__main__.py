@@ -5,7 +5,10 @@ clients against the simulator (if bench.http_clients is there), the ceiling of o
 workflow per client, one dispatch to every client per remote latency, with right after the
 0 ms one the same dispatch through two routes (`--routes`, bench.routes: SEND_ROUTES of two
 routes to two named gateways of the simulator, split by operator code; "routes: 2 routes, 0 ms
-/ 1 route, 0 ms = x.xx" and each route's messages), the outage run (--outage), the failover
+/ 1 route, 0 ms = x.xx" and each route's messages), then the personal text's and the capped
+runs (`--personal`, bench.personal) and the traced run (`--tracing`, bench.tracing: tracing on,
+every span to a receiver in the bench's process, "1 route, 0 ms, tracing / 1 route, 0 ms" and
+its spans by name), the outage run (--outage), the failover
 runs (`--failover`, bench.failover: two routes serving everyone, the first gateway down for a
 few seconds, refusing, and with `--failover-modes 503,hang` hanging too: the seconds to the
 second route and back, the duplicates at each gateway, the ids at both), the receipts run
@@ -62,6 +65,7 @@ from bench.rig import Rig
 from bench.routes import split_routes
 from bench.run import run_dispatch
 from bench.stack import BenchStack, connect_temporal, wait_until_ready
+from bench.tracing import SpanReceiver
 from bench.zones import ZoneRunSettings, run_zones
 from core.auth import embedded_tokens
 from core.logging import configure_logging
@@ -82,6 +86,7 @@ SCENARIOS = (
     "dispatches",
     "routes",
     "personal",
+    "tracing",
     "outage",
     "failover",
     "receipts",
@@ -242,6 +247,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with two attributes each and a text naming them, against the plain text at 0 ms",
     )
     parser.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='the traced dispatch ("1 route, 0 ms, tracing"): --clients at 0 ms with the '
+        "workers and the API exporting every span over OTLP/HTTP to a receiver in the bench's "
+        "process, against the plain run at 0 ms",
+    )
+    parser.add_argument(
         "--failover",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -379,6 +392,7 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
     counts = worker_counts(args)
     routes_pending = wanted(args, "routes", args.routes)
     personal_pending = wanted(args, "personal", args.personal)
+    tracing_pending = wanted(args, "tracing", args.tracing)
     latencies = args.latencies if wanted(args, "dispatches", True) else []
     for latency in latencies:
         measured: list[DispatchFigures] = []
@@ -404,10 +418,15 @@ async def _scenarios(rig: Rig, args: argparse.Namespace, report: BenchReport) ->
         if latency == 0 and personal_pending:
             await _personal(rig, args, report)
             personal_pending = False
+        if latency == 0 and tracing_pending:
+            await _tracing(rig, args, report)
+            tracing_pending = False
     if routes_pending:
         await _two_routes(rig, args, report)
     if personal_pending:
         await _personal(rig, args, report)
+    if tracing_pending:
+        await _tracing(rig, args, report)
     rig.stack.workers = max(counts)
     if wanted(args, "outage", True) and args.outage > 0:
         report.outage = await _guarded(
@@ -543,16 +562,30 @@ async def _personal(rig: Rig, args: argparse.Namespace, report: BenchReport) -> 
     )
 
 
+async def _tracing(rig: Rig, args: argparse.Namespace, report: BenchReport) -> None:
+    """The 0 ms dispatch with tracing on, every span exported to a receiver in this process,
+    on the most workers, against the plain one."""
+    workers = max(worker_counts(args))
+    async with SpanReceiver() as receiver:
+        scenario = _dispatch_scenario(args, latency_ms=0.0, workers=workers)
+        scenario.tracing = receiver.endpoint
+        figures = await _against_plain(
+            rig, report, "dispatch with tracing at 0 ms", run_dispatch(rig, scenario), workers
+        )
+        if figures is not None:
+            figures.spans = await receiver.settled()
+
+
 async def _against_plain(
     rig: Rig,
     report: BenchReport,
     what: str,
     run: Coroutine[Any, Any, DispatchFigures],
     workers: int,
-) -> None:
+) -> DispatchFigures | None:
     figures = await _guarded(rig, report, what, run)
     if figures is None:
-        return
+        return None
     report.dispatches.append(figures)
     plain = next(
         (
@@ -561,6 +594,7 @@ async def _against_plain(
             if not f.routes
             and not f.scenario.text
             and not f.scenario.frequency_cap
+            and not f.scenario.tracing
             and f.scenario.latency_ms == 0
             and f.scenario.workers == workers
         ),
@@ -570,6 +604,7 @@ async def _against_plain(
         figures.plain_dispatch_id = plain.dispatch_id
         if figures.messages_per_s and plain.messages_per_s:
             figures.vs_plain = round(figures.messages_per_s / plain.messages_per_s, 2)
+    return figures
 
 
 def set_route_ratio(figures: DispatchFigures, one_route: DispatchFigures) -> None:

@@ -68,15 +68,19 @@ class DispatchScenario:
     text: str | None = None
     # FREQUENCY_CAP of the workers (bench.personal); None: no cap.
     frequency_cap: str | None = None
+    # Tracing on in the workers and the API (core.tracing), exporting every span over OTLP/HTTP
+    # to this endpoint, the bench's receiver (bench.tracing); None: off, as by default.
+    tracing: str | None = None
 
     @property
     def name(self) -> str:
-        """E.g. "1 route, 0 ms", "2 routes, 0 ms", "1 route, 0 ms, personal text" or
-        "1 route, 0 ms, cap 3/24h"."""
+        """E.g. "1 route, 0 ms", "2 routes, 0 ms", "1 route, 0 ms, personal text",
+        "1 route, 0 ms, cap 3/24h" or "1 route, 0 ms, tracing"."""
         count = len(self.routes) if self.routes else 1
         name = f"{count} route{'s' if count > 1 else ''}, {self.latency_ms:g} ms"
         name += ", personal text" if self.text else ""
-        return name + (f", cap {self.frequency_cap}" if self.frequency_cap else "")
+        name += f", cap {self.frequency_cap}" if self.frequency_cap else ""
+        return name + (", tracing" if self.tracing else "")
 
 
 @dataclass
@@ -166,9 +170,14 @@ class DispatchFigures:
     routes: list[RouteShare] = field(default_factory=list)
     vs_one_route: float | None = None
     one_route_dispatch_id: int | None = None
-    # A personal text's or a capped run: messages/s against the plain run at 0 ms.
+    # A personal text's, a capped or a traced run: messages/s against the plain run at 0 ms.
     vs_plain: float | None = None
     plain_dispatch_id: int | None = None
+    # A traced run: the spans the bench's receiver got from the restart on, by name.
+    spans: dict[str, int] | None = None
+    # CPU seconds of each worker process and of the API from the POST to completion seen
+    # (their process_cpu_seconds_total): what a variant costs, whatever else shares the CPUs.
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from temporalio.service import RPCError
 
 from bench import data
@@ -17,8 +18,9 @@ from bench.figures import ActionFigures, DispatchFigures, DispatchScenario, Work
 from bench.history import CLIENT_SAMPLE, dispatch_history
 from bench.rig import Rig, await_completed, create_dispatch, delete_dispatch, dispatch_body, prepare
 from bench.routes import prepare_gateways, route_shares, routes_env
-from bench.scrape import ServerCounters, messages_sent, settled_server_counters
+from bench.scrape import ServerCounters, messages_sent, scrape, settled_server_counters
 from bench.stack import NAMESPACE
+from bench.tracing import tracing_env
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ def service_env(scenario: DispatchScenario) -> dict[str, str] | None:
     env = routes_env(scenario.routes) if scenario.routes else {}
     if scenario.frequency_cap:
         env["FREQUENCY_CAP"] = scenario.frequency_cap
+    if scenario.tracing:
+        env |= tracing_env(scenario.tracing)
     return env or None
 
 
@@ -68,11 +72,13 @@ async def run_dispatch(
     server_before = await settled_server_counters(
         rig.http, rig.stack.temporal_metrics_url, NAMESPACE
     )
+    cpu_before = await cpu_seconds(rig)
     started = time.monotonic()
     created = await create_dispatch(rig, body)
     dispatch_id = int(created["id"])
     completed = await await_completed(rig, dispatch_id, timeout_s=scenario.timeout_s)
     elapsed = time.monotonic() - started
+    cpu_after = await cpu_seconds(rig)
     if not completed:
         log.warning("dispatch %d not completed after %.0f s", dispatch_id, elapsed)
 
@@ -85,6 +91,11 @@ async def run_dispatch(
         completed=completed,
         elapsed=elapsed,
     )
+    figures.cpu_s = {
+        name: round(cpu_after[name] - before, 2)
+        for name, before in cpu_before.items()
+        if name in cpu_after
+    }
     if scenario.routes:
         figures.routes, figures.remote = await route_shares(rig, dispatch_id, scenario.routes)
     # Before the next restart: each worker's counters are its own since it started.
@@ -132,6 +143,24 @@ async def _figures(
         peak_rss_mb=rig.memory.peaks_mb(),
         remote=await rig.simulator.figures(),
     )
+
+
+async def cpu_seconds(rig: Rig) -> dict[str, float]:
+    """`process_cpu_seconds_total` of each worker process and of the API, by name; one whose
+    page cannot be read is left out."""
+    urls = {name: rig.stack.worker_metrics_url(name) for name in rig.stack.worker_names}
+    urls["api"] = f"{rig.stack.api_url}/metrics"
+    found: dict[str, float] = {}
+    for name, url in urls.items():
+        try:
+            samples = await scrape(rig.http, url)
+        except (httpx.HTTPError, ValueError) as error:
+            log.warning("CPU seconds of %s not read: %s", name, error)
+            continue
+        cpu = [s.value for s in samples if s.name == "process_cpu_seconds_total"]
+        if cpu:
+            found[name] = cpu[0]
+    return found
 
 
 async def worker_shares(rig: Rig) -> list[WorkerShare]:

@@ -1,30 +1,38 @@
 """Who may call the API: bearer JWTs verified with python-jose, and the permissions they carry.
 
 Two modes, chosen by the settings:
-- an OIDC provider (Auth0, Keycloak: AUTH_ISSUER, AUTH_AUDIENCE): RS256/ES256 tokens checked
-  against the provider's keys, found from its discovery document and cached (refreshed at most
-  once per AUTH_JWKS_REFRESH_SECONDS when a token names an unknown key id);
+- an OIDC provider (Auth0, Keycloak, Entra ID, Okta: AUTH_ISSUER, AUTH_AUDIENCE): RS256/ES256
+  tokens checked against the provider's keys, found from its discovery document and cached
+  (refreshed at most once per AUTH_JWKS_REFRESH_SECONDS when a token names an unknown key id);
+  the permissions are read where AUTH_PERMISSIONS_CLAIM says, through AUTH_ROLE_PERMISSIONS;
 - embedded (no provider): the service signs its own RS256 tokens with a key it creates once
   under DATA_DIR (or AUTH_SIGNING_KEY_FILE); `make token` prints one.
 
 The algorithms accepted come from the settings, never from the token: `alg: none` and an HS256
 token "signed" with a public key are refused before any key is used.
+
+Also the admin page's client at the provider's token endpoint (`TokenClient`: the code
+exchange and refreshes, with the client's authentication) and the key that seals its sessions.
 """
 
 import asyncio
+import base64
 import os
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote_plus, urlsplit
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
 
@@ -70,6 +78,10 @@ class Unauthenticated(Exception):
     """No valid token: 401 with the reason (never the token itself)."""
 
 
+class TokenExpired(Unauthenticated):
+    """A token past its expiry (and the leeway): the admin page renews its session then."""
+
+
 class Forbidden(Exception):
     """A valid token without the permission the operation needs: 403 naming it."""
 
@@ -82,13 +94,86 @@ class ProviderUnavailable(Exception):
     """The identity provider's keys cannot be fetched: 503, and no token is taken on trust."""
 
 
-def permissions_of(claims: dict[str, Any]) -> frozenset[str]:
-    """Auth0's `permissions` claim (a list), else the space-separated `scope`."""
+def _names(value: Any) -> set[str]:
+    """A claim's names: a list of strings, or one space-separated string."""
+    if isinstance(value, str):
+        return set(value.split())
+    if isinstance(value, list):
+        return {item for item in value if isinstance(item, str)}
+    return set()
+
+
+def _claim(claims: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (`resource_access.mailing.roles`); a key that holds dots
+    itself (Auth0's namespaced `https://mailing.example/roles`) is taken whole first."""
+    if path in claims:
+        return claims[path]
+    for at in (i for i, char in enumerate(path) if char == "."):
+        inner = claims.get(path[:at])
+        if isinstance(inner, Mapping):
+            found = _claim(inner, path[at + 1 :])
+            if found is not None:
+                return found
+    return None
+
+
+def default_names(claims: Mapping[str, Any]) -> set[str]:
+    """Auth0's `permissions` list; else the space-separated `scope` (RFC 9068, Keycloak) with
+    `scp`, a string (Entra ID) or a list (Okta)."""
     listed = claims.get("permissions")
     if isinstance(listed, list):
-        return frozenset(str(p) for p in listed)
-    scope = claims.get("scope")
-    return frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+        return _names(listed)
+    return _names(claims.get("scope")) | _names(claims.get("scp"))
+
+
+@dataclass(frozen=True)
+class ClaimRules:
+    """Where a provider's tokens carry their permissions, and what its role names grant.
+
+    `paths` empty: `default_names`. A name that is itself a permission counts as it; a name
+    in `roles` grants its permissions; any other name grants nothing."""
+
+    paths: tuple[str, ...] = ()
+    roles: Mapping[str, frozenset[str]] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ClaimRules":
+        """The rules of AUTH_PERMISSIONS_CLAIM and AUTH_ROLE_PERMISSIONS; an unknown permission
+        in the mapping stops the service at start."""
+        paths = tuple(path.strip() for path in (settings.auth_permissions_claim or "").split(","))
+        roles: dict[str, frozenset[str]] = {}
+        for role, granted in settings.auth_role_permissions.items():
+            unknown = sorted(set(granted) - ALL_PERMISSIONS)
+            if unknown:
+                raise ValueError(
+                    f"AUTH_ROLE_PERMISSIONS maps {role!r} to unknown permissions "
+                    f"{', '.join(unknown)} (known: {', '.join(sorted(ALL_PERMISSIONS))})"
+                )
+            roles[role] = frozenset(granted)
+        return cls(paths=tuple(path for path in paths if path), roles=roles)
+
+    def names(self, claims: Mapping[str, Any]) -> set[str]:
+        if not self.paths:
+            return default_names(claims)
+        return set().union(*(_names(_claim(claims, path)) for path in self.paths))
+
+    def permissions(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        roles = self.roles or {}
+        granted: set[str] = set()
+        for name in self.names(claims):
+            if name in ALL_PERMISSIONS:
+                granted.add(name)
+            granted |= roles.get(name, frozenset())
+        return frozenset(granted)
+
+
+DEFAULT_RULES = ClaimRules()
+
+
+def permissions_of(claims: Mapping[str, Any], rules: ClaimRules = DEFAULT_RULES) -> frozenset[str]:
+    """The permissions a token's claims give, by `rules` (the defaults: Auth0's
+    `permissions`, else `scope` and `scp`)."""
+    return rules.permissions(claims)
 
 
 def _decode(token: str, key: Any, *, algorithms: list[str], issuer: str, audience: str) -> Any:
@@ -109,7 +194,7 @@ def _decode(token: str, key: Any, *, algorithms: list[str], issuer: str, audienc
             },
         )
     except ExpiredSignatureError:
-        raise Unauthenticated("the token has expired") from None
+        raise TokenExpired("the token has expired") from None
     except JWTClaimsError as error:
         raise Unauthenticated(f"the token's claims are not accepted: {error}") from None
     except JWTError as error:
@@ -136,11 +221,11 @@ def _header(token: str, algorithms: list[str]) -> dict[str, Any]:
 KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _principal(claims: dict[str, Any], rules: ClaimRules) -> Principal:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("the token names no subject")
-    return Principal(subject=subject, permissions=permissions_of(claims))
+    return Principal(subject=subject, permissions=rules.permissions(claims))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +236,8 @@ class Verified:
     until: float
 
 
-def _verified(claims: dict[str, Any]) -> Verified:
-    return Verified(_principal(claims), float(claims["exp"]) + LEEWAY_SECONDS)
+def _verified(claims: dict[str, Any], rules: ClaimRules = DEFAULT_RULES) -> Verified:
+    return Verified(_principal(claims, rules), float(claims["exp"]) + LEEWAY_SECONDS)
 
 
 class VerifiedTokens:
@@ -264,12 +349,19 @@ class OidcTokens:
     """Tokens of an OIDC provider, checked against its JWKS."""
 
     def __init__(
-        self, *, issuer: str, audience: str, algorithms: list[str], refresh_seconds: float
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        algorithms: list[str],
+        refresh_seconds: float,
+        rules: ClaimRules = DEFAULT_RULES,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.algorithms = algorithms
         self.refresh_seconds = refresh_seconds
+        self.rules = rules
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
@@ -292,7 +384,7 @@ class OidcTokens:
         claims = _decode(
             token, key, algorithms=self.algorithms, issuer=self.issuer, audience=self.audience
         )
-        return _verified(claims)
+        return _verified(claims, self.rules)
 
     async def _key(self, key_id: str) -> dict[str, Any]:
         key = self._keys.get(key_id)
@@ -365,6 +457,7 @@ class Verifier:
                 audience=settings.auth_audience,
                 algorithms=list(settings.auth_algorithms),
                 refresh_seconds=settings.auth_jwks_refresh_seconds,
+                rules=ClaimRules.from_settings(settings),
             )
         elif not settings.auth_disabled:
             self.embedded = EmbeddedTokens(signing_key_file(settings), settings.auth_audience)
@@ -388,3 +481,122 @@ def signing_key_file(settings: Settings) -> Path:
 
 def embedded_tokens(settings: Settings) -> EmbeddedTokens:
     return EmbeddedTokens(signing_key_file(settings), settings.auth_audience)
+
+
+def session_key(settings: Settings) -> bytes:
+    """A Fernet key (urlsafe base64 of 32 bytes) for the admin page's sealed sessions, derived
+    from AUTH_SESSION_KEY, else from the embedded signing key (made once if need be): every
+    API process with the same settings opens the others' cookies."""
+    if settings.auth_session_key is not None:
+        secret = settings.auth_session_key.get_secret_value().encode()
+    else:
+        secret = load_or_create_key(signing_key_file(settings))
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"mailing-admin-session"
+    ).derive(secret)
+    return base64.urlsafe_b64encode(derived)
+
+
+class GrantRefused(Exception):
+    """The provider's token endpoint refused a grant: a code used twice, a refresh token
+    revoked or expired, a client not authenticated (its `error` and description)."""
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """What a token endpoint answered; `expires_in` in seconds when it said."""
+
+    access_token: str
+    refresh_token: str | None = None
+    id_token: str | None = None
+    expires_in: float | None = None
+
+
+ClientAuth = Literal["none", "client_secret_basic", "client_secret_post"]
+
+
+class TokenClient:
+    """The admin page at the provider's token endpoint: the authorization code's exchange and
+    the refreshes, authenticated as the settings say (a public client sends only its id)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client_id = settings.auth_client_id or ""
+        secret = settings.auth_client_secret
+        self.secret = secret.get_secret_value() if secret is not None else None
+        self.method: ClientAuth = (
+            "none"
+            if self.secret is None
+            else settings.auth_token_endpoint_auth or "client_secret_basic"
+        )
+        self.resource = resource_indicator(settings)
+
+    async def exchange(self, url: str, *, code: str, redirect_uri: str, verifier: str) -> TokenSet:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
+        return await self._grant(url, form)
+
+    async def refresh(self, url: str, *, refresh_token: str) -> TokenSet:
+        return await self._grant(
+            url, {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
+
+    async def _grant(self, url: str, form: dict[str, str]) -> TokenSet:
+        headers = {"Accept": "application/json"}
+        if self.resource:
+            form["resource"] = self.resource
+        if self.method == "client_secret_basic":
+            # RFC 6749 2.3.1: each part form-urlencoded before the Basic encoding.
+            pair = f"{quote_plus(self.client_id)}:{quote_plus(self.secret or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form["client_id"] = self.client_id
+            if self.method == "client_secret_post":
+                form["client_secret"] = self.secret or ""
+        timeout = aiohttp.ClientTimeout(total=TOKEN_TIMEOUT_SECONDS)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.post(url, data=form, headers=headers) as response,
+            ):
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise ProviderUnavailable(
+                f"the identity provider's token endpoint did not answer: {type(error).__name__}"
+            ) from None
+        if not isinstance(body, dict):
+            raise ProviderUnavailable(f"the identity provider's token endpoint answered {status}")
+        if status != 200:
+            reason = str(body.get("error", status))
+            description = body.get("error_description")
+            raise GrantRefused(f"{reason}: {description}" if description else reason)
+        access = body.get("access_token")
+        if not isinstance(access, str):
+            raise GrantRefused("the identity provider gave no access token")
+        expires_in = body.get("expires_in")
+        return TokenSet(
+            access_token=access,
+            refresh_token=_text(body.get("refresh_token")),
+            id_token=_text(body.get("id_token")),
+            expires_in=float(expires_in) if isinstance(expires_in, int | float) else None,
+        )
+
+
+TOKEN_TIMEOUT_SECONDS = 10
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def resource_indicator(settings: Settings) -> str | None:
+    """The `resource` (RFC 8707) the admin page's sign-in names: the audience, when it is an
+    absolute URI (a compliant provider refuses anything else) and AUTH_RESOURCE_INDICATOR."""
+    audience = settings.auth_audience
+    if not settings.auth_resource_indicator or not urlsplit(audience).scheme:
+        return None
+    return audience

@@ -31,6 +31,12 @@ MESSAGES_WAITING = Gauge(
     "mailing_messages_waiting_for_window",
     "Pending messages of running dispatches whose client's window is closed now (at scrape).",
 )
+MESSAGES_OPEN = Gauge(
+    "mailing_messages_open",
+    "Pending and retrying messages by their dispatch's status and whether its end_at is ahead "
+    "or passed (read at scrape time).",
+    ["status", "dispatch_status", "end"],
+)
 
 RECEIPTS = Counter(
     "mailing_receipts",
@@ -62,6 +68,11 @@ RECEIPT_BATCH_RECEIPTS = Histogram(
 )
 
 # Workers
+REPORT_LAST_SENT = Gauge(
+    "mailing_report_last_sent_timestamp_seconds",
+    "Unix time this worker last finished the daily report: mailed, or only logged when "
+    "REPORT_RECIPIENTS is empty (0: not since it started).",
+)
 SEND_ATTEMPTS = Counter(
     "mailing_send_attempts",
     "Messages judged for sending, by outcome (sent, retried, rejected, paused, expired, "

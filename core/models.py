@@ -174,6 +174,13 @@ class Dispatch(SQLModel, table=True):
             "resent_from",
             postgresql_where=sa.text("resent_from IS NOT NULL"),
         ),
+        # The dispatches a schedule made (GET /dispatches?schedule_id=, and its overlap check).
+        sa.Index(
+            "ix_dispatch_schedule_id",
+            "schedule_id",
+            "id",
+            postgresql_where=sa.text("schedule_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
@@ -233,6 +240,9 @@ class Dispatch(SQLModel, table=True):
         default=False,
         sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
     )
+    # The schedule whose run made it (api.services.schedules). No foreign key: the dispatch and
+    # its link outlive the schedule's deletion.
+    schedule_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
 
@@ -528,3 +538,49 @@ client_t: sa.Table = Client.__table__  # type: ignore[attr-defined]
 dispatch_t: sa.Table = Dispatch.__table__  # type: ignore[attr-defined]
 message_t: sa.Table = Message.__table__  # type: ignore[attr-defined]
 dispatch_event_t: sa.Table = DispatchEvent.__table__  # type: ignore[attr-defined]
+
+
+SCHEDULE_NAME_MAX_LENGTH = 100
+SCHEDULE_OVERLAPS = ("skip", "allow")
+
+
+class Schedule(SQLModel, table=True):
+    """A recurring dispatch: at each time of `cron` in `timezone`, its Temporal Schedule
+    (`schedule-<id>`) runs, and the run makes a dispatch of `dispatch` (the body of a create
+    but for its times: it starts at the scheduled time and lasts `duration_minutes`)."""
+
+    __tablename__ = "schedule"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "overlap IN (" + ", ".join(f"'{o}'" for o in SCHEDULE_OVERLAPS) + ")",
+            name="overlap",
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(SCHEDULE_NAME_MAX_LENGTH), nullable=False))
+    cron: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    timezone: str = Field(sa_column=sa.Column(sa.String(TIMEZONE_MAX_LENGTH), nullable=False))
+    # api.schemas.schedules.ScheduleDispatch as JSON: text, filter, window, duration_minutes,
+    # normalize_text, delivery. Each run builds a create's body from it.
+    dispatch: dict[str, Any] = Field(sa_column=sa.Column(postgresql.JSONB, nullable=False))
+    # "skip": a run while the schedule's previous dispatch is still open makes none; "allow".
+    overlap: str = Field(
+        default="skip", sa_column=sa.Column(sa.String(8), nullable=False, server_default="skip")
+    )
+    paused: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    pause_reason: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(CONTROL_REASON_MAX_LENGTH), nullable=True)
+    )
+    # Runs that made no dispatch (overlap, paused, too late), counted by the runs themselves.
+    runs_skipped: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0")
+    )
+    last_skipped_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp(onupdate=True))
+
+
+schedule_t: sa.Table = Schedule.__table__  # type: ignore[attr-defined]

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     # unset: the embedded dev server's UI on TEMPORAL_UI_PORT.
     temporal_ui_url: str | None = None
 
-    # Authentication. With AUTH_ISSUER, tokens of that OIDC provider (Auth0, Keycloak);
+    # Authentication. With AUTH_ISSUER, tokens of that OIDC provider (Auth0, Keycloak, Entra ID,
+    # Okta, any OpenID provider);
     # without, tokens the service signs itself with a key under DATA_DIR (`make token`).
     auth_issuer: str | None = None
     auth_audience: str = "mailing-api"
@@ -143,6 +144,31 @@ class Settings(BaseSettings):
     auth_client_id: str | None = None
     auth_algorithms: list[Literal["RS256", "ES256"]] = ["RS256", "ES256"]
     auth_jwks_refresh_seconds: float = Field(default=30.0, gt=0)
+    # Where a provider's token carries its permissions (core.auth.ClaimRules): dotted claim
+    # paths, comma-separated (`realm_access.roles`, `scp,roles`), each a list or a
+    # space-separated string; unset: Auth0's `permissions`, else `scope` and `scp`.
+    auth_permissions_claim: str | None = None
+    # A JSON object from the provider's role or group names to our permissions, e.g.
+    # {"mailing-operator": ["dispatches:read", "dispatches:control"]}; checked at start.
+    auth_role_permissions: dict[str, list[str]] = {}
+    # The admin page's sign-in with the provider (api/admin/oidc.py): the scopes it asks for
+    # (space-separated), the client's secret when it is a confidential client, and how the
+    # secret is sent (unset with a secret: client_secret_basic).
+    auth_scopes: str = (
+        "openid profile offline_access clients:read clients:write clients:opt-out "
+        "dispatches:read dispatches:write dispatches:control receipts:write"
+    )
+    auth_client_secret: SecretStr | None = None
+    auth_token_endpoint_auth: Literal["client_secret_basic", "client_secret_post"] | None = None
+    # The sign-in's `prompt`, e.g. `consent`: a provider that keeps to OIDC Core 11 to the
+    # letter (oidc-provider) grants offline_access, so a refresh token, only with it.
+    auth_prompt: str | None = None
+    # RFC 8707: the sign-in names the API (AUTH_AUDIENCE) in `resource` when the audience is an
+    # absolute URI; false for a provider that refuses the parameter (Entra ID's v2 endpoints).
+    auth_resource_indicator: bool = True
+    # Seals the admin page's provider session (tokens, refresh token) in its cookie; unset:
+    # derived from the embedded signing key (AUTH_SIGNING_KEY_FILE, or the one under DATA_DIR).
+    auth_session_key: SecretStr | None = None
     # The embedded mode's key (PEM, RSA); unset: DATA_DIR/auth/signing-key.pem, made once.
     auth_signing_key_file: Path | None = None
     # Turns authentication off, for local experiments only (a warning at every start).
@@ -169,12 +195,24 @@ class Settings(BaseSettings):
             missing.append("authentication (AUTH_DISABLED must not be true)")
         if not self.auth_issuer and self.auth_signing_key_file is None:
             missing.append("AUTH_ISSUER (an OIDC provider) or AUTH_SIGNING_KEY_FILE")
+        sealed = self.auth_session_key or self.auth_signing_key_file
+        if self.auth_issuer and self.auth_client_id and sealed is None:
+            # A key made under each process's DATA_DIR would not open another's cookies.
+            missing.append("AUTH_SESSION_KEY (the admin page's sessions, the same everywhere)")
         if self.database_url is None:
             missing.append("DATABASE_URL (not the embedded PostgreSQL)")
         if self.temporal_address is None:
             missing.append("TEMPORAL_ADDRESS (not the embedded dev server)")
         if missing:
             raise ValueError("in production, set " + "; ".join(missing))
+        return self
+
+    @model_validator(mode="after")
+    def _client_authentication(self) -> "Settings":
+        if self.auth_token_endpoint_auth is not None and self.auth_client_secret is None:
+            raise ValueError(
+                f"AUTH_TOKEN_ENDPOINT_AUTH={self.auth_token_endpoint_auth} needs AUTH_CLIENT_SECRET"
+            )
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from core import tracing
 from core.settings import Settings
 
 
@@ -49,4 +50,8 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     options = connect_options(settings)
     if runtime is not None:
         options["runtime"] = runtime
+    # With tracing on (core.tracing): spans of the client's calls, and through the client, of
+    # the workers' workflows and activities.
+    if interceptors := tracing.interceptors():
+        options["interceptors"] = interceptors
     return await Client.connect(settings.temporal_target, **options)

@@ -7,6 +7,7 @@ from email.message import EmailMessage
 import aiosmtplib
 from temporalio import activity
 
+from core import metrics
 from core.db import SessionFactory
 from core.settings import Settings
 from report import figures as report
@@ -33,6 +34,7 @@ class ReportActivities:
         recipients = self.settings.report_recipients
         if not recipients:
             log.warning("report not mailed (no REPORT_RECIPIENTS): %s", subject)
+            metrics.REPORT_LAST_SENT.set_to_current_time()
             return ReportResult(day=figures.day, subject=subject, recipients=0)
         message = EmailMessage()
         message["Subject"] = subject
@@ -51,4 +53,5 @@ class ReportActivities:
             timeout=s.smtp_timeout_seconds,
         )
         log.info("report for %s mailed to %d recipients", figures.day, len(recipients))
+        metrics.REPORT_LAST_SENT.set_to_current_time()
         return ReportResult(day=figures.day, subject=subject, recipients=len(recipients))

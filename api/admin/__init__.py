@@ -4,8 +4,9 @@ the page works with no internet. Each page and action goes through the same serv
 and permission checks as the JSON API, as the signed-in user (see session.py).
 
 One module per part, as api/routers: `signin` (and `oidc` with a provider), `overview`,
-`clients` (with the import), `dispatch_form` (new and edit) and `dispatches`; `common` holds
-the templates and what every page uses. The routers are gathered here in that order."""
+`clients` (with the import), `dispatch_form` (new and edit), `dispatches` and `schedules`;
+`common` holds the templates and what every page uses. The routers are gathered here in that
+order."""
 
 from pathlib import Path
 
@@ -14,9 +15,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.admin import clients, dispatch_form, dispatches, oidc, overview, signin
+from api.admin import clients, dispatch_form, dispatches, oidc, overview, schedules, signin
 from api.admin.common import templates
-from api.admin.session import CsrfRefused, PermissionRefused, SignInNeeded, to_sign_in
+from api.admin.session import (
+    CsrfRefused,
+    PermissionRefused,
+    SessionCookies,
+    SignInNeeded,
+    to_sign_in,
+)
 
 STATIC = Path(__file__).parent / "static"
 # Only this origin's scripts, styles and forms; never framed (clickjacking).
@@ -55,11 +62,13 @@ class AdminHeaders:
 
 
 def install_admin(app: FastAPI) -> None:
-    for module in (oidc, signin, overview, clients, dispatch_form, dispatches):
+    for module in (oidc, signin, overview, clients, dispatch_form, dispatches, schedules):
         app.include_router(module.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
 
     app.add_middleware(AdminHeaders)
+    # A provider session renewed (or ended) by a request: its cookies on the answer.
+    app.add_middleware(SessionCookies)
 
     async def sign_in_needed(request: Request, error: Exception) -> Response:
         assert isinstance(error, SignInNeeded)

@@ -12,6 +12,9 @@ from starlette.datastructures import UploadFile
 
 from api.admin.common import (
     PAGE_SIZE,
+    ZONES,
+    FormError,
+    FormField,
     SessionUser,
     admin_router,
     back,
@@ -22,7 +25,6 @@ from api.admin.common import (
 )
 from api.admin.session import AdminSession, check_csrf
 from api.deps import SessionDep, SettingsDep, TemporalClientDep
-from api.errors import ErrorItem
 from api.imports.reading import FileFormat, FileRefused, format_of
 from api.imports.writing import Importer, OnDuplicate, OnError
 from api.paging import Paging, decode_cursor
@@ -35,6 +37,15 @@ from core.models import PHONE_LENGTH
 
 router = admin_router()
 
+# The API's fields as the client form names them, for its errors.
+FIELDS = {
+    "phone": FormField("Phone", "phone"),
+    "tag": FormField("Tag", "tag"),
+    "timezone": FormField("Time zone", "timezone"),
+    "operator_code": FormField("Operator code", "operator_code"),
+    "opted_out": FormField("Stop list"),
+}
+
 
 @router.get("/clients")
 async def clients(
@@ -46,7 +57,6 @@ async def clients(
     zones: str = "",
     phone: str = "",
     cursor: str | None = None,
-    notice: str = "",
 ) -> HTMLResponse:
     session.require(Permission.CLIENTS_READ)
     filters = {"tags": tags, "codes": codes, "zones": zones, "phone": phone}
@@ -80,7 +90,6 @@ async def clients(
         next_url=next_url,
         first_url="/admin/clients?" + urlencode(query),
         paged=cursor is not None,
-        notice=notice,
         error=error,
     )
 
@@ -95,7 +104,7 @@ def _client_form_page(
     request: Request,
     session: AdminSession,
     values: dict[str, Any],
-    errors: list[ErrorItem],
+    errors: list[FormError],
     client: Any,
     status_code: int = 200,
 ) -> HTMLResponse:
@@ -108,6 +117,7 @@ def _client_form_page(
         client=client,
         values=values,
         errors=errors,
+        zones=ZONES,
     )
 
 
@@ -127,7 +137,7 @@ def _given(values: dict[str, Any]) -> dict[str, Any]:
 @router.get("/clients/import")
 async def import_page(request: Request, session: SessionUser) -> HTMLResponse:
     session.require(Permission.CLIENTS_WRITE)
-    return render(request, "import.html", session, report=None, error=None)
+    return render(request, "import.html", session, report=None, error=None, options={})
 
 
 @router.post("/clients/import")
@@ -138,34 +148,42 @@ async def import_clients(
     settings: SettingsDep,
     temporal: TemporalClientDep,
 ) -> Response:
+    """The import of a file, as POST /clients/import; the page again with its report, the
+    options as they were chosen (with scripts, only the report changes: the file stays)."""
     session.require(Permission.CLIENTS_WRITE)
     # Parsed with its limits first: the CSRF check then reads the same form.
     form = await request.form(max_files=1, max_fields=10)
     await check_csrf(request, session)
+    options = {name: str(form.get(name) or "") for name in ("on_duplicate", "on_error")}
+
+    def page(status_code: int, report: Any = None, error: str | None = None) -> HTMLResponse:
+        return render(
+            request,
+            "import.html",
+            session,
+            status_code,
+            report=report,
+            error=error,
+            options=options,
+        )
+
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        return render(request, "import.html", session, 422, report=None, error="choose a file")
+        return page(422, error="Choose a file to import.")
     file_format = format_of(upload.content_type or "", upload.filename) or FileFormat.CSV
     try:
-        on_duplicate = OnDuplicate(str(form.get("on_duplicate") or OnDuplicate.SKIP))
-        on_error = OnError(str(form.get("on_error") or OnError.REJECT_FILE))
+        on_duplicate = OnDuplicate(options["on_duplicate"] or OnDuplicate.SKIP)
+        on_error = OnError(options["on_error"] or OnError.REJECT_FILE)
     except ValueError:
-        return render(request, "import.html", session, 422, report=None, error="unknown option")
+        return page(422, error="Choose one of the options for each question.")
     importer = Importer(session=db, settings=settings, on_duplicate=on_duplicate, on_error=on_error)
     try:
         report = await importer.run(upload.file, file_format)
     except FileRefused as error:
-        return render(request, "import.html", session, 422, report=None, error=str(error))
+        return page(422, error=f"The file was refused: {error}.")
     for kind, dispatch_id, client_id in importer.to_wake:
         await clients_service.wake_after_move(temporal, client_id, [(kind, dispatch_id)])
-    return render(
-        request,
-        "import.html",
-        session,
-        200 if report.committed else 422,
-        report=report,
-        error=None,
-    )
+    return page(200 if report.committed else 422, report=report)
 
 
 @router.post("/clients")
@@ -180,9 +198,9 @@ async def create_client(
         client = await clients_service.create_client(session=db, data=data, settings=settings)
     except (ValidationError, Conflict) as error:
         return _client_form_page(
-            request, session, values, form_errors(error), None, error_status(error)
+            request, session, values, form_errors(error, FIELDS), None, error_status(error)
         )
-    return back("/admin/clients", f"client {client.id} added")
+    return back("/admin/clients", f"Client {client.id} added.")
 
 
 @router.get("/clients/{client_id}/edit")
@@ -220,9 +238,9 @@ async def update_client(
         )
     except (ValidationError, Conflict) as error:
         return _client_form_page(
-            request, session, values, form_errors(error), client, error_status(error)
+            request, session, values, form_errors(error, FIELDS), client, error_status(error)
         )
-    return back("/admin/clients", f"client {client_id} saved")
+    return back("/admin/clients", f"Client {client_id} saved.")
 
 
 @router.post("/clients/{client_id}/delete")
@@ -236,4 +254,4 @@ async def delete_client(
     session.require(Permission.CLIENTS_WRITE)
     await check_csrf(request, session)
     await clients_service.delete_client(session=db, temporal=temporal, client_id=client_id)
-    return back("/admin/clients", f"client {client_id} deleted")
+    return back("/admin/clients", f"Client {client_id} deleted.")

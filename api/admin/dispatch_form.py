@@ -1,42 +1,48 @@
-"""The dispatch form, new and edit: its fields to and from the API's body, its previews (the
-clients its filter matches, its text's characters and SMS parts, and the text as its clients
-would get it, with those lacking a key), and its submissions through the same service functions
-as the API. Included before `dispatches`, whose routes take an id
-or a command where these have `new` and `edit`."""
+"""The dispatch form, new and edit: its fields to and from the API's body (its times read in any
+IANA zone, the operator's by default), its previews (its text's characters, encoding and SMS
+parts as it is typed; the clients it targets with their SMS parts in all, and the text as they
+would get it, with those lacking a key), its errors in the form's words, and its submissions
+through the same service functions as the API. Included before `dispatches`, whose routes take
+an id or a command where these have `new` and `edit`."""
 
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.admin.common import (
+    OTHER_ZONES,
+    FormError,
+    FormField,
     SessionUser,
     admin_router,
     back,
     error_status,
     form_errors,
+    known_zone,
     render,
     split_list,
+    zone_of,
 )
 from api.admin.session import AdminSession, check_csrf
 from api.deps import SessionDep, SettingsDep, TemporalClientDep
-from api.errors import ErrorItem
 from api.schemas.common import FILTER_MAX_ITEMS
 from api.schemas.dispatches import DispatchCreate, DispatchFilter, DispatchUpdate
 from api.services import common as common_service
 from api.services import dispatches as dispatches_service
 from api.services import previews as previews_service
-from api.services import statistics as statistics_service
 from core.auth import Permission
 from core.contracts.shared import DeliveryShape
 from core.errors import DomainError
 from core.models import (
     EDITABLE_WHILE_RUNNING,
     TEXT_MAX_LENGTH,
+    Dispatch,
     DispatchStatus,
     utcnow,
 )
@@ -45,9 +51,25 @@ from core.windows import RUSSIA_ZONES
 
 router = admin_router()
 
-# The zones the form offers to read and show its times in; it starts in the service's default
-# zone (DEFAULT_TIMEZONE), offered too when it is none of these.
-FORM_ZONES = (*RUSSIA_ZONES, "UTC")
+# The API's fields as the form names them, for its errors.
+FIELDS = {
+    "start_at": FormField("Start", "start_at"),
+    "end_at": FormField("End", "end_at"),
+    "text": FormField("Text", "text"),
+    "filter": FormField("Who gets it", "tags"),
+    "filter.tags": FormField("Tags", "tags"),
+    "filter.operator_codes": FormField("Operator codes", "codes"),
+    "window": FormField("Send window", "window_start"),
+    "window.start": FormField("Send window, from", "window_start"),
+    "window.end": FormField("Send window, until", "window_end"),
+    "delivery": FormField("How it is sent", "delivery"),
+}
+
+
+class _FilterOnly(BaseModel):
+    """The form's filter judged alone (its errors named as in a whole body's)."""
+
+    filter: DispatchFilter
 
 
 def _local_input(value: datetime, zone: str) -> str:
@@ -55,6 +77,7 @@ def _local_input(value: datetime, zone: str) -> str:
 
 
 def _dispatch_defaults(zone: str) -> dict[str, Any]:
+    """A new dispatch's fields: it starts in a minute and lasts a day, its times in `zone`."""
     start = utcnow() + timedelta(minutes=1)
     return {
         "start_at": _local_input(start, zone),
@@ -75,14 +98,13 @@ def _dispatch_form_page(
     request: Request,
     session: AdminSession,
     values: dict[str, Any],
-    errors: list[ErrorItem],
+    errors: list[FormError],
     dispatch: Any,
     settings: Settings,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """The dispatch form: a new one (`dispatch` None) or an edit, with the errors it met."""
-    zone = settings.default_timezone
-    zones = FORM_ZONES if zone in FORM_ZONES else (zone, *FORM_ZONES)
+    """The dispatch form: a new one (`dispatch` None) or an edit, with the errors it met; its
+    times in any IANA zone, Russia's first."""
     return render(
         request,
         "dispatch_form.html",
@@ -90,7 +112,8 @@ def _dispatch_form_page(
         status_code,
         values=values,
         errors=errors,
-        zones=zones,
+        russia_zones=RUSSIA_ZONES,
+        other_zones=("UTC", *OTHER_ZONES),
         dispatch=dispatch,
         **_text_size(values["text"], values["normalize_text"], settings.max_segments),
     )
@@ -133,7 +156,7 @@ def _instant(local: str, zone: str) -> str | None:
         return None
     try:
         naive = datetime.fromisoformat(local)
-        return naive.replace(tzinfo=ZoneInfo(zone or "UTC")).isoformat()
+        return naive.replace(tzinfo=ZoneInfo(zone if known_zone(zone) else "UTC")).isoformat()
     except (ValueError, KeyError):
         return local  # the model names what is wrong with it
 
@@ -161,22 +184,8 @@ async def new_dispatch(
     request: Request, session: SessionUser, settings: SettingsDep
 ) -> HTMLResponse:
     session.require(Permission.DISPATCHES_WRITE)
-    defaults = _dispatch_defaults(settings.default_timezone)
+    defaults = _dispatch_defaults(zone_of(request))
     return _dispatch_form_page(request, session, defaults, [], None, settings)
-
-
-@router.get("/audience")
-async def audience_preview(
-    request: Request, session: SessionUser, db: SessionDep, tags: str = "", codes: str = ""
-) -> HTMLResponse:
-    """htmx: how many clients the form's filter matches now."""
-    session.require(Permission.DISPATCHES_READ)
-    count = await statistics_service.audience_count(
-        session=db,
-        operator_codes=split_list(codes)[:FILTER_MAX_ITEMS],
-        tags=split_list(tags)[:FILTER_MAX_ITEMS],
-    )
-    return render(request, "_audience.html", session, count=count)
 
 
 @router.get("/text-size")
@@ -193,20 +202,15 @@ async def text_size(
     return render(request, "_text_size.html", session, **size)
 
 
-async def _form_audience(
-    db: AsyncSession, values: dict[str, Any], dispatch_id: int | None
-) -> previews_service.Audience:
-    """The clients the form targets: its filter's (judged as the API's), or, editing a
-    dispatch whose filter the form cannot change (a resend, or one that has started), the
-    stored dispatch's."""
-    if dispatch_id is not None:
-        stored = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
-        if stored.resent_from is not None or stored.status != DispatchStatus.SCHEDULED:
-            return previews_service.Audience.of_dispatch(stored)
-    chosen = DispatchFilter.model_validate(_dispatch_body(values)["filter"])
-    return previews_service.Audience.of_filter(
-        operator_codes=chosen.operator_codes, tags=chosen.tags
-    )
+async def _locked(db: AsyncSession, dispatch_id: int | None) -> Dispatch | None:
+    """The dispatch being edited when the form cannot change its audience (a resend, or one
+    that has started); None for a new one or one still scheduled."""
+    if dispatch_id is None:
+        return None
+    stored = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
+    if stored.resent_from is not None or stored.status != DispatchStatus.SCHEDULED:
+        return stored
+    return None
 
 
 @router.post("/dispatches/preview")
@@ -217,26 +221,55 @@ async def text_preview(
     settings: SettingsDep,
     dispatch: int | None = None,
 ) -> HTMLResponse:
-    """htmx: the form's text as its clients would get it, from the API preview's service (its
-    SMS parts in all, a few clients' texts, those lacking a key); `dispatch` is the one being
-    edited. A POST: the whole form comes with it, CSRF token and all."""
+    """htmx: the clients the form targets now and their SMS parts in all (swapped into the
+    audience line), and the text as they would get it, from the API preview's service (a few
+    clients' texts, those lacking a key); `dispatch` is the one being edited, whose stored
+    audience counts when the form cannot change it. A POST: the whole form comes with it, CSRF
+    token and all."""
     session.require(Permission.DISPATCHES_WRITE)
     await check_csrf(request, session)
     values = _dispatch_form(await request.form())
-    if not values["text"]:
-        return render(request, "_preview.html", session, preview=None, errors=[])
-    try:
-        audience = await _form_audience(db, values, dispatch)
-        preview = await previews_service.preview_text(
-            session=db,
-            text=values["text"][:TEXT_MAX_LENGTH],
-            normalize_text=values["normalize_text"],
-            audience=audience,
-            max_segments=settings.max_segments,
+    locked = await _locked(db, dispatch)
+    chosen = _dispatch_body(values)["filter"]
+    errors: list[FormError] = []
+    if locked is not None:
+        audience = previews_service.Audience.of_dispatch(locked)
+    else:
+        try:
+            _FilterOnly.model_validate({"filter": chosen})
+        except ValidationError as error:
+            # No filter yet is no error while typing: the audience line says what it needs.
+            if chosen["tags"] or chosen["operator_codes"] or chosen["all"]:
+                errors = form_errors(error, FIELDS)
+        audience = previews_service.Audience.of_filter(
+            operator_codes=chosen["operator_codes"][:FILTER_MAX_ITEMS],
+            tags=chosen["tags"][:FILTER_MAX_ITEMS],
         )
-    except (ValidationError, DomainError) as error:
-        return render(request, "_preview.html", session, preview=None, errors=form_errors(error))
-    return render(request, "_preview.html", session, preview=preview, errors=[])
+    preview = None
+    if values["text"] and not errors:
+        try:
+            preview = await previews_service.preview_text(
+                session=db,
+                text=values["text"][:TEXT_MAX_LENGTH],
+                normalize_text=values["normalize_text"],
+                audience=audience,
+                max_segments=settings.max_segments,
+            )
+        except DomainError as error:
+            errors = form_errors(error, FIELDS)
+    clients = preview.audience if preview else await db.scalar(audience.select(sa.func.count()))
+    return render(
+        request,
+        "_preview.html",
+        session,
+        preview=preview,
+        errors=errors,
+        audience={
+            "clients": int(clients or 0),
+            "locked": locked is not None,
+            "everyone": not (chosen["tags"] or chosen["operator_codes"] or chosen["all"]),
+        },
+    )
 
 
 @router.post("/dispatches")
@@ -264,12 +297,12 @@ async def create_dispatch(
             request,
             session,
             values,
-            form_errors(error),
+            form_errors(error, FIELDS),
             None,
             settings,
             error_status(error),
         )
-    return back(f"/admin/dispatches/{saved.dispatch.id}", "dispatch created")
+    return back(f"/admin/dispatches/{saved.dispatch.id}", f"Dispatch {saved.dispatch.id} created.")
 
 
 @router.get("/dispatches/{dispatch_id}/edit")
@@ -279,7 +312,7 @@ async def edit_dispatch(
     session.require(Permission.DISPATCHES_WRITE)
     dispatch = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
     public = dispatches_service.dispatch_public(dispatch, {})
-    zone = settings.default_timezone
+    zone = zone_of(request)
     values = _dispatch_defaults(zone)
     values.update(
         start_at=_local_input(dispatch.start_at, zone),
@@ -331,9 +364,9 @@ async def update_dispatch(
             request,
             session,
             values,
-            form_errors(error),
+            form_errors(error, FIELDS),
             public,
             settings,
             error_status(error),
         )
-    return back(f"/admin/dispatches/{dispatch_id}", "saved")
+    return back(f"/admin/dispatches/{dispatch_id}", f"Dispatch {dispatch_id} saved.")

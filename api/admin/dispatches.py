@@ -1,7 +1,12 @@
 """The dispatch pages: the list, a dispatch's page with its live part, its test sends, and the
 control commands. Mirrors api/routers/dispatches.py and dispatch_tests.py; the form (new and
 edit) is in `dispatch_form`, included first: these routes take an id or a command in the place
-of `new` and `edit`."""
+of `new` and `edit`.
+
+A dispatch's page polls its live part while it may send; the answer replaces the counts, and,
+out of band, the charts' data (their canvases stay, so a hover survives), the cohorts, the
+failures and the messages table (as filtered and paged), and the commands only when the status
+changed (a reason being typed is not wiped)."""
 
 from datetime import timedelta
 from typing import Any
@@ -13,9 +18,10 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client as TemporalClient
 
-from api.admin.charts import bar_chart
+from api.admin.charts import by_route, sends_over_time
 from api.admin.common import (
     PAGE_SIZE,
+    FormField,
     SessionUser,
     admin_router,
     back,
@@ -24,10 +30,12 @@ from api.admin.common import (
     form_errors,
     render,
     split_list,
+    zone_of,
 )
 from api.admin.session import AdminSession, check_csrf
 from api.deps import SessionDep, SettingsDep, TemporalClientDep
 from api.paging import Paging, decode_cursor
+from api.schemas.statistics import RouteStats
 from api.schemas.test_sends import TestSendCreate
 from api.services import common as common_service
 from api.services import control as control_service
@@ -47,9 +55,13 @@ from core.models import (
     utcnow,
 )
 from core.settings import Settings
-from core.stats import without_receipt_by_dispatch
+from core.stats import route_counts_by_dispatch, without_receipt_by_dispatch
 
 router = admin_router()
+
+# What a pause, a resume and a cancel did, for the notice that says so.
+DONE = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled"}
+TEST_FIELDS = {"phones": FormField("Numbers", "phones")}
 
 # The test messages a dispatch's page shows, newest first.
 TESTS_SHOWN = 20
@@ -63,7 +75,6 @@ async def dispatches(
     settings: SettingsDep,
     status: DispatchStatus | None = None,
     cursor: str | None = None,
-    notice: str = "",
 ) -> HTMLResponse:
     session.require(Permission.DISPATCHES_READ)
     after_id = None if not cursor else decode_cursor(cursor)
@@ -90,20 +101,21 @@ async def dispatches(
         status=status,
         statuses=list(DispatchStatus),
         next_url=next_url,
-        notice=notice,
     )
 
 
 async def _dispatch_view(
-    db: Any,
-    temporal: Any,
+    db: AsyncSession,
+    temporal: TemporalClient,
     dispatch_id: int,
     status: MessageStatus | None,
     cursor: str | None,
     route: str | None = None,
     *,
     receipt_wait_hours: float,
+    zone: str,
 ) -> dict[str, Any]:
+    """What a dispatch's page and its live part show, every number read as the API reads it."""
     dispatch = await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
     public = await dispatches_service.dispatch_with_counts(session=db, dispatch=dispatch)
     no_receipt = await without_receipt_by_dispatch(
@@ -111,12 +123,12 @@ async def _dispatch_view(
         dispatch_ids=[dispatch_id],
         sent_before=utcnow() - timedelta(hours=receipt_wait_hours),
     )
+    routes = RouteStats.of(
+        (await route_counts_by_dispatch(session=db, dispatch_ids=[dispatch_id]))[dispatch_id],
+        no_receipt[dispatch_id],
+    )
     points = await statistics_service.timeline(
         session=db, dispatch_id=dispatch_id, since=dispatch.created_at, bucket="minute"
-    )
-    chart = bar_chart(
-        [(point.at.strftime("%H:%M"), point.sent) for point in points],
-        title="Messages sent per minute (UTC)",
     )
     after_id = None if not cursor else decode_cursor(cursor)
     messages = await messages_service.list_messages(
@@ -126,9 +138,17 @@ async def _dispatch_view(
         route=route,
         paging=Paging(limit=PAGE_SIZE, offset=0, after_id=after_id, with_total=True),
     )
+    next_url = None
+    if messages.next_cursor:
+        query = {"cursor": messages.next_cursor} | ({"status": status.value} if status else {})
+        query |= {"route": route} if route else {}
+        next_url = f"/admin/dispatches/{dispatch_id}?" + urlencode(query)
     return {
         "dispatch": public,
-        "chart": chart,
+        "charts": [
+            sends_over_time(points, id="per-minute", bucket="minute", zone=zone, now=utcnow()),
+            by_route(routes, id="per-route"),
+        ],
         "progress": await dispatches_service.dispatch_progress(
             temporal=temporal, dispatch_id=dispatch_id
         ),
@@ -136,11 +156,22 @@ async def _dispatch_view(
         "messages": messages,
         "message_status": status,
         "message_route": route,
+        "message_cursor": cursor,
+        "next_url": next_url,
         "live": dispatch.status in UNFINISHED_DISPATCH_STATUSES,
         "done": finished_messages(public.messages),
         "no_receipt": sum(no_receipt[dispatch_id].values()),
         "receipt_wait_hours": receipt_wait_hours,
     }
+
+
+def _live_url(
+    dispatch_id: int, status: MessageStatus | None, route: str, cursor: str | None
+) -> str:
+    """The live part's address, with the messages table's filter and page."""
+    query = {"status": status.value if status else "", "route": route, "cursor": cursor or ""}
+    kept = {key: value for key, value in query.items() if value}
+    return f"/admin/dispatches/{dispatch_id}/live" + ("?" + urlencode(kept) if kept else "")
 
 
 @router.get("/dispatches/{dispatch_id}")
@@ -154,7 +185,6 @@ async def dispatch_page(
     status: MessageStatus | None = None,
     route: str = "",
     cursor: str | None = None,
-    notice: str = "",
 ) -> HTMLResponse:
     session.require(Permission.DISPATCHES_READ)
     return await _page(
@@ -167,7 +197,6 @@ async def dispatch_page(
         status=status,
         route=route,
         cursor=cursor,
-        notice=notice,
     )
 
 
@@ -182,7 +211,6 @@ async def _page(
     status: MessageStatus | None = None,
     route: str = "",
     cursor: str | None = None,
-    notice: str = "",
     status_code: int = 200,
     **extra: Any,
 ) -> HTMLResponse:
@@ -196,12 +224,8 @@ async def _page(
         cursor,
         route or None,
         receipt_wait_hours=settings.receipt_wait_hours,
+        zone=zone_of(request),
     )
-    next_url = None
-    if view["messages"].next_cursor:
-        query = {"cursor": view["messages"].next_cursor} | ({"status": status} if status else {})
-        query |= {"route": route} if route else {}
-        next_url = f"/admin/dispatches/{dispatch_id}?" + urlencode(query)
     temporal_url = (
         f"{settings.temporal_ui}/namespaces/{settings.temporal_namespace}/workflows?query="
         + quote(f"DispatchId = {dispatch_id}")
@@ -215,12 +239,11 @@ async def _page(
         session,
         status_code=status_code,
         **view,
-        notice=notice,
-        next_url=next_url,
         temporal_url=temporal_url,
         statuses=list(MessageStatus),
         routes=[r.name for r in settings.routes],
         dispatch_id=dispatch_id,
+        live_url=_live_url(dispatch_id, status, route, cursor),
         tests=tests,
         **extra,
     )
@@ -234,13 +257,34 @@ async def dispatch_live(
     db: SessionDep,
     temporal: TemporalClientDep,
     settings: SettingsDep,
+    status: MessageStatus | None = None,
+    route: str = "",
+    cursor: str | None = None,
+    shown: str = "",
 ) -> HTMLResponse:
-    """htmx: the live part of a dispatch's page, polled every 2 s while it may still send."""
+    """htmx: the live part of a dispatch's page, polled every 2 s while it may still send, with
+    the rest that changes out of band; `shown` is the status the page's commands are for."""
     session.require(Permission.DISPATCHES_READ)
+    route = route[:ROUTE_NAME_MAX_LENGTH]
     view = await _dispatch_view(
-        db, temporal, dispatch_id, None, None, receipt_wait_hours=settings.receipt_wait_hours
+        db,
+        temporal,
+        dispatch_id,
+        status,
+        cursor,
+        route or None,
+        receipt_wait_hours=settings.receipt_wait_hours,
+        zone=zone_of(request),
     )
-    return render(request, "_live.html", session, **view)
+    return render(
+        request,
+        "_live.html",
+        session,
+        **view,
+        oob=True,
+        controls_changed=shown != view["dispatch"].status.value,
+        live_url=_live_url(dispatch_id, status, route, cursor),
+    )
 
 
 @router.get("/dispatches/{dispatch_id}/tests")
@@ -292,7 +336,7 @@ async def send_test(
             dispatch_id,
             status_code=error_status(error),
             test_phones=typed,
-            test_errors=form_errors(error),
+            test_errors=form_errors(error, TEST_FIELDS),
         )
     return await _page(request, session, db, temporal, settings, dispatch_id, test_results=results)
 
@@ -324,5 +368,12 @@ async def control(
             actor=session.principal.subject,
         )
     except Conflict as error:
-        return back(f"/admin/dispatches/{dispatch_id}", f"not done: {error}")
-    return back(f"/admin/dispatches/{dispatch_id}", f"{command} done")
+        return back(
+            f"/admin/dispatches/{dispatch_id}",
+            f"Dispatch {dispatch_id} was not {DONE[Command(command)]}: {error}.",
+        )
+    why = f": {reason}" if reason else ""
+    return back(
+        f"/admin/dispatches/{dispatch_id}",
+        f"Dispatch {dispatch_id} {DONE[Command(command)]}{why}.",
+    )

@@ -1,28 +1,47 @@
 """Sign-in to the admin page with the configured OIDC provider: authorization code with PKCE
-(S256). The page is a public client (AUTH_CLIENT_ID, no secret): the code verifier and the state
-wait in a short-lived HttpOnly cookie, the code is exchanged on the server, and the access token
-it gets is checked exactly as the API checks a bearer token before it becomes the session."""
+(S256), asking for AUTH_SCOPES (the API's permissions, and offline_access for a refresh token)
+for the API: `resource` (RFC 8707) and Auth0's `audience` name AUTH_AUDIENCE. The page is a
+public client (AUTH_CLIENT_ID alone) or a confidential one (AUTH_CLIENT_SECRET, sent by HTTP
+Basic or in the form). The code verifier and the state wait in a short-lived HttpOnly cookie,
+the code is exchanged on the server, and the access token it gets is checked exactly as the API
+checks a bearer token before it becomes the session (session.py seals it, with the refresh
+token and the id token, and renews it). Sign-out ends the provider's session too when its
+discovery document has an end_session_endpoint (OIDC RP-Initiated Logout)."""
 
 import base64
 import hashlib
 import hmac
 import secrets
+import time
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.admin.session import PATH, set_session, to_sign_in
-from core.auth import ProviderUnavailable, Unauthenticated, Verifier
+from api.admin.session import (
+    PATH,
+    AdminSession,
+    ProviderSession,
+    ProviderSessions,
+    new_session_id,
+    renew_at,
+    set_provider_session,
+    to_sign_in,
+)
+from core.auth import (
+    GrantRefused,
+    ProviderUnavailable,
+    Unauthenticated,
+    Verifier,
+    resource_indicator,
+)
 from core.settings import Settings
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 
 FLOW_COOKIE = "mailing_admin_oidc"
 FLOW_SECONDS = 600
-TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 class ProviderError(Exception):
@@ -53,6 +72,10 @@ def _callback_url(request: Request) -> str:
     return str(request.url_for("oidc_callback"))
 
 
+def _with_query(url: str, query: dict[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(query)
+
+
 @router.get("/login/oidc")
 async def oidc_start(request: Request) -> Response:
     settings: Settings = request.app.state.settings
@@ -68,15 +91,20 @@ async def oidc_start(request: Request) -> Response:
         "response_type": "code",
         "client_id": settings.auth_client_id,
         "redirect_uri": _callback_url(request),
-        "scope": "openid profile",
+        "scope": settings.auth_scopes,
         "state": state,
         "code_challenge": _challenge(verifier),
         "code_challenge_method": "S256",
         # Auth0 issues an access token for the API only when asked for its audience.
         "audience": settings.auth_audience,
     }
+    resource = resource_indicator(settings)
+    if resource:
+        query["resource"] = resource
+    if settings.auth_prompt:
+        query["prompt"] = settings.auth_prompt
     response = RedirectResponse(
-        endpoints["authorization_endpoint"] + "?" + urlencode(query), status_code=303
+        _with_query(endpoints["authorization_endpoint"], query), status_code=303
     )
     response.set_cookie(
         FLOW_COOKIE,
@@ -98,53 +126,60 @@ async def oidc_callback(
     error: str = "",
     error_description: str = "",
 ) -> Response:
-    settings: Settings = request.app.state.settings
     if error:
         return _failed(f"the identity provider refused: {error} {error_description}".strip())
     flow = request.cookies.get(FLOW_COOKIE, "")
-    expected_state, _, verifier = flow.partition(".")
+    expected_state, _, code_verifier = flow.partition(".")
     if not code or not expected_state or not hmac.compare_digest(state, expected_state):
         return _failed("the sign-in did not come back as it left (state): try again")
+    sessions = ProviderSessions.of(request.app)
     try:
         endpoints = await _endpoints(request)
-        token = await _exchange(endpoints["token_endpoint"], settings, request, code, verifier)
-        checker: Verifier = request.app.state.verifier
-        await checker.verify(token)
-    except (ProviderError, Unauthenticated) as failure:
+        tokens = await sessions.client.exchange(
+            endpoints["token_endpoint"],
+            code=code,
+            redirect_uri=_callback_url(request),
+            verifier=code_verifier,
+        )
+        await sessions.verifier.verify(tokens.access_token)
+    except GrantRefused as failure:
+        return _failed(f"not signed in: the code was not exchanged ({failure})")
+    except (ProviderError, ProviderUnavailable, Unauthenticated) as failure:
         return _failed(f"not signed in: {failure}")
+    session = ProviderSession(
+        sid=new_session_id(),
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        id_token=tokens.id_token,
+        refresh_at=renew_at(tokens.access_token, tokens, time.time()),
+    )
     response = RedirectResponse(PATH, status_code=303)
-    set_session(response, token, secure=request.url.scheme == "https")
+    set_provider_session(response, sessions, session, request.url.scheme == "https")
     response.delete_cookie(FLOW_COOKIE, path=PATH)
     return response
 
 
-async def _exchange(
-    url: str, settings: Settings, request: Request, code: str, verifier: str
-) -> str:
-    form = {
-        "grant_type": "authorization_code",
-        "code": code,
-        "redirect_uri": _callback_url(request),
-        "client_id": settings.auth_client_id or "",
-        "code_verifier": verifier,
-    }
+async def end_session_url(request: Request, session: AdminSession) -> str | None:
+    """Where sign-out sends the browser to end the provider's session too (with the id token
+    as `id_token_hint`, and back to /admin/signed-out), or None: a pasted token, no id token,
+    a provider without an end_session_endpoint, or one that cannot be reached."""
+    provider = session.provider
+    verifier: Verifier = request.app.state.verifier
+    if provider is None or provider.id_token is None or verifier.oidc is None:
+        return None
     try:
-        async with (
-            aiohttp.ClientSession(timeout=TIMEOUT) as http,
-            http.post(url, data=form) as response,
-        ):
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                reason = body.get("error", response.status) if isinstance(body, dict) else ""
-                raise ProviderError(f"the code was not exchanged ({reason})")
-    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-        raise ProviderError(
-            f"the identity provider did not answer: {type(error).__name__}"
-        ) from None
-    token = body.get("access_token") if isinstance(body, dict) else None
-    if not isinstance(token, str):
-        raise ProviderError("the identity provider gave no access token")
-    return token
+        endpoint = (await verifier.oidc.discovered()).get("end_session_endpoint")
+    except ProviderUnavailable:
+        return None
+    if not isinstance(endpoint, str):
+        return None
+    settings: Settings = request.app.state.settings
+    query = {
+        "id_token_hint": provider.id_token,
+        "post_logout_redirect_uri": str(request.url_for("signed_out")),
+        "client_id": settings.auth_client_id or "",
+    }
+    return _with_query(endpoint, query)
 
 
 def _failed(reason: str) -> Response:

@@ -100,11 +100,23 @@ async def list_dispatches(
     resent_from: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only the resends of this dispatch.")
     ] = None,
+    schedule_id: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="Only the dispatches this schedule made (after its deletion too).",
+        ),
+    ] = None,
 ) -> Page[DispatchPublic]:
     """List dispatches by id with their message counts, optionally of one status, and only
-    the resends of one dispatch."""
+    the resends of one dispatch or the dispatches of one schedule."""
     return await dispatches_service.list_dispatches(
-        session=session, status=status, paging=paging, resent_from=resent_from
+        session=session,
+        status=status,
+        paging=paging,
+        resent_from=resent_from,
+        schedule_id=schedule_id,
     )
 
 

@@ -297,6 +297,11 @@ class DispatchPublic(BaseModel):
     resent_as: list[int] = Field(
         default_factory=list, description="The resends of this dispatch, by id."
     )
+    schedule_id: int | None = Field(
+        default=None,
+        description="The schedule whose run made it (kept after the schedule's deletion); "
+        "null for one made otherwise.",
+    )
     created_at: datetime
     updated_at: datetime
     messages: StatusCounts

@@ -3,6 +3,7 @@ the dispatch (its row with its messages counted), its events, or what its workfl
 (progress). Pause, resume and cancel are in `control`; reads that answer only numbers (its counts
 alone, sends over time, failure reasons) in `statistics`; its messages in `messages`."""
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.paging import Paging
@@ -33,7 +34,7 @@ from api.services import common as common_service
 from api.services import control as control_service
 from api.services import previews as previews_service
 from core.audience import audience_size, resend_audience_size
-from core.contracts.cohort import CohortProgress
+from core.contracts.cohort import CohortProgress, CohortResult
 from core.contracts.dispatch import DispatchProgress
 from core.contracts.shared import Window, cohort_workflow_id, dispatch_workflow_id
 from core.control import Command
@@ -114,6 +115,7 @@ def dispatch_public(
         resent_from=dispatch.resent_from,
         resend_statuses=dispatch.resend_statuses,
         resent_as=resent_as or [],
+        schedule_id=dispatch.schedule_id,
         created_at=dispatch.created_at,
         updated_at=dispatch.updated_at,
         messages=messages,
@@ -163,11 +165,13 @@ async def create_dispatch(
     data: DispatchCreate,
     idempotency_key: str | None = None,
     actor: str = Actor.API,
+    schedule_id: int | None = None,
 ) -> Saved:
     """Stores the dispatch (its text normalized when asked, and held to MAX_SEGMENTS), then
     starts its workflow; without Temporal nothing is kept. With an Idempotency-Key already
     used for the same body, the dispatch it made comes back instead (`replayed`), with the
-    same `normalization`: it is the request's own."""
+    same `normalization`: it is the request's own. `schedule_id`: the schedule whose run
+    makes it (activities.schedules)."""
     text = common_service.storable_text(
         data.text, normalize_text=data.normalize_text, max_segments=settings.max_segments
     )
@@ -187,6 +191,7 @@ async def create_dispatch(
         text=text.text,
         delivery=data.delivery,
         transactional=data.transactional,
+        schedule_id=schedule_id,
     )
     _apply_filter_and_window(dispatch, data.filter, data.window)
     session.add(dispatch)
@@ -377,11 +382,15 @@ async def list_dispatches(
     status: DispatchStatus | None,
     paging: Paging,
     resent_from: int | None = None,
+    schedule_id: int | None = None,
 ) -> Page[DispatchPublic]:
-    """Dispatches by id, of one status and the resends of one dispatch if given."""
+    """Dispatches by id, of one status, the resends of one dispatch and those one schedule
+    made if given."""
     conditions: list[Any] = [] if status is None else [col(Dispatch.status) == status]
     if resent_from is not None:
         conditions.append(col(Dispatch.resent_from) == resent_from)
+    if schedule_id is not None:
+        conditions.append(col(Dispatch.schedule_id) == schedule_id)
     rows, total, next_cursor = await common_service.fetch_page(
         session=session, model=Dispatch, conditions=conditions, paging=paging
     )
@@ -426,9 +435,10 @@ async def list_events(
 async def dispatch_progress(
     *, temporal: TemporalClient, dispatch_id: int
 ) -> DispatchProgressPublic:
-    """The dispatch workflow's own account (its `progress` query) and each unfinished cohort's:
-    which are asleep waiting for their zone's window, and until when. `available` is false
-    when no workflow answers (not started yet, finished long ago, or no worker)."""
+    """The dispatch workflow's own account (its `progress` query) and each cohort's: which are
+    asleep waiting for their zone's window, and until when, and what each sent (a finished
+    one's from its result). `available` is false when no workflow answers (not started yet,
+    finished long ago, or no worker)."""
     try:
         handle = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
         progress = await handle.query(
@@ -437,32 +447,50 @@ async def dispatch_progress(
     except (RPCError, WorkflowQueryFailedError) as error:
         log.info("progress not available: %s", error, extra=ids(dispatch_id=dispatch_id))
         return DispatchProgressPublic(available=False)
-    cohorts = []
     finished = set(progress.cohorts_finished)
-    for cohort in progress.cohorts:
-        if cohort in finished:
-            cohorts.append(CohortState(cohort=cohort, phase="finished"))
-            continue
-        try:
-            state = await temporal.get_workflow_handle(
-                cohort_workflow_id(dispatch_id, cohort)
-            ).query("progress", result_type=CohortProgress, rpc_timeout=QUERY_TIMEOUT)
-        except (RPCError, WorkflowQueryFailedError):
-            cohorts.append(CohortState(cohort=cohort, phase="unknown"))
-            continue
-        cohorts.append(
-            CohortState(
-                cohort=cohort,
-                phase=state.phase,
-                sent=state.sent,
-                handed_off=state.handed_off,
-                waiting_until=state.waiting_until,
-                batches_in_flight=state.batches_in_flight,
-            )
+    cohorts = await asyncio.gather(
+        *(
+            _cohort_state(temporal, dispatch_id, cohort, finished=cohort in finished)
+            for cohort in progress.cohorts
         )
+    )
     return DispatchProgressPublic(
         available=True,
         phase=progress.phase,
         clients_laid_out=progress.started,
-        cohorts=cohorts,
+        cohorts=list(cohorts),
+    )
+
+
+async def _cohort_state(
+    temporal: TemporalClient, dispatch_id: int, cohort: str, *, finished: bool
+) -> CohortState:
+    """One cohort's account: a finished cohort's result (its close event, read without a
+    worker), else its `progress` query (also for one that told its dispatch it finished but
+    has not returned yet)."""
+    workflow_id = cohort_workflow_id(dispatch_id, cohort)
+    if finished:
+        try:
+            async with asyncio.timeout(QUERY_TIMEOUT.total_seconds()):
+                result = await temporal.get_workflow_handle(
+                    workflow_id, result_type=CohortResult
+                ).result(rpc_timeout=QUERY_TIMEOUT)
+            return CohortState(
+                cohort=cohort, phase="finished", sent=result.sent, handed_off=result.handed_off
+            )
+        except (RPCError, WorkflowFailureError, TimeoutError):
+            pass
+    try:
+        state = await temporal.get_workflow_handle(workflow_id).query(
+            "progress", result_type=CohortProgress, rpc_timeout=QUERY_TIMEOUT
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        return CohortState(cohort=cohort, phase="finished" if finished else "unknown")
+    return CohortState(
+        cohort=cohort,
+        phase="finished" if finished else state.phase,
+        sent=state.sent,
+        handed_off=state.handed_off,
+        waiting_until=None if finished else state.waiting_until,
+        batches_in_flight=state.batches_in_flight,
     )

@@ -1,12 +1,14 @@
 """Reads that answer only numbers, counted over messages or clients: a dispatch's messages by
 status and by send route (and every dispatch's, with the totals), sends over time, why a
-dispatch's messages did not go, the remote's error rate, how many clients a filter matches and
-in how many SMS parts a text goes. The admin page reads them too. The counting queries the
+dispatch's messages did not go, the remote's error rate (and hour by hour, with the delivered
+share of each hour's sends), how many clients a filter matches and in how many SMS parts a text
+goes. The admin page reads them too. The counting queries the
 workers share are in `core.stats` and `core.audience`.
 
 A dispatch's read that answers numbers alone is here; one that answers the dispatch itself, its
 events or its workflow's progress is in `dispatches`, and its messages in `messages`."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -207,6 +209,65 @@ async def remote_health(*, session: AsyncSession, hours: int) -> RemoteHealth:
     attempts, sent, failed = int(row[0]), int(row[1]), int(row[2])
     rate = None if attempts == 0 else round((attempts - sent) / attempts, 4)
     return RemoteHealth(hours=hours, attempts=attempts, sent=sent, failed=failed, error_rate=rate)
+
+
+@dataclass(frozen=True)
+class HourOfRequests:
+    """The remote's requests in one hour (by when their messages last changed, as
+    `remote_health` counts them): made, and the messages that went out or were refused."""
+
+    at: datetime  # the hour's start
+    attempts: int
+    sent: int
+    failed: int
+
+
+async def remote_health_by_hour(*, session: AsyncSession, hours: int) -> list[HourOfRequests]:
+    """`remote_health` over the last `hours`, hour by hour (hours without a request left
+    out): their sums are its figures."""
+    since = utcnow() - timedelta(hours=hours)
+    slot = sa.func.date_trunc("hour", message_t.c.updated_at).label("slot")
+    rows = await session.execute(
+        sa.select(
+            slot,
+            sa.func.sum(message_t.c.attempts),
+            sa.func.count().filter(message_t.c.status.in_(WENT_OUT_STATUSES)),
+            sa.func.count().filter(message_t.c.status == MessageStatus.FAILED),
+        )
+        .where(message_t.c.updated_at >= since, message_t.c.attempts > 0)
+        .group_by(slot)
+        .order_by(slot)
+    )
+    return [HourOfRequests(row[0], int(row[1]), int(row[2]), int(row[3])) for row in rows]
+
+
+@dataclass(frozen=True)
+class HourOfSends:
+    """The messages sent in one hour (by `sent_at`), and what their receipts made of them."""
+
+    at: datetime  # the hour's start
+    went_out: int  # sent, delivered and undelivered
+    delivered: int
+    undelivered: int
+
+
+async def deliveries_by_hour(*, session: AsyncSession, since: datetime) -> list[HourOfSends]:
+    """The messages that went out since `since`, by hour of their send, with how many their
+    receipts made delivered and undelivered (hours without a send left out)."""
+    slot = sa.func.date_trunc("hour", message_t.c.sent_at).label("slot")
+    status = message_t.c.status
+    rows = await session.execute(
+        sa.select(
+            slot,
+            sa.func.count(),
+            sa.func.count().filter(status == MessageStatus.DELIVERED),
+            sa.func.count().filter(status == MessageStatus.UNDELIVERED),
+        )
+        .where(message_t.c.sent_at >= since, status.in_(WENT_OUT_STATUSES))
+        .group_by(slot)
+        .order_by(slot)
+    )
+    return [HourOfSends(row[0], int(row[1]), int(row[2]), int(row[3])) for row in rows]
 
 
 async def failure_reasons(

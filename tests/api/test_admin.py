@@ -138,8 +138,10 @@ async def test_a_dispatch_made_from_the_form(api_app: FastAPI, db: Database) -> 
     await make_client(db, tag="vip")
     async with signed_in(api_app) as client:
         form = (await client.get("/admin/dispatches/new")).text
-        preview = await client.get("/admin/audience", params={"tags": "vip, none"})
-        assert "<strong>1</strong> clients match" in preview.text
+        preview = await client.post(
+            "/admin/dispatches/preview", data={"csrf": csrf_of(form), "tags": "vip, none"}
+        )
+        assert "<strong>1</strong> client matches now" in preview.text
         values = {
             "csrf": csrf_of(form),
             "zone": "Europe/Moscow",
@@ -149,7 +151,7 @@ async def test_a_dispatch_made_from_the_form(api_app: FastAPI, db: Database) -> 
             "tags": "vip",
         }
         refused = await client.post("/admin/dispatches", data=values)
-        assert refused.status_code == 422 and "must be after start_at" in refused.text
+        assert refused.status_code == 422 and "choose a time after the start" in refused.text
         made = await client.post("/admin/dispatches", data={**values, "end_at": "2031-01-02T10:00"})
         assert made.status_code == 303
         page = await client.get(made.headers["location"])
@@ -242,10 +244,10 @@ async def test_the_pages_show_routes_and_sms_parts(api_app: FastAPI, db: Databas
         assert "connection refused" in routes
         page = (await client.get(f"/admin/dispatches/{dispatch.id}")).text
         assert '<th scope="col">Route</th><th scope="col">SMS parts</th>' in page
-        assert "<td>default</td><td>1</td>" in page
-        assert "6 characters · 1 SMS part (UCS-2) each, 2 for its 2 messages" in page
+        assert '<td data-label="Route">default</td><td data-label="SMS parts">1</td>' in page
+        assert "6 chars · UCS-2 · 1 SMS each; 2 SMS for its 2 messages" in page
         only = await client.get(f"/admin/dispatches/{dispatch.id}", params={"route": "default"})
-        assert "1 messages through default" in only.text
+        assert "1 message through default" in only.text
         retired = await client.get(f"/admin/dispatches/{dispatch.id}", params={"route": "old"})
         assert "0 messages through old" in retired.text
 
@@ -253,15 +255,15 @@ async def test_the_pages_show_routes_and_sms_parts(api_app: FastAPI, db: Databas
 async def test_the_form_counts_sms_parts_and_normalizes(api_app: FastAPI, db: Database) -> None:
     async with signed_in(api_app) as client:
         form = (await client.get("/admin/dispatches/new")).text
-        assert "0 characters · 1 SMS part (GSM-7)" in form
+        assert "0 chars · GSM-7 · 1 SMS" in form
         size = await client.get("/admin/text-size", params={"text": "Ж" * 200})
-        assert "200 characters · 3 SMS parts (UCS-2)" in size.text
+        assert "200 chars · UCS-2 · 3 SMS" in size.text
         assert 'id="text-length"' in size.text and "over" not in size.text
         quoted = {"text": "“Hi” — " + "x" * 70, "normalize_text": "on"}
         normalized = await client.get("/admin/text-size", params=quoted)
-        assert "77 characters · 1 SMS part (GSM-7), normalized from 2 (UCS-2)" in normalized.text
+        assert "77 chars · GSM-7 · 1 SMS (normalized from UCS-2 · 2 SMS)" in normalized.text
         long = await client.get("/admin/text-size", params={"text": "Ж" * 800})
-        assert "12 SMS parts (UCS-2) · over MAX_SEGMENTS=10" in long.text
+        assert "UCS-2 · 12 SMS · more than the 10 allowed" in long.text
 
         values = {
             "csrf": csrf_of(form),
@@ -273,11 +275,29 @@ async def test_the_form_counts_sms_parts_and_normalizes(api_app: FastAPI, db: Da
         }
         refused = await client.post("/admin/dispatches", data=values)
         assert refused.status_code == 422
-        assert "<strong>text</strong>: 12 SMS segments (UCS-2, 800 characters)" in refused.text
-        assert "over MAX_SEGMENTS=10" in refused.text  # the counter, as it was sent
+        assert ">Text</a>: 800 characters make 12 SMS parts (UCS-2): at most 10" in refused.text
+        assert "more than the 10 allowed" in refused.text  # the counter, as it was sent
         made = await client.post(
             "/admin/dispatches", data={**values, "text": "“Sale” — now", "normalize_text": "on"}
         )
         assert made.status_code == 303, made.text
         page = await client.get(made.headers["location"])
-        assert "&#34;Sale&#34; - now" in page.text and "(GSM-7)" in page.text
+        assert "&#34;Sale&#34; - now" in page.text and " · GSM-7 · " in page.text
+
+
+async def test_the_zone_of_the_pages_times_is_kept_in_a_cookie(api_app: FastAPI) -> None:
+    async with signed_in(api_app) as client:
+        page = (await client.get("/admin/zone", params={"next": "/admin/clients"})).text
+        assert page.index("Europe/Kaliningrad") < page.index("America/New_York")
+        form = {"csrf": csrf_of(page), "zone": "America/New_York", "next": "/admin/clients"}
+        chosen = await client.post("/admin/zone", data=form)
+        assert chosen.status_code == 303 and chosen.headers["location"].startswith(
+            "/admin/clients?notice=Times%20are%20now%20shown%20in%20America/New_York"
+        )
+        assert "Times in America/New_York" in (await client.get("/admin/clients")).text
+        # Back to a page of the admin only; an unknown zone is refused and changes nothing.
+        away = await client.post("/admin/zone", data={**form, "next": "https://elsewhere"})
+        assert away.headers["location"].startswith("/admin?notice=")
+        unknown = await client.post("/admin/zone", data={**form, "zone": "Mars/Olympus"})
+        assert "Mars/Olympus%20is%20not%20a%20time%20zone" in unknown.headers["location"]
+        assert "Times in America/New_York" in (await client.get("/admin/clients")).text

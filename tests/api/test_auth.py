@@ -1,17 +1,21 @@
 """Authentication and permissions against a fake OIDC provider served over real HTTP (its own
-RSA and EC keys, discovery document and JWKS), and in the embedded mode."""
+RSA and EC keys, discovery document and JWKS), and in the embedded mode: what a real provider
+cannot be made to do (forged keys, a malformed JWKS, tokens shaped as Keycloak's or Entra ID's,
+an access token that expires before its session expected). The real one: test_oidc_provider.py."""
 
 import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from http.cookiejar import Cookie
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,8 +29,9 @@ from jose import jwk, jwt
 from pydantic import ValidationError
 from temporalio.testing import WorkflowEnvironment
 
+from api.admin.session import SEALED_COOKIE, ProviderSession, ProviderSessions
 from api.main import create_app
-from core.auth import ALL_PERMISSIONS, embedded_tokens
+from core.auth import ALL_PERMISSIONS, ClaimRules, embedded_tokens, permissions_of
 from core.settings import PROJECT_ROOT, Settings
 from devstack.embedded import free_port
 from tests.support import Queues, api_client, auth_headers, settings_for
@@ -66,6 +71,11 @@ class Provider:
     jwks_fetches: int = 0
     # Codes handed out by /authorize: code -> (code challenge, redirect URI, client id).
     codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # Refresh tokens it honours (each once: rotated), and the refreshes it answered.
+    refresh_tokens: set[str] = field(default_factory=set)
+    refreshes: int = 0
+    # Claims added to the access tokens the token endpoint issues.
+    issued_claims: dict[str, Any] = field(default_factory=dict)
 
     @property
     def issuer(self) -> str:
@@ -109,8 +119,21 @@ class Provider:
         target = query["redirect_uri"] + "?" + urlencode({"code": code, "state": query["state"]})
         raise web.HTTPFound(target)
 
+    def tokens(self) -> web.Response:
+        refresh = secrets.token_urlsafe(16)
+        self.refresh_tokens.add(refresh)
+        body = {"access_token": self.token(**self.issued_claims), "refresh_token": refresh}
+        return web.json_response({**body, "token_type": "Bearer", "expires_in": 600})
+
     async def exchange(self, request: web.Request) -> web.Response:
         form = await request.post()
+        if form.get("grant_type") == "refresh_token":
+            spent = str(form.get("refresh_token"))
+            if spent not in self.refresh_tokens:
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            self.refresh_tokens.discard(spent)
+            self.refreshes += 1
+            return self.tokens()
         challenge, redirect_uri, client_id = self.codes.pop(str(form.get("code")), ("", "", ""))
         digest = hashlib.sha256(str(form.get("code_verifier", "")).encode()).digest()
         proof = base64.urlsafe_b64encode(digest).decode().rstrip("=")
@@ -121,7 +144,7 @@ class Provider:
             or form.get("client_id") != client_id
         ):
             return web.json_response({"error": "invalid_grant"}, status=400)
-        return web.json_response({"access_token": self.token(), "token_type": "Bearer"})
+        return self.tokens()
 
     async def jwks(self, request: web.Request) -> web.Response:
         self.jwks_fetches += 1
@@ -458,3 +481,241 @@ async def test_the_admin_page_signs_in_with_the_providers_code_flow(
             reused = callback.split("state=")[0] + "state=" + state
             again = await page.get(reused)
             assert again.status_code == 303 and "exchanged" in again.headers["location"]
+
+
+def test_the_default_claims_and_dotted_paths() -> None:
+    # Auth0's `permissions` first; names that are no permission of ours count for nothing.
+    auth0 = {"permissions": ["clients:read", "openid"], "scope": "dispatches:read"}
+    assert permissions_of(auth0) == {"clients:read"}
+    # Else `scope` (RFC 9068, Keycloak) and `scp`: Okta's list, Entra ID's string.
+    assert permissions_of({"scope": "openid clients:read", "scp": ["dispatches:read"]}) == {
+        "clients:read",
+        "dispatches:read",
+    }
+    assert permissions_of({"scp": "dispatches:read receipts:write"}) == {
+        "dispatches:read",
+        "receipts:write",
+    }
+    rules = ClaimRules(
+        paths=("https://mailing.example/roles", "resource_access.mailing.app.roles"),
+        roles={"ops": frozenset({"dispatches:control"})},
+    )
+    claims = {
+        "https://mailing.example/roles": ["ops"],  # Auth0's namespaced claim: taken whole
+        "resource_access": {"mailing.app": {"roles": "clients:read"}},  # a key with a dot
+        "scope": "clients:write",  # not where these rules look
+    }
+    assert rules.permissions(claims) == {"dispatches:control", "clients:read"}
+    assert rules.permissions({"resource_access": {"mailing.app": {"roles": 7}}}) == frozenset()
+
+
+def test_the_sign_in_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert set(defaults.auth_scopes.split()) == {
+        "openid",
+        "profile",
+        "offline_access",
+        *ALL_PERMISSIONS,
+    }
+    with pytest.raises(ValidationError, match="needs AUTH_CLIENT_SECRET"):
+        Settings(auth_token_endpoint_auth="client_secret_post", _env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv("AUTH_ROLE_PERMISSIONS", '{"mailing-viewer": ["dispatches:read"]}')
+    read = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert read.auth_role_permissions == {"mailing-viewer": ["dispatches:read"]}
+    with pytest.raises(ValidationError, match="AUTH_SESSION_KEY"):
+        Settings(  # type: ignore[call-arg]
+            environment="production",
+            send_api_token="real",
+            auth_issuer="https://id.example/realms/mailing",
+            auth_client_id="admin-page",
+            database_url="postgresql+asyncpg://db/mailing",
+            temporal_address="temporal:7233",
+            _env_file=None,
+        )
+
+
+def test_an_unknown_permission_in_the_role_mapping_stops_the_start(settings: Settings) -> None:
+    wrong = settings.model_copy(
+        update={
+            "auth_issuer": "https://id.example/",
+            "auth_role_permissions": {"mailing-operator": ["dispatches:read", "dispatches:launch"]},
+        }
+    )
+    with pytest.raises(
+        ValueError, match="'mailing-operator' to unknown permissions dispatches:launch"
+    ):
+        create_app(wrong)
+
+
+async def test_keycloak_roles_through_the_role_mapping(
+    provider: Provider, settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> None:
+    """A Keycloak-shaped token: realm roles in `realm_access.roles`, a client's roles in
+    `resource_access.<client>.roles`, mapped by AUTH_ROLE_PERMISSIONS."""
+    app, _ = await app_with(
+        settings,
+        dev_env,
+        queues,
+        auth_issuer=provider.issuer,
+        auth_audience=AUDIENCE,
+        auth_permissions_claim="realm_access.roles, resource_access.mailing.roles",
+        auth_role_permissions={
+            "mailing-viewer": ["dispatches:read", "clients:read"],
+            "mailing-controller": ["dispatches:control"],
+        },
+    )
+
+    def keycloak(realm: list[str], client: list[str] | None = None, **claims: Any) -> str:
+        access = {"mailing": {"roles": client or []}, "account": {"roles": ["manage-account"]}}
+        shaped = {
+            "permissions": None,
+            "scope": "openid profile email",
+            "realm_access": {"roles": ["offline_access", "default-roles-mailing", *realm]},
+            "resource_access": access,
+        }
+        return provider.token(**shaped | claims)
+
+    async with app.router.lifespan_context(app), api_client(app) as api:
+        viewer = bearer(keycloak(["mailing-viewer"], ["mailing-controller"]))
+        assert (await api.get(CLIENTS, headers=viewer)).status_code == 200
+        assert (await api.get("/api/v1/dispatches", headers=viewer)).status_code == 200
+        paused = await api.post("/api/v1/dispatches/999999/pause", headers=viewer)
+        assert paused.status_code == 404  # past the permission check: no such dispatch
+        write = await api.post(CLIENTS, json={"phone": "79161234567"}, headers=viewer)
+        assert write.status_code == 403 and "clients:write" in write.json()["detail"]
+        # A role named as a permission counts as it.
+        writer = bearer(keycloak(["clients:write"]))
+        assert (await api.post(CLIENTS, json={}, headers=writer)).status_code == 422
+        # Authenticated, but no role gives a permission: 403 naming the one needed; the
+        # `scope` claim is not read once AUTH_PERMISSIONS_CLAIM says where to look.
+        nobody = bearer(keycloak([], scope="clients:read"))
+        refused = await api.get(CLIENTS, headers=nobody)
+        assert refused.status_code == 403 and "clients:read" in refused.json()["detail"]
+
+
+async def test_entra_scopes_and_app_roles(
+    provider: Provider, settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> None:
+    """An Entra ID-shaped token: delegated scopes in the space-separated `scp`, application
+    roles in the `roles` list, both with Entra's dotted names mapped to ours."""
+    app, _ = await app_with(
+        settings,
+        dev_env,
+        queues,
+        auth_issuer=provider.issuer,
+        auth_audience=AUDIENCE,
+        auth_permissions_claim="scp,roles",
+        auth_role_permissions={
+            "Dispatches.Read": ["dispatches:read"],
+            "Clients.Read": ["clients:read"],
+            "Receipts.Write": ["receipts:write"],
+        },
+    )
+    async with app.router.lifespan_context(app), api_client(app) as api:
+        user = bearer(
+            provider.token(permissions=None, scp="Dispatches.Read Clients.Read", ver="2.0")
+        )
+        assert (await api.get("/api/v1/dispatches", headers=user)).status_code == 200
+        assert (await api.get(CLIENTS, headers=user)).status_code == 200
+        write = await api.post(CLIENTS, json={"phone": "79161234567"}, headers=user)
+        assert write.status_code == 403 and "clients:write" in write.json()["detail"]
+        # An application's token (client credentials): app roles only.
+        gateway = bearer(provider.token(permissions=None, roles=["Receipts.Write"]))
+        assert (await api.post("/api/v1/receipts", json={}, headers=gateway)).status_code == 422
+        read = await api.get("/api/v1/dispatches", headers=gateway)
+        assert read.status_code == 403 and "dispatches:read" in read.json()["detail"]
+
+
+def page_of(app: FastAPI) -> httpx.AsyncClient:
+    """A browser: the app in process as http://api, the fake provider over HTTP, one cookie
+    jar, redirects followed."""
+    return httpx.AsyncClient(
+        mounts={"http://api": httpx.ASGITransport(app=app)},
+        base_url="http://api",
+        follow_redirects=True,
+    )
+
+
+def sealed_in(page: httpx.AsyncClient) -> dict[str, Cookie]:
+    return {c.name: c for c in page.cookies.jar if c.name.startswith(SEALED_COOKIE)}
+
+
+def opened(app: FastAPI, page: httpx.AsyncClient) -> ProviderSession:
+    parts = sealed_in(page)
+    sealed = "".join(parts[f"{SEALED_COOKIE}{n}"].value or "" for n in range(len(parts)))
+    return ProviderSessions.of(app).open(sealed)
+
+
+def put_sealed(app: FastAPI, page: httpx.AsyncClient, session: ProviderSession) -> None:
+    """Replaces the browser's sealed session (one part) by `session`, sealed as the app does."""
+    parts = sealed_in(page)
+    domain = parts[f"{SEALED_COOKIE}0"].domain
+    for name in parts:
+        page.cookies.delete(name, domain=domain, path="/admin")
+    page.cookies.set(
+        f"{SEALED_COOKIE}0", ProviderSessions.of(app).seal(session), domain=domain, path="/admin"
+    )
+
+
+async def test_an_expired_access_token_is_renewed_and_a_refused_renewal_signs_out(
+    provider: Provider, settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> None:
+    app, _ = await app_with(
+        settings,
+        dev_env,
+        queues,
+        auth_issuer=provider.issuer,
+        auth_audience=AUDIENCE,
+        auth_client_id="admin-page",
+    )
+    async with app.router.lifespan_context(app), page_of(app) as page:
+        landed = await page.get("/admin/login/oidc")
+        assert landed.url.path == "/admin" and "auth0|ann" in landed.text
+        session = opened(app, page)
+        assert session.refresh_token in provider.refresh_tokens
+        # The token's check says it has expired before the session expected it to: renewed.
+        now = int(time.time())
+        put_sealed(
+            app,
+            page,
+            replace(session, access_token=provider.token(exp=now - 120), refresh_at=now + 3600),
+        )
+        again = await page.get("/admin")
+        assert again.status_code == 200 and again.url.path == "/admin"
+        assert provider.refreshes == 1
+        renewed = opened(app, page)
+        assert renewed.sid == session.sid and renewed.refresh_token != session.refresh_token
+        # The provider no longer honours the refresh token: signed out, and told why.
+        provider.refresh_tokens.clear()
+        put_sealed(app, page, replace(renewed, access_token=provider.token(exp=now - 120)))
+        out = await page.get("/admin")
+        assert out.url.path == "/admin/login"
+        assert "the identity provider did not renew the session (invalid_grant)" in out.text
+        assert not sealed_in(page)
+
+
+async def test_large_tokens_span_cookies_and_sign_out_without_end_session_is_local(
+    provider: Provider, settings: Settings, dev_env: WorkflowEnvironment, queues: Queues
+) -> None:
+    """Tokens over a cookie's 4 KB (Entra ID's can be) are sealed over several cookies; a
+    provider with no end_session_endpoint: sign-out ends the session here only."""
+    provider.issued_claims = {"groups": [secrets.token_urlsafe(24) for _ in range(150)]}
+    app, _ = await app_with(
+        settings,
+        dev_env,
+        queues,
+        auth_issuer=provider.issuer,
+        auth_audience=AUDIENCE,
+        auth_client_id="admin-page",
+    )
+    async with app.router.lifespan_context(app), page_of(app) as page:
+        landed = await page.get("/admin/login/oidc")
+        assert landed.url.path == "/admin", landed.url
+        parts = sealed_in(page)
+        assert len(parts) >= 2 and all(len(c.value or "") <= 3800 for c in parts.values())
+        assert len(opened(app, page).access_token) > 5000
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', landed.text)
+        assert csrf
+        out = await page.post("/admin/logout", data={"csrf": csrf.group(1)})
+        assert out.url.path == "/admin/login" and "signed out" in out.text
+        assert not sealed_in(page)

@@ -1,5 +1,7 @@
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import sqlalchemy as sa
@@ -15,7 +17,7 @@ from core.models import dispatch_t
 from core.settings import Settings
 from devstack.embedded import bin_path
 from tests.factories import make_client
-from tests.support import Queues, api_client, settings_for
+from tests.support import Queues, api_client, running_workers, settings_for
 
 DISPATCHES = "/api/v1/dispatches"
 
@@ -442,3 +444,39 @@ async def test_an_audience_preview_measures_a_text(api: httpx.AsyncClient, db: D
     assert (long["segments"], long["max_segments"]) == (12, 10)
     bad = await api.get("/api/v1/stats/audience", params={"text": "a\u0000"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "text"
+
+
+async def test_progress_counts_what_finished_cohorts_sent(
+    dev_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
+) -> None:
+    """A cohort that finished answers with its result: what it sent, not a default 0."""
+    moscow = datetime.now(UTC).astimezone(ZoneInfo("Europe/Moscow"))
+    # Open now in Moscow; nine hours later in Kamchatka, so closed there.
+    opens = (moscow - timedelta(hours=1)).strftime("%H:00")
+    closes = (moscow + timedelta(hours=2)).strftime("%H:00")
+    for zone in ("Europe/Moscow", "Europe/Moscow", "Asia/Kamchatka"):
+        await make_client(db, tag="zones", timezone=zone)
+    s = settings_for(settings, dev_env.client, queues)
+    app = create_app(s)
+    async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
+        async with api_client(app) as api:
+            now = datetime.now(UTC)
+            body = payload(
+                start_at=now.isoformat(),
+                end_at=(now + timedelta(days=2)).isoformat(),
+                filter={"tags": ["zones"]},
+                window={"start": opens, "end": closes},
+            )
+            created = (await api.post(DISPATCHES, json=body)).json()
+            url = f"{DISPATCHES}/{created['id']}/progress"
+            async with asyncio.timeout(60):
+                while True:
+                    progress = (await api.get(url)).json()
+                    phases = {c["cohort"]: c["phase"] for c in progress["cohorts"]}
+                    if phases.get("Europe/Moscow") == "finished" and len(phases) == 2:
+                        break
+                    await asyncio.sleep(0.3)
+    cohorts = {c["cohort"]: c for c in progress["cohorts"]}
+    assert cohorts["Europe/Moscow"]["sent"] == 2
+    assert cohorts["Asia/Kamchatka"]["phase"] == "waiting for the window"
+    assert cohorts["Asia/Kamchatka"]["sent"] == 0 and cohorts["Asia/Kamchatka"]["waiting_until"]

@@ -338,7 +338,8 @@ async def test_the_admin_form_previews_through_the_same_service(
         assert 'id="text-preview"' in form and 'hx-post="/admin/dispatches/preview"' in form
         fields = {"csrf": csrf_of(form), "text": NAMED, "tags": "vip"}
         shown = (await client.post("/admin/dispatches/preview", data=fields)).text
-        assert "2 clients · about <strong>1</strong> SMS part in all (UCS-2)" in shown
+        assert "2</strong> clients match now · about <strong" in shown
+        assert '"audience-parts">1</strong> SMS part in all (UCS-2)' in shown
         assert "personal text: name" in shown
         assert "<strong>1</strong> client lacks a key" in shown
         assert f'<tr data-client="{anna.id}">' in shown
@@ -349,6 +350,6 @@ async def test_the_admin_form_previews_through_the_same_service(
         )
         assert 'id="preview-problem"' in refused.text and "the filter `upper`" in refused.text
         no_filter = await client.post("/admin/dispatches/preview", data={**fields, "tags": ""})
-        assert "filter is empty" in no_filter.text
+        assert "no filter: every client, which needs" in no_filter.text
         without_csrf = await client.post("/admin/dispatches/preview", data={"text": NAMED})
         assert without_csrf.status_code == 403

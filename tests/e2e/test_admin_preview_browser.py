@@ -62,9 +62,9 @@ async def test_the_form_previews_a_personal_text_as_it_is_typed(
         wait_for(browser, lambda b: b.find_elements(By.ID, "dispatch-form"))
         fill(browser, "tags", "demo")
         fill(browser, "text", "Здравствуйте, {{ name }}! Скидка 10%")
-        wait_for(browser, lambda b: "personal text: name" in shown(b, "preview-total"))
-        assert shown(browser, "preview-total").startswith(
-            "3 clients · about 2 SMS parts in all (UCS-2)"
+        wait_for(browser, lambda b: "personal text: name" in shown(b, "preview-keys"))
+        assert shown(browser, "audience").startswith(
+            "3 clients match now · about 2 SMS parts in all (UCS-2)"
         )
         assert "1 client lacks a key" in shown(browser, "preview-missing")
         assert sample_texts(browser) == [
@@ -80,7 +80,7 @@ async def test_the_form_previews_a_personal_text_as_it_is_typed(
         fill(browser, "text", 'Здравствуйте, {{ name | default("друг") }}!')
         wait_for(browser, lambda b: "Здравствуйте, друг!" in sample_texts(b))
         assert not browser.find_elements(By.ID, "preview-missing")
-        assert shown(browser, "preview-total").startswith("3 clients · about 3 SMS parts")
+        assert shown(browser, "audience").startswith("3 clients match now · about 3 SMS parts")
 
     await run(give_a_default)
 

@@ -272,7 +272,7 @@ async def test_the_admin_box_needs_this_sessions_csrf_and_the_write_permission(
         assert (await browser.post(url, data={"phones": ANNA})).status_code == 403
         refused = await browser.post(url, data={"csrf": csrf, "phones": f"{ANNA}\n12345"})
         assert refused.status_code == 422 and 'id="test-errors"' in refused.text
-        assert "phones.1" in refused.text
+        assert "Numbers</a>: 12345 is not" in refused.text
     async with signed_in(api_app, "dispatches:read") as reader:
         page = await reader.get(f"/admin/dispatches/{dispatch.id}")
         assert page.status_code == 200 and 'id="test-form"' not in page.text
