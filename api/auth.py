@@ -26,8 +26,8 @@ from core.auth import (
     Principal,
     Unauthenticated,
     Verifier,
-    resource_indicator,
 )
+from core.oidc import resource_indicator
 from core.settings import Settings
 
 bearer = HTTPBearer(

@@ -29,13 +29,8 @@ from api.admin.session import (
     set_provider_session,
     to_sign_in,
 )
-from core.auth import (
-    GrantRefused,
-    ProviderUnavailable,
-    Unauthenticated,
-    Verifier,
-    resource_indicator,
-)
+from core.auth import ProviderUnavailable, Unauthenticated, Verifier
+from core.oidc import GrantRefused, resource_indicator
 from core.settings import Settings
 
 router = APIRouter(prefix=PATH, include_in_schema=False)

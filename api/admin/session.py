@@ -38,17 +38,14 @@ from jose.exceptions import JWTError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import (
-    GrantRefused,
     Permission,
     Principal,
     ProviderUnavailable,
-    TokenClient,
     TokenExpired,
-    TokenSet,
     Unauthenticated,
     Verifier,
-    session_key,
 )
+from core.oidc import GrantRefused, TokenClient, TokenSet, session_key
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
