@@ -39,6 +39,11 @@ bearer = HTTPBearer(
 OIDC_SCHEME = "oidc"
 PERMISSION_KEY = "x-required-permission"
 DOCS_ASSETS = "/docs/assets"
+# Every 503 (a dependency unavailable) carries it: api.main.RETRY_AFTER_SECONDS.
+RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before trying again.",
+    "schema": {"type": "integer"},
+}
 ANONYMOUS = Principal(subject="anonymous (authentication disabled)", permissions=ALL_PERMISSIONS)
 
 
@@ -129,6 +134,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
                     ("503", "The database, Temporal or the identity provider is unavailable."),
                 ):
                     responses[code] = {"description": description, "content": error_content}
+                responses["503"]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
         app.openapi_schema = document
         return document
 

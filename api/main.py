@@ -31,8 +31,15 @@ from api.services import receipts as receipts_service
 from api.services.receipt_batches import ReceiptBatches
 from core import tracing
 from core.auth import Forbidden, ProviderUnavailable, Unauthenticated, Verifier
-from core.db import Database
-from core.errors import Conflict, EngineUnavailable, InvalidRequest, NotFound, NotFoundByPhone
+from core.db import Database, database_unavailable
+from core.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    EngineUnavailable,
+    InvalidRequest,
+    NotFound,
+    NotFoundByPhone,
+)
 from core.logging import configure_logging
 from core.search import ensure_search_attributes
 from core.settings import Settings, get_settings
@@ -77,7 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who reaches the port may "
             "do anything; for local experiments only"
         )
-    app.state.database = Database(settings)
+    app.state.database = Database(settings, pool_timeout=POOL_TIMEOUT_SECONDS)
     app.state.temporal = await connect(settings)
     try:
         # Also done by the worker; here too, so that a dispatch created before any worker
@@ -103,21 +110,39 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(app.state.tracing.shutdown)
 
 
+# A request waits this long at most for a free database connection, then answers 503.
+POOL_TIMEOUT_SECONDS = 10.0
 # Receipts that came before their send was recorded are applied this often.
 WAITING_RECEIPTS_SECONDS = 1.0
 
 
 async def apply_waiting_receipts(database: Database) -> None:
-    """Applies, for as long as the API runs, the receipts that waited for their send."""
+    """Applies, for as long as the API runs, the receipts that waited for their send. A failure
+    (PostgreSQL down, say) is logged once, as a line, and tried again each time quietly."""
+    failures = 0
     while True:
         try:
             async with database.sessions() as session:
                 while await receipts_service.apply_waiting(session=session):
                     pass
         except (OSError, SQLAlchemyError) as error:
-            log.warning("waiting receipts not applied this time: %s", error)
+            failures += 1
+            (log.debug if failures > 1 else log.warning)(
+                "waiting receipts not applied (tried again every %.0f s): %s",
+                WAITING_RECEIPTS_SECONDS,
+                error,
+            )
+        else:
+            if failures:
+                log.info("waiting receipts applied again after %d failed tries", failures)
+            failures = 0
         await asyncio.sleep(WAITING_RECEIPTS_SECONDS)
 
+
+# A 503 (a dependency unavailable) says to try again after this long: PostgreSQL restarts, a
+# failover or a Temporal frontend's restart take seconds, and a client that retries at once
+# only adds to the load that meets the dependency coming back.
+RETRY_AFTER_SECONDS = 5
 
 # Domain errors as HTTP answers; service code never raises HTTP errors itself.
 ERROR_STATUS: dict[type[Exception], int] = {
@@ -126,6 +151,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     Conflict: status.HTTP_409_CONFLICT,
     InvalidRequest: status.HTTP_422_UNPROCESSABLE_CONTENT,
     EngineUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    DatabaseUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     TooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
     UnsupportedFile: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
@@ -164,9 +190,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def domain_error(request: Request, error: Exception) -> Response:
         code = next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
+        response: Response
         if request.url.path.startswith("/admin"):
-            return admin_error_page(request, code, str(error))
-        return error_response(code, [ErrorItem(getattr(error, "field", None), str(error))])
+            response = admin_error_page(request, code, str(error))
+        else:
+            response = error_response(code, [ErrorItem(getattr(error, "field", None), str(error))])
+        if code == status.HTTP_503_SERVICE_UNAVAILABLE:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    async def database_failure(request: Request, error: Exception) -> Response:
+        # The driver's and the pool's errors: an outage answers as DatabaseUnavailable, any
+        # other (a bug, a constraint no service expected) stays the 500 it always was.
+        if not database_unavailable(error):
+            raise error
+        log.warning("%s %s: database unavailable: %r", request.method, request.url.path, error)
+        return await domain_error(request, DatabaseUnavailable())
 
     async def invalid_input(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
@@ -196,7 +235,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     async def provider_unavailable(request: Request, error: Exception) -> JSONResponse:
-        return error_response(status.HTTP_503_SERVICE_UNAVAILABLE, [ErrorItem(None, str(error))])
+        response = error_response(
+            status.HTTP_503_SERVICE_UNAVAILABLE, [ErrorItem(None, str(error))]
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     for error_type in ERROR_STATUS:
         app.add_exception_handler(error_type, domain_error)
@@ -204,6 +247,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Unauthenticated, unauthenticated)
     app.add_exception_handler(Forbidden, forbidden)
     app.add_exception_handler(ProviderUnavailable, provider_unavailable)
+    # OSError: asyncpg raises a refused or timed-out connect as the OSError itself.
+    for error_type in (SQLAlchemyError, OSError):
+        app.add_exception_handler(error_type, database_failure)
     return app
 
 

@@ -22,6 +22,14 @@ class EngineUnavailable(DomainError):
     """Temporal could not be reached; nothing was changed."""
 
 
+class DatabaseUnavailable(DomainError):
+    """PostgreSQL could not be reached (down, restarting, not answering, or no connection free in
+    time: core.db.database_unavailable); the request's transaction did not commit."""
+
+    def __init__(self, message: str = "the database is unavailable; try again shortly") -> None:
+        super().__init__(message)
+
+
 class InvalidRequest(DomainError):
     """The request contradicts the stored state (e.g. an end before the stored start), or the
     service's limits; `field` names the field at fault, when one is."""

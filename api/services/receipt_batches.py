@@ -8,7 +8,8 @@ answer each request with its own receipts' outcomes. Nothing waits for a timer: 
 comes alone is applied at once, and the batches grow only while the appliers are busy, so that
 the load itself sets their size. A request's receipts are never split across two
 transactions, so a request is still applied whole or not at all; a failure of the
-transaction is the answer of every request in it.
+transaction is the answer of every request in it (PostgreSQL unreachable: DatabaseUnavailable,
+a 503, to each; the appliers go on and the next batch tries again).
 """
 
 import asyncio
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from api.schemas.receipts import RECEIPTS_MAX, Receipt, ReceiptsAnswer
 from api.services import receipts as receipts_service
 from core import metrics
-from core.db import SessionFactory
+from core.db import SessionFactory, database_unavailable
+from core.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,12 @@ class ReceiptBatches:
                 " ..." if len(shown) > SHOWN_IDS else "",
                 error,
             )
+            # Classified here, while its traceback still shows the driver: the shared error's
+            # traceback is reset once the first request's answer is made of it.
+            outage = database_unavailable(error)
             for queued in batch:
                 if not queued.answer.done():
-                    queued.answer.set_exception(error)
+                    queued.answer.set_exception(DatabaseUnavailable() if outage else error)
             return
         start = 0
         for queued in batch:
