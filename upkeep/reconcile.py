@@ -3,9 +3,10 @@
 Creating a dispatch commits its row, then starts its workflow; deleting cancels the dispatch,
 commits the deletion, then cancels the workflow. A crash between the steps leaves a dispatch
 whose workflow never started (or was terminated from the Temporal UI), or workflows of a
-dispatch that no longer exists. The worker runs `reconcile` when it starts and every
-RECONCILE_INTERVAL (upkeep.loops); every repair is idempotent by workflow id, so several
-workers may run it.
+dispatch that no longer exists; and a command applied by the API after a workflow closed can
+leave a row unfinished behind a completed workflow. The worker runs `reconcile` when it starts
+and every RECONCILE_INTERVAL (upkeep.loops); every repair is idempotent by workflow id, so
+several workers may run it.
 """
 
 import logging
@@ -22,7 +23,14 @@ from core.contracts.dispatch import DispatchInput
 from core.contracts.shared import SendOptions, dispatch_workflow_id
 from core.db import SessionFactory
 from core.logging import ids
-from core.models import UNFINISHED_DISPATCH_STATUSES, dispatch_t, utcnow
+from core.models import (
+    OPEN_MESSAGE_STATUSES,
+    UNFINISHED_DISPATCH_STATUSES,
+    DispatchStatus,
+    dispatch_t,
+    message_t,
+    utcnow,
+)
 from core.search import DISPATCH_ID, of_dispatch
 from core.settings import Settings
 from workflows.dispatch import DispatchWorkflow
@@ -44,6 +52,8 @@ BROKEN = {
 class Repairs:
     started: list[int] = field(default_factory=list)  # workflow missing or broken: (re)started
     cancelled: list[str] = field(default_factory=list)  # workflows of deleted dispatches
+    # Rows left unfinished behind a workflow that completed, every message final: completed.
+    completed: list[int] = field(default_factory=list)
 
 
 class Reconciler:
@@ -56,8 +66,13 @@ class Reconciler:
         repairs = Repairs()
         await self._start_missing(repairs)
         await self._cancel_orphans(repairs)
-        if repairs.started or repairs.cancelled:
-            log.warning("reconciled: started %s, cancelled %s", repairs.started, repairs.cancelled)
+        if repairs.started or repairs.cancelled or repairs.completed:
+            log.warning(
+                "reconciled: started %s, cancelled %s, completed %s",
+                repairs.started,
+                repairs.cancelled,
+                repairs.completed,
+            )
         return repairs
 
     async def _start_missing(self, repairs: Repairs) -> None:
@@ -84,10 +99,55 @@ class Reconciler:
                 if error.status != RPCStatusCode.NOT_FOUND:
                     raise
                 status = None
+            if status == WorkflowExecutionStatus.COMPLETED:
+                if await self._complete(dispatch_id):
+                    repairs.completed.append(dispatch_id)
+                continue
             if status is not None and status not in BROKEN:
                 continue
             await self._start(dispatch_id, status)
             repairs.started.append(dispatch_id)
+
+    async def _complete(self, dispatch_id: int) -> bool:
+        """A row still unfinished whose workflow completed: a command applied by the API after
+        the workflow closed (a resume of a dispatch that had completed while paused, before
+        `dispatch-completes-when-paused`). With every message final it is completed; with
+        messages still open it is left as it is and said loudly: no run may follow a completed
+        one, and an operator must look."""
+        async with self.sessions() as session:
+            open_messages = (
+                await session.execute(
+                    sa.select(sa.func.count())
+                    .select_from(message_t)
+                    .where(
+                        message_t.c.dispatch_id == dispatch_id,
+                        message_t.c.status.in_(OPEN_MESSAGE_STATUSES),
+                    )
+                )
+            ).scalar_one()
+            if open_messages:
+                log.error(
+                    "dispatch workflow completed with %d messages open: left as it is",
+                    open_messages,
+                    extra=ids(dispatch_id=dispatch_id),
+                )
+                return False
+            result = await session.execute(
+                sa.update(dispatch_t)
+                .where(
+                    dispatch_t.c.id == dispatch_id,
+                    dispatch_t.c.status.in_(UNFINISHED_DISPATCH_STATUSES),
+                )
+                .values(status=DispatchStatus.COMPLETED)
+            )
+            await session.commit()
+        changed = bool(result.rowcount)  # type: ignore[attr-defined]
+        if changed:
+            log.warning(
+                "dispatch left unfinished behind its completed workflow: completed",
+                extra=ids(dispatch_id=dispatch_id),
+            )
+        return changed
 
     async def _start(self, dispatch_id: int, status: WorkflowExecutionStatus | None) -> None:
         log.warning(

@@ -71,6 +71,10 @@ COMPLETION_RECHECK = timedelta(minutes=10)
 # once the last cohort has finished (the dispatch completes at once).
 COMPLETION_DEBOUNCE = timedelta(seconds=1)
 COMPLETES_AT_ONCE = "dispatch-completes-at-once"
+# Since this patch a dispatch paused after its last message went final completes too: before,
+# its row stayed paused behind a closed workflow, and a resume then revived it as running for
+# good (found by the soak run, issue 25).
+COMPLETES_WHEN_PAUSED = "dispatch-completes-when-paused"
 
 
 @workflow.defn(name="DispatchWorkflow.v2")
@@ -294,7 +298,11 @@ class DispatchWorkflow:
                 await self._start_cohorts(input, plan)
         self._phase = "awaiting messages"
         total = await self._await_messages(input)
-        await self._set_status(input, DispatchStatus.COMPLETED, [DispatchStatus.RUNNING])
+        # Every message is final: a pause has nothing left to hold.
+        completes_from = [DispatchStatus.RUNNING]
+        if workflow.patched(COMPLETES_WHEN_PAUSED):
+            completes_from.append(DispatchStatus.PAUSED)
+        await self._set_status(input, DispatchStatus.COMPLETED, completes_from)
         status = DispatchStatus.CANCELLED if self._cancelled else DispatchStatus.COMPLETED
         # Logged by the activity that moved the status (once), not here: a workflow task that
         # a late signal makes Temporal retry would log it twice.

@@ -124,6 +124,32 @@ async def test_pause_stops_requests_within_a_second_and_resume_sends_the_rest_on
     assert "completed" in refused.json()["detail"]
 
 
+async def test_a_dispatch_paused_as_its_last_sends_finish_completes(
+    stack: httpx.AsyncClient, db: Database, simulator: RunningSimulator
+) -> None:
+    """Found by the soak run: paused while its last requests were in flight, a dispatch had
+    every message final, its workflow completed and its row stayed paused; a resume then moved
+    the row to running for good, with no workflow left to finish it. Now it completes."""
+    api = stack
+    clients = 5  # the stack's send concurrency: every request in flight at once
+    for _ in range(clients):
+        await make_client(db)
+    # Under the send timeout (2 s), long enough to pause while the requests are out.
+    simulator.state.set_config(SimulatorConfig(latency_ms=1200))
+    dispatch_id = await create(api)
+    async with asyncio.timeout(30):
+        while simulator.state.stats()["received"] < clients:
+            await asyncio.sleep(0.01)
+    paused = await api.post(f"{DISPATCHES}/{dispatch_id}/pause")
+    assert (paused.status_code, paused.json()["status"]) == (200, "paused")
+    done = await until(api, dispatch_id, "completed", seconds=30)
+    assert done["messages"]["sent"] == clients
+    refused = await api.post(f"{DISPATCHES}/{dispatch_id}/resume")
+    assert refused.status_code == 409
+    assert "completed" in refused.json()["detail"]
+    assert (await api.get(f"{DISPATCHES}/{dispatch_id}")).json()["status"] == "completed"
+
+
 async def test_cancel_wakes_a_cohort_waiting_for_its_window(
     stack: httpx.AsyncClient,
     db: Database,

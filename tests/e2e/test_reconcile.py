@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.contracts.shared import cohort_workflow_id, dispatch_workflow_id
 from core.db import Database
-from core.models import dispatch_t
+from core.models import dispatch_t, message_t
 from core.settings import Settings
 from tests.conftest import RunningSimulator
 from tests.e2e.test_control import DISPATCHES, create, stack, until, waiting_for_its_window
@@ -94,3 +94,45 @@ async def test_reconciliation_starts_missing_workflows_and_cancels_orphans(
     assert again.started == []
     assert not orphans & set(again.cancelled)
     assert (await api.get(f"{DISPATCHES}/{terminated}")).json()["status"] == "scheduled"
+
+
+async def test_a_row_left_running_behind_its_completed_workflow_is_completed(
+    stack: httpx.AsyncClient,
+    db: Database,
+    dev_env: WorkflowEnvironment,
+    settings: Settings,
+    queues: Queues,
+    simulator: RunningSimulator,
+) -> None:
+    """What a resume did to a dispatch that had completed while paused, before
+    `dispatch-completes-when-paused` (found by the soak run): its row moved to running with no
+    workflow left to finish it. Reconciliation completes it; with a message still open it
+    leaves it alone."""
+    api = stack
+    await make_client(db, timezone="UTC")
+    revived = await create(api)
+    await until(api, revived, "completed", seconds=30)
+    stranded = await create(api)
+    await until(api, stranded, "completed", seconds=30)
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(dispatch_t)
+            .where(dispatch_t.c.id.in_([revived, stranded]))
+            .values(status="running")
+        )
+        await session.execute(
+            sa.update(message_t).where(message_t.c.dispatch_id == stranded).values(status="pending")
+        )
+        await session.commit()
+    await age(db, revived)
+    await age(db, stranded)
+
+    s = settings_for(settings, dev_env.client, queues)
+    reconciler = Reconciler(sessions=db.sessions, temporal=dev_env.client, settings=s)
+    repairs = await reconciler.reconcile()
+    assert repairs.completed == [revived]
+    assert revived not in repairs.started and stranded not in repairs.started
+    assert (await api.get(f"{DISPATCHES}/{revived}")).json()["status"] == "completed"
+    assert (await api.get(f"{DISPATCHES}/{stranded}")).json()["status"] == "running"
+    again = await reconciler.reconcile()
+    assert again.completed == [] and again.started == []
