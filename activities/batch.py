@@ -169,6 +169,21 @@ async def _owed_handoffs(sender: Sender, input: SendBatchInput) -> list[Handoff]
     return handoffs
 
 
+# What an edit of a running dispatch changes (core.models.EDITABLE_WHILE_RUNNING) as the
+# message rows carry it.
+EDITED_FIELDS = (
+    dispatch_t.c.text,
+    dispatch_t.c.end_at,
+    dispatch_t.c.window_start,
+    dispatch_t.c.window_end,
+)
+
+
+def edited(row: Any) -> tuple[Any, ...]:
+    """The EDITED_FIELDS of a message row or a dispatch row."""
+    return (row.text, row.end_at, row.window_start, row.window_end)
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
@@ -199,9 +214,11 @@ class Batch:
     failure: BaseException | None = None
     # Why the dispatch must pause (our credentials refused, its error budget spent), once each.
     pauses: list[str] = field(default_factory=list)
-    # The dispatch's status as last read, and when (monotonic seconds).
+    # The dispatch's status as last read, and when (monotonic seconds); with it, the fields an
+    # edit of a running dispatch may change (EDITED_FIELDS), as read then.
     status_seen: str | None = None
     status_read_at: float = 0.0
+    edited_seen: tuple[Any, ...] | None = None
     # A breaker that a batch of the dispatch opened since then stops this one (the cohort's
     # round began then, or this batch); the write of this batch's own trip.
     trips_after: datetime = field(init=False)
@@ -221,13 +238,14 @@ class Batch:
             async with self.sender.sessions() as session:
                 row = (
                     await session.execute(
-                        sa.select(dispatch_t.c.status, dispatch_t.c.breaker_tripped_at).where(
-                            dispatch_t.c.id == self.input.dispatch_id
-                        )
+                        sa.select(
+                            dispatch_t.c.status, dispatch_t.c.breaker_tripped_at, *EDITED_FIELDS
+                        ).where(dispatch_t.c.id == self.input.dispatch_id)
                     )
                 ).one_or_none()
             self.status_read_at = now
             self.status_seen = None if row is None else row.status
+            self.edited_seen = None if row is None else edited(row)
             tripped = None if row is None else row.breaker_tripped_at
             if tripped is not None and tripped >= self.trips_after:
                 # Another batch of the dispatch found the remote down: this one stops too.
@@ -238,8 +256,22 @@ class Batch:
         if self.stopped is None:
             self.stopped, self.not_before = reason, not_before
 
+    async def edited_since(self, rows: dict[int, Outgoing]) -> bool:
+        """Whether the dispatch was edited (its text, end or window) since these rows were
+        read: its fields as the last status read saw them differ, and so does a fresh read."""
+        loaded = next((edited(row.row) for row in rows.values()), None)
+        await self.dispatch_status()
+        if self.edited_seen is None or self.edited_seen == loaded:
+            return False
+        # The last read may be older than the rows: only a fresh one tells.
+        self.status_read_at = 0.0
+        await self.dispatch_status()
+        return self.edited_seen is not None and self.edited_seen != loaded
+
     async def run_chunk(self, chunk: Sequence[int]) -> bool:
-        """Judges and sends one chunk; False once the batch has stopped."""
+        """Judges and sends one chunk; False once the batch has stopped. An edit of the
+        dispatch while the chunk sends makes it read its remaining rows again: what goes after
+        an edit is judged and rendered by it, within the age of a status read."""
         sender = self.sender
         async with sender.sessions() as session:
             rows = {
@@ -249,7 +281,7 @@ class Batch:
                 )
             }
         await sender.apply_cap([rows[i] for i in chunk if i in rows], self.windows)
-        for message_id in chunk:
+        for index, message_id in enumerate(chunk):
             row = rows.get(message_id)
             if row is None:
                 # Deleted with its dispatch since the batch began.
@@ -265,6 +297,14 @@ class Batch:
                 if self.stopped:  # while this waited for a slot
                     sender.slots.release()
                     return False
+                if await self.edited_since(rows):
+                    sender.slots.release()
+                    log.info(
+                        "dispatch edited: the batch reads its %d remaining messages again",
+                        len(chunk) - index,
+                        extra=ids(dispatch_id=self.input.dispatch_id),
+                    )
+                    return await self.run_chunk(chunk[index:])
                 decision, ticket = await sender.judge_now(row, self.windows, self.dispatch_status)
                 if sender.write_failures != self.write_failures_seen:
                     # Another batch's write failed: this one's are retried with the attempt.

@@ -4,6 +4,7 @@ batch that sends nothing twice."""
 
 import asyncio
 import dataclasses
+import time as time_module
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 
@@ -331,3 +332,36 @@ async def test_one_batch_opening_its_breaker_stops_the_others_in_flight(
     # Within half a second of the count, with its ten requests in flight finishing: far from
     # its 100 messages.
     assert 5 <= result.sent < 100
+
+
+async def test_an_edit_while_a_chunk_sends_reaches_the_rest_of_it(
+    db: Database, sender: SendActivities, simulator: RunningSimulator
+) -> None:
+    """Found by the soak run: a batch read its messages fifty at a time with their dispatch's
+    text, end and window, and sent a chunk's rest with the text as it was before an edit.
+    Now an edit seen with the status (read every half second) makes the batch read the rest
+    of its chunk again: what leaves after the edit carries the new text."""
+    dispatch, _, _ = await cohort_of(db, 40, text="Before the edit")
+    assert dispatch.id is not None
+    # 40 messages, ten at a time, 200 ms each: under a second, one chunk.
+    simulator.state.set_config(SimulatorConfig(latency_ms=200))
+    sending = asyncio.create_task(run_batch(sender, batch(dispatch)))
+    async with asyncio.timeout(10):
+        while simulator.state.stats()["received"] < 10:
+            await asyncio.sleep(0.005)
+    async with db.sessions() as session:
+        await session.execute(
+            sa.update(Dispatch).where(Dispatch.id == dispatch.id).values(text="After the edit")
+        )
+        await session.commit()
+    edited_at = time_module.time()
+    result = await sending
+    assert result.sent == 40
+    texts = {msg_id: record[3] for msg_id, record in simulator.state.messages.items()}
+    arrivals = {msg_id: arrived for arrived, _, msg_id in simulator.state.arrivals_log()}
+    before = [m for m in texts if arrivals[m] < edited_at]
+    # Within a status read's age of the edit (0.5 s), the new text.
+    after = [m for m in texts if arrivals[m] > edited_at + 0.6]
+    assert before and after
+    assert {texts[m] for m in before} == {"Before the edit"}
+    assert {texts[m] for m in after} == {"After the edit"}
