@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install simulator worker api bench clean token report
+.PHONY: run test lint install simulator worker api bench soak clean token report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 ## bench: figures, not tests, on a stack of its own; e.g. BENCH_ARGS="--clients 1000 --latencies 0"
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## soak: faults together at scale while API users work, figures and checks; e.g. SOAK_MINUTES=3 SOAK_SEED=7
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(SOAK_ARGS)
 
 ## token: a bearer token of the embedded mode; e.g. TOKEN_ARGS="--permissions clients:read --hours 1"
 token: $(STAMP)

@@ -6,12 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
 from core.settings import PROJECT_ROOT, Settings
-from devstack.embedded import free_port, temporal_dev_server_command, wait_for_port
+from devstack.embedded import (
+    EmbeddedPostgres,
+    free_port,
+    temporal_dev_server_command,
+    wait_for_port,
+)
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -110,3 +117,54 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
+
+
+class CrashablePostgres:
+    """An embedded PostgreSQL that can die: kill -9 of its postmaster, and a start over the
+    same data directory (crash recovery included), at the same socket."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.server = EmbeddedPostgres(pgdata)
+
+    def url(self, database: str) -> str:
+        return self.server.url(database)
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster; returns once it and its backends are gone."""
+        postmaster = psutil.Process(self.server.pid)
+        family = [postmaster, *postmaster.children()]
+        postmaster.kill()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in family):
+            time.sleep(0.05)
+        # The postmaster is a child of init: until init reaps it, it is a zombie that both
+        # pgserver (psutil's is_running) and postgres (kill(pid, 0)) take for a live server
+        # owning postmaster.pid. Wait for the reaping; without a reaper, drop the stale file.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and psutil.pid_exists(postmaster.pid):
+            time.sleep(0.05)
+        if psutil.pid_exists(postmaster.pid):
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Starts PostgreSQL again over the same data directory (crash recovery included)."""
+        from pgserver.postgres_server import PostgresServer
+
+        socket_dir = self.server.socket_dir
+        # pgserver keeps one handle per data directory, holding the dead postmaster's info:
+        # get_server would hand that back and start nothing. Forget it to get a fresh start.
+        PostgresServer._instances.pop(self.server.server.pgdata, None)
+        self.server = EmbeddedPostgres(self.pgdata)
+        # The URL the worker holds must still reach the server.
+        assert self.server.socket_dir == socket_dir
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

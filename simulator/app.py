@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
@@ -42,6 +43,9 @@ class AcceptedSend(BaseModel):
 
     msg_id: int
     accepted_at: float = Field(description="Seconds since the epoch.")
+    arrived_at: float = Field(
+        description="When its request arrived, before the latency: seconds since the epoch."
+    )
     text: str
 
 
@@ -122,6 +126,7 @@ async def _answer_send(state: SimulatorState, msg_id: str, request: Request) -> 
         state.note_answer(400, Outcome.INVALID)
         return _json(400, _body(400, parsed))
     msg, phone, text = parsed
+    arrived_at = time.time()
     state.note_received(msg, phone, text)
 
     # Drawn before the latency sleep: seeded outcomes follow arrival order, not jittered finishes.
@@ -137,7 +142,7 @@ async def _answer_send(state: SimulatorState, msg_id: str, request: Request) -> 
         await asyncio.sleep(delay)
 
     if outcome is Outcome.OK:
-        state.note_accepted(msg)
+        state.note_accepted(msg, arrived_at)
         if state.config.receipts_url is not None:
             # Queues them, or posts them before the answer (receipt_before_answer_rate).
             await state.receipts.accepted(msg, text)
@@ -215,13 +220,19 @@ def _control_router(gateway: Callable[..., Awaitable[SimulatorState]]) -> APIRou
         state: GatewayDep,
         after_id: int | None = None,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[dict[str, Any]] | JSONResponse:
-        """Acceptances in order; after_id starts after that msgId's latest acceptance."""
+        """Acceptances in order; after_id starts after that msgId's latest acceptance, offset
+        after that many acceptances (pages that skip nothing)."""
         try:
-            log = state.accepted_log(after_id=after_id, limit=limit)
+            log = state.accepted_log(after_id=after_id, limit=limit, offset=offset)
+            arrivals = state.arrivals_log(after_id=after_id, limit=limit, offset=offset)
         except KeyError:
             return JSONResponse({"code": 404, "message": "after_id not accepted"}, status_code=404)
-        return [{"msg_id": m, "accepted_at": at, "text": text} for at, m, text in log]
+        return [
+            {"msg_id": m, "accepted_at": at, "arrived_at": arrival[0], "text": text}
+            for (at, m, text), arrival in zip(log, arrivals, strict=True)
+        ]
 
     @router.get("/_sim/receipts", tags=["control"], response_model=dict[str, str])
     async def receipts(

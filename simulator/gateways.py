@@ -143,6 +143,7 @@ class SimulatorState:
     __slots__ = (
         "_accepted_at",
         "_accepted_ids",
+        "_arrived_at",
         "_decide_rng",
         "_failures_left",
         "_jitter_rng",
@@ -208,6 +209,9 @@ class SimulatorState:
         # acceptance and give the GC nothing to track (a list of tuples: ~70 bytes, tracked).
         self._accepted_at = array("d")
         self._accepted_ids = array("q")
+        # When the request of each acceptance arrived (before the latency): the instant the
+        # sender judged its window and end time, give or take the transit.
+        self._arrived_at = array("d")
         # Receipts waiting for their delay are dropped; posts in flight still count.
         self.receipts.reset()
         # A reset starts a seeded run over, so that it repeats from its first request.
@@ -258,8 +262,9 @@ class SimulatorState:
             received, accepted, _, _, first_accepted_at, _ = record
             self.messages[msg_id] = (received + 1, accepted, phone, text, first_accepted_at, now)
 
-    def note_accepted(self, msg_id: int) -> None:
-        """Count one answer of 200 code 0 for msg_id."""
+    def note_accepted(self, msg_id: int, arrived_at: float | None = None) -> None:
+        """Count one answer of 200 code 0 for msg_id, whose request arrived at `arrived_at`
+        (epoch seconds; None: now)."""
         self.accepted += 1
         record = self.messages.get(msg_id)
         if record is None:  # the counters were reset while the request was in flight
@@ -281,6 +286,7 @@ class SimulatorState:
         )
         self._accepted_at.append(now)
         self._accepted_ids.append(msg_id)
+        self._arrived_at.append(now if arrived_at is None else arrived_at)
 
     def note_answer(self, status: int, outcome: Outcome) -> None:
         """Count one answer by HTTP status and by outcome."""
@@ -326,23 +332,43 @@ class SimulatorState:
         }
 
     def accepted_log(
-        self, *, after_id: int | None = None, limit: int | None = None
+        self, *, after_id: int | None = None, limit: int | None = None, offset: int = 0
     ) -> list[tuple[float, int, str]]:
         """(accepted at in epoch seconds, msgId, text) of every acceptance, in order.
 
         Duplicates appear once per acceptance. after_id starts after the latest acceptance of
-        that msgId (KeyError if it has none); the text is the msgId's last received one.
+        that msgId (KeyError if it has none), `offset` after that many acceptances (pages that
+        skip nothing); the text is the msgId's last received one.
         """
+        messages = self.messages
         ids = self._accepted_ids
-        start = 0
+        return [
+            (self._accepted_at[i], ids[i], messages[ids[i]][3])
+            for i in self._span(after_id, limit, offset)
+        ]
+
+    def arrivals_log(
+        self, *, after_id: int | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[tuple[float, float, int]]:
+        """(arrived at, accepted at, msgId) of every acceptance, in the order of
+        `accepted_log`: when each accepted request reached the gateway, and when it was
+        answered."""
+        ids = self._accepted_ids
+        return [
+            (self._arrived_at[i], self._accepted_at[i], ids[i])
+            for i in self._span(after_id, limit, offset)
+        ]
+
+    def _span(self, after_id: int | None, limit: int | None, offset: int = 0) -> range:
+        ids = self._accepted_ids
+        start = offset
         if after_id is not None:
             try:
                 start = len(ids) - ids[::-1].index(after_id)
             except ValueError:
                 raise KeyError(after_id) from None
         stop = len(ids) if limit is None else min(len(ids), start + limit)
-        messages = self.messages
-        return [(self._accepted_at[i], ids[i], messages[ids[i]][3]) for i in range(start, stop)]
+        return range(start, stop)
 
 
 class GatewayNameError(ValueError):

@@ -34,8 +34,7 @@ from core.contracts.shared import SendOptions, dispatch_workflow_id
 from core.db import Database, migrate
 from core.models import Message, MessageStatus
 from core.settings import Settings
-from devstack.embedded import EmbeddedPostgres
-from devstack.processes import TemporalServer, WorkerProcess, service_env
+from devstack.processes import CrashablePostgres, TemporalServer, WorkerProcess, service_env
 from simulator.app import SimulatorConfig
 from tests.conftest import TOKEN, RunningSimulator
 from tests.factories import make_client, make_dispatch
@@ -67,56 +66,6 @@ DISPATCH_TIMEOUT = 120.0
 # A worker stopped by SIGTERM exits within its grace (WORKER_SHUTDOWN_SECONDS) and this much.
 SHUTDOWN_BOUND = 40.0
 DATABASE = "mailing_crash"
-
-
-class CrashablePostgres:
-    """The dedicated PostgreSQL: kill -9 of its postmaster, and a start over the same data."""
-
-    def __init__(self, pgdata: Path) -> None:
-        self.pgdata = pgdata
-        self.server = EmbeddedPostgres(pgdata)
-
-    def url(self, database: str) -> str:
-        return self.server.url(database)
-
-    def kill(self) -> None:
-        """SIGKILL to the postmaster; returns once it and its backends are gone."""
-        postmaster = psutil.Process(self.server.pid)
-        family = [postmaster, *postmaster.children()]
-        postmaster.kill()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in family):
-            time.sleep(0.05)
-        # The postmaster is a child of init: until init reaps it, it is a zombie that both
-        # pgserver (psutil's is_running) and postgres (kill(pid, 0)) take for a live server
-        # owning postmaster.pid. Wait for the reaping; without a reaper, drop the stale file.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and psutil.pid_exists(postmaster.pid):
-            time.sleep(0.05)
-        if psutil.pid_exists(postmaster.pid):
-            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
-
-    def restart(self) -> None:
-        """Starts PostgreSQL again over the same data directory (crash recovery included)."""
-        from pgserver.postgres_server import PostgresServer
-
-        socket_dir = self.server.socket_dir
-        # pgserver keeps one handle per data directory, holding the dead postmaster's info:
-        # get_server would hand that back and start nothing. Forget it to get a fresh start.
-        PostgresServer._instances.pop(self.server.server.pgdata, None)
-        self.server = EmbeddedPostgres(self.pgdata)
-        # The URL the worker holds must still reach the server.
-        assert self.server.socket_dir == socket_dir
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _kill_leftovers(marker: str) -> None:

@@ -171,6 +171,24 @@ async def test_accepted_lists_in_order() -> None:
     assert [at for at, _, _ in log] == times
 
 
+async def test_accepted_tells_when_each_request_arrived() -> None:
+    """`arrived_at` is the request's arrival, before the latency: the instant the sender judged
+    its window, which the soak checks the window against."""
+    app = create_app(token=TOKEN)
+    async with app_client(app) as client:
+        await client.patch("/_sim/config", json={"latency_ms": 200})
+        before = time.time()
+        assert (await send(client, 1)).status_code == 200
+        [item] = (await client.get("/_sim/accepted")).json()
+        assert (await send(client, 2)).status_code == 200
+        paged = (await client.get("/_sim/accepted", params={"offset": 1})).json()
+    assert before <= item["arrived_at"] <= before + 0.1
+    assert item["accepted_at"] - item["arrived_at"] >= 0.2
+    assert [entry["msg_id"] for entry in paged] == [2]
+    arrived, accepted, msg_id = app.state.simulator.arrivals_log()[0]
+    assert (arrived, accepted, msg_id) == (item["arrived_at"], item["accepted_at"], 1)
+
+
 async def test_accepted_lists_duplicates_and_forgets_on_reset() -> None:
     app = create_app(token=TOKEN)
     async with app_client(app) as client:
