@@ -282,6 +282,18 @@ class Reader(Soaker):
             "GET", f"/admin/dispatches/{self.dispatch_id()}", "/admin/dispatches/{id}", admin=True
         )
 
+    @task(1)
+    def admin_dispatch_live(self) -> None:
+        """What an open dispatch page polls: its counts, charts, failures and messages."""
+        path = f"/admin/dispatches/{self.dispatch_id()}/live"
+        self.call("GET", path, "/admin/dispatches/{id}/live", admin=True)
+
+    @task(1)
+    def admin_dispatch_cohorts(self) -> None:
+        """What an open dispatch page asks apart: its cohorts, answered by the workflow."""
+        path = f"/admin/dispatches/{self.dispatch_id()}/progress"
+        self.call("GET", path, "/admin/dispatches/{id}/progress", admin=True)
+
 
 class Writer(Soaker):
     """An operator at work: new clients, changes to their attributes, and a short pause of the

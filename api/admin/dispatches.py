@@ -6,7 +6,9 @@ of `new` and `edit`.
 A dispatch's page polls its live part while it may send; the answer replaces the counts, and,
 out of band, the charts' data (their canvases stay, so a hover survives), the cohorts, the
 failures and the messages table (as filtered and paged), and the commands only when the status
-changed (a reason being typed is not wiped)."""
+changed (a reason being typed is not wiped). The cohorts, which the workflow's workers answer
+for, load apart (`/progress`, every 10 s while it may send): neither the page nor its live part
+waits for a worker."""
 
 from datetime import timedelta
 from typing import Any
@@ -16,7 +18,6 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client as TemporalClient
 
 from api.admin.charts import by_route, sends_over_time
 from api.admin.common import (
@@ -41,6 +42,7 @@ from api.services import common as common_service
 from api.services import control as control_service
 from api.services import dispatches as dispatches_service
 from api.services import messages as messages_service
+from api.services import progress as progress_service
 from api.services import statistics as statistics_service
 from api.services import test_sends as test_sends_service
 from core.auth import Permission
@@ -106,7 +108,6 @@ async def dispatches(
 
 async def _dispatch_view(
     db: AsyncSession,
-    temporal: TemporalClient,
     dispatch_id: int,
     status: MessageStatus | None,
     cursor: str | None,
@@ -149,9 +150,6 @@ async def _dispatch_view(
             sends_over_time(points, id="per-minute", bucket="minute", zone=zone, now=utcnow()),
             by_route(routes, id="per-route"),
         ],
-        "progress": await dispatches_service.dispatch_progress(
-            temporal=temporal, dispatch_id=dispatch_id
-        ),
         "failures": await statistics_service.failure_reasons(session=db, dispatch_id=dispatch_id),
         "messages": messages,
         "message_status": status,
@@ -180,7 +178,6 @@ async def dispatch_page(
     dispatch_id: int,
     session: SessionUser,
     db: SessionDep,
-    temporal: TemporalClientDep,
     settings: SettingsDep,
     status: MessageStatus | None = None,
     route: str = "",
@@ -191,7 +188,6 @@ async def dispatch_page(
         request,
         session,
         db,
-        temporal,
         settings,
         dispatch_id,
         status=status,
@@ -204,7 +200,6 @@ async def _page(
     request: Request,
     session: AdminSession,
     db: AsyncSession,
-    temporal: TemporalClient,
     settings: Settings,
     dispatch_id: int,
     *,
@@ -218,7 +213,6 @@ async def _page(
     route = route[:ROUTE_NAME_MAX_LENGTH]
     view = await _dispatch_view(
         db,
-        temporal,
         dispatch_id,
         status,
         cursor,
@@ -255,7 +249,6 @@ async def dispatch_live(
     dispatch_id: int,
     session: SessionUser,
     db: SessionDep,
-    temporal: TemporalClientDep,
     settings: SettingsDep,
     status: MessageStatus | None = None,
     route: str = "",
@@ -268,7 +261,6 @@ async def dispatch_live(
     route = route[:ROUTE_NAME_MAX_LENGTH]
     view = await _dispatch_view(
         db,
-        temporal,
         dispatch_id,
         status,
         cursor,
@@ -285,6 +277,26 @@ async def dispatch_live(
         controls_changed=shown != view["dispatch"].status.value,
         live_url=_live_url(dispatch_id, status, route, cursor),
     )
+
+
+@router.get("/dispatches/{dispatch_id}/progress")
+async def dispatch_progress(
+    request: Request,
+    dispatch_id: int,
+    session: SessionUser,
+    db: SessionDep,
+    temporal: TemporalClientDep,
+) -> HTMLResponse:
+    """htmx: the cohorts of a dispatch's page, its workflow's account: asked apart, and through
+    the API process's ProgressCache, so that neither the page nor its watchers wait for a busy
+    or restarting worker but the first time."""
+    session.require(Permission.DISPATCHES_READ)
+    await common_service.get_dispatch(session=db, dispatch_id=dispatch_id)
+    cache: progress_service.ProgressCache | None = getattr(request.app.state, "progress", None)
+    if cache is None or cache.temporal is not temporal:
+        cache = request.app.state.progress = progress_service.ProgressCache(temporal)
+    asked_at, progress = await cache.get(dispatch_id)
+    return render(request, "_progress.html", session, progress=progress, asked_at=asked_at)
 
 
 @router.get("/dispatches/{dispatch_id}/tests")
@@ -331,14 +343,13 @@ async def send_test(
             request,
             session,
             db,
-            temporal,
             settings,
             dispatch_id,
             status_code=error_status(error),
             test_phones=typed,
             test_errors=form_errors(error, TEST_FIELDS),
         )
-    return await _page(request, session, db, temporal, settings, dispatch_id, test_results=results)
+    return await _page(request, session, db, settings, dispatch_id, test_results=results)
 
 
 @router.post("/dispatches/{dispatch_id}/{command}")

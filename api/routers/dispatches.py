@@ -24,6 +24,7 @@ from api.services import control as control_service
 from api.services import dispatches as dispatches_service
 from api.services import messages as messages_service
 from api.services import previews as previews_service
+from api.services import progress as progress_service
 from api.services import resends as resends_service
 from api.services import statistics as statistics_service
 from core.auth import Permission, Principal
@@ -408,4 +409,4 @@ async def dispatch_progress(
     """What the dispatch's workflow says of itself: its phase, the clients laid out, and each
     cohort's phase, sends and, while it sleeps for its zone's window, until when."""
     await common_service.get_dispatch(session=session, dispatch_id=dispatch_id)
-    return await dispatches_service.dispatch_progress(temporal=temporal, dispatch_id=dispatch_id)
+    return await progress_service.dispatch_progress(temporal=temporal, dispatch_id=dispatch_id)

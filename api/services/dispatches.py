@@ -3,7 +3,6 @@ the dispatch (its row with its messages counted), its events, or what its workfl
 (progress). Pause, resume and cancel are in `control`; reads that answer only numbers (its counts
 alone, sends over time, failure reasons) in `statistics`; its messages in `messages`."""
 
-import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -14,17 +13,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.paging import Paging
 from api.schemas.common import Normalization, Page
 from api.schemas.dispatches import (
-    CohortState,
     DispatchCreate,
     DispatchEventPublic,
     DispatchFilter,
-    DispatchProgressPublic,
     DispatchPublic,
     DispatchUpdate,
     WindowSchema,
@@ -34,9 +31,7 @@ from api.services import common as common_service
 from api.services import control as control_service
 from api.services import previews as previews_service
 from core.audience import audience_size, resend_audience_size
-from core.contracts.cohort import CohortProgress, CohortResult
-from core.contracts.dispatch import DispatchProgress
-from core.contracts.shared import Window, cohort_workflow_id, dispatch_workflow_id
+from core.contracts.shared import Window, dispatch_workflow_id
 from core.control import Command
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.events import Action, Actor, record_event
@@ -56,9 +51,6 @@ from core.stats import counts_by_dispatch
 from core.windows import stored_window
 
 log = logging.getLogger(__name__)
-
-# A query waits for a worker to answer: a page must not wait long for a busy or absent one.
-QUERY_TIMEOUT = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
@@ -429,68 +421,4 @@ async def list_events(
         limit=paging.limit,
         offset=paging.offset,
         next_cursor=next_cursor,
-    )
-
-
-async def dispatch_progress(
-    *, temporal: TemporalClient, dispatch_id: int
-) -> DispatchProgressPublic:
-    """The dispatch workflow's own account (its `progress` query) and each cohort's: which are
-    asleep waiting for their zone's window, and until when, and what each sent (a finished
-    one's from its result). `available` is false when no workflow answers (not started yet,
-    finished long ago, or no worker)."""
-    try:
-        handle = temporal.get_workflow_handle(dispatch_workflow_id(dispatch_id))
-        progress = await handle.query(
-            "progress", result_type=DispatchProgress, rpc_timeout=QUERY_TIMEOUT
-        )
-    except (RPCError, WorkflowQueryFailedError) as error:
-        log.info("progress not available: %s", error, extra=ids(dispatch_id=dispatch_id))
-        return DispatchProgressPublic(available=False)
-    finished = set(progress.cohorts_finished)
-    cohorts = await asyncio.gather(
-        *(
-            _cohort_state(temporal, dispatch_id, cohort, finished=cohort in finished)
-            for cohort in progress.cohorts
-        )
-    )
-    return DispatchProgressPublic(
-        available=True,
-        phase=progress.phase,
-        clients_laid_out=progress.started,
-        cohorts=list(cohorts),
-    )
-
-
-async def _cohort_state(
-    temporal: TemporalClient, dispatch_id: int, cohort: str, *, finished: bool
-) -> CohortState:
-    """One cohort's account: a finished cohort's result (its close event, read without a
-    worker), else its `progress` query (also for one that told its dispatch it finished but
-    has not returned yet)."""
-    workflow_id = cohort_workflow_id(dispatch_id, cohort)
-    if finished:
-        try:
-            async with asyncio.timeout(QUERY_TIMEOUT.total_seconds()):
-                result = await temporal.get_workflow_handle(
-                    workflow_id, result_type=CohortResult
-                ).result(rpc_timeout=QUERY_TIMEOUT)
-            return CohortState(
-                cohort=cohort, phase="finished", sent=result.sent, handed_off=result.handed_off
-            )
-        except (RPCError, WorkflowFailureError, TimeoutError):
-            pass
-    try:
-        state = await temporal.get_workflow_handle(workflow_id).query(
-            "progress", result_type=CohortProgress, rpc_timeout=QUERY_TIMEOUT
-        )
-    except (RPCError, WorkflowQueryFailedError):
-        return CohortState(cohort=cohort, phase="finished" if finished else "unknown")
-    return CohortState(
-        cohort=cohort,
-        phase="finished" if finished else state.phase,
-        sent=state.sent,
-        handed_off=state.handed_off,
-        waiting_until=None if finished else state.waiting_until,
-        batches_in_flight=state.batches_in_flight,
     )

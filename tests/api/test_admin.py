@@ -250,6 +250,13 @@ async def test_the_pages_show_routes_and_sms_parts(api_app: FastAPI, db: Databas
         assert "1 message through default" in only.text
         retired = await client.get(f"/admin/dispatches/{dispatch.id}", params={"route": "old"})
         assert "0 messages through old" in retired.text
+        # The cohorts come apart (its workers answer for them): the page only asks for them.
+        assert f'hx-get="/admin/dispatches/{dispatch.id}/progress"' in page
+        assert 'id="cohorts"' not in page
+        cohorts = await client.get(f"/admin/dispatches/{dispatch.id}/progress")
+        assert cohorts.status_code == 200
+        assert "No workflow answers for it now" in cohorts.text  # a row made by hand
+        assert (await client.get("/admin/dispatches/999999/progress")).status_code == 404
 
 
 async def test_the_form_counts_sms_parts_and_normalizes(api_app: FastAPI, db: Database) -> None:

@@ -648,9 +648,14 @@ async def test_times_show_in_the_zone_the_operator_picked(stack: Stack) -> None:
     assert await run(lambda: browser.find_element(By.ID, "zone-link").text) == (
         "Times in America/New_York"
     )
-    # The waiting cohorts' times too, as the API has them.
+    # The waiting cohorts' times too, as the API has them (the cohorts load apart).
     progress = await run(lambda: api_json(stack, f"/dispatches/{stack.dispatch_id}/progress"))
     waits = {c["cohort"]: c["waiting_until"] for c in progress["cohorts"] if c["waiting_until"]}
+    await run(
+        lambda: wait_for(
+            browser, lambda b: bool(b.find_elements(By.CSS_SELECTOR, "#cohorts tbody tr time"))
+        )
+    )
     cells = await run(
         lambda: {
             str(row.get_attribute("data-cohort")): row.find_element(

@@ -32,6 +32,8 @@ READER_ROUTES = {
     "GET /api/v1/clients/{id}",
     "GET /admin",
     "GET /admin/dispatches/{id}",
+    "GET /admin/dispatches/{id}/live",
+    "GET /admin/dispatches/{id}/progress",
 }
 WRITER_ROUTES = {
     "POST /api/v1/clients",
