@@ -29,6 +29,7 @@ from activities.records import (
 )
 from activities.routing import Attempt, Ticket
 from activities.sender import Outgoing, Sender, Windows, count_judged, message_query
+from activities.watch import DispatchWatch, edited
 from core import metrics, tracing
 from core.contracts.cohort import Handoff, SendBatchInput, SendBatchResult
 from core.contracts.shared import SendOutcome
@@ -43,9 +44,6 @@ log = logging.getLogger(__name__)
 LOAD_CHUNK = 50
 # A batch reports progress to Temporal this often; a silent one is taken for dead.
 HEARTBEAT_SECONDS = 1.0
-# A batch reads its dispatch's status at least this often, so that a pause or a cancel stops
-# its requests within a second whatever the pace of sending.
-STATUS_MAX_AGE_SECONDS = 0.5
 
 
 async def send_batch(sender: Sender, input: SendBatchInput) -> SendBatchResult:
@@ -169,21 +167,6 @@ async def _owed_handoffs(sender: Sender, input: SendBatchInput) -> list[Handoff]
     return handoffs
 
 
-# What an edit of a running dispatch changes (core.models.EDITABLE_WHILE_RUNNING) as the
-# message rows carry it.
-EDITED_FIELDS = (
-    dispatch_t.c.text,
-    dispatch_t.c.end_at,
-    dispatch_t.c.window_start,
-    dispatch_t.c.window_end,
-)
-
-
-def edited(row: Any) -> tuple[Any, ...]:
-    """The EDITED_FIELDS of a message row or a dispatch row."""
-    return (row.text, row.end_at, row.window_start, row.window_end)
-
-
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
@@ -214,59 +197,39 @@ class Batch:
     failure: BaseException | None = None
     # Why the dispatch must pause (our credentials refused, its error budget spent), once each.
     pauses: list[str] = field(default_factory=list)
-    # The dispatch's status as last read, and when (monotonic seconds); with it, the fields an
-    # edit of a running dispatch may change (EDITED_FIELDS), as read then.
-    status_seen: str | None = None
-    status_read_at: float = 0.0
-    edited_seen: tuple[Any, ...] | None = None
-    # A breaker that a batch of the dispatch opened since then stops this one (the cohort's
-    # round began then, or this batch); the write of this batch's own trip.
-    trips_after: datetime = field(init=False)
+    # The dispatch as this batch last read it (activities.watch).
+    watch: DispatchWatch = field(init=False)
     tripping: asyncio.Task[None] | None = None
     # The worker's failed outcome writes when the batch began: one more stops it.
     write_failures_seen: int = 0
 
     def __post_init__(self) -> None:
         self.write_failures_seen = self.sender.write_failures
-        self.trips_after = self.input.round_started_at or activity_now()
+        self.watch = DispatchWatch(
+            self.sender.sessions,
+            self.input.dispatch_id,
+            trips_after=self.input.round_started_at or activity_now(),
+        )
 
     async def dispatch_status(self) -> str | None:
-        """The dispatch's status, read again when older than STATUS_MAX_AGE_SECONDS (None when
-        the dispatch is gone: its rows then say so themselves)."""
-        now = clock.monotonic()
-        if now - self.status_read_at > STATUS_MAX_AGE_SECONDS:
-            async with self.sender.sessions() as session:
-                row = (
-                    await session.execute(
-                        sa.select(
-                            dispatch_t.c.status, dispatch_t.c.breaker_tripped_at, *EDITED_FIELDS
-                        ).where(dispatch_t.c.id == self.input.dispatch_id)
-                    )
-                ).one_or_none()
-            self.status_read_at = now
-            self.status_seen = None if row is None else row.status
-            self.edited_seen = None if row is None else edited(row)
-            tripped = None if row is None else row.breaker_tripped_at
-            if tripped is not None and tripped >= self.trips_after:
-                # Another batch of the dispatch found the remote down: this one stops too.
-                self.stop(SendOutcome.REMOTE_DOWN)
-        return self.status_seen
+        """The dispatch's status, at most STATUS_MAX_AGE_SECONDS old; a breaker another batch
+        of the dispatch opened (the remote down) stops this one too."""
+        status = await self.watch.read()
+        if self.watch.tripped:
+            self.stop(SendOutcome.REMOTE_DOWN)
+        return status
 
     def stop(self, reason: SendOutcome, not_before: datetime | None = None) -> None:
         if self.stopped is None:
             self.stopped, self.not_before = reason, not_before
 
     async def edited_since(self, rows: dict[int, Outgoing]) -> bool:
-        """Whether the dispatch was edited (its text, end or window) since these rows were
-        read: its fields as the last status read saw them differ, and so does a fresh read."""
+        """Whether the dispatch was edited (its text, end or window) since these rows were read."""
         loaded = next((edited(row.row) for row in rows.values()), None)
-        await self.dispatch_status()
-        if self.edited_seen is None or self.edited_seen == loaded:
-            return False
-        # The last read may be older than the rows: only a fresh one tells.
-        self.status_read_at = 0.0
-        await self.dispatch_status()
-        return self.edited_seen is not None and self.edited_seen != loaded
+        edited_now = await self.watch.edited_since(loaded)
+        if self.watch.tripped:
+            self.stop(SendOutcome.REMOTE_DOWN)
+        return edited_now
 
     async def run_chunk(self, chunk: Sequence[int]) -> bool:
         """Judges and sends one chunk; False once the batch has stopped. An edit of the
