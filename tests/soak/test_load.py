@@ -4,7 +4,6 @@ worker, the dev server, PostgreSQL), and the analysis of a request log written b
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from temporalio.testing import WorkflowEnvironment
 
-from api.main import create_app
 from core.auth import ALL_PERMISSIONS, embedded_tokens
-from core.db import Database
-from core.settings import Settings
 from soak.load import ApiLoad, LoadSettings, analyse, figures_lines, nearest_rank
-from tests.support import Queues, api_client, running_workers, serving, settings_for
+from tests.e2e.test_admin_browser import site
+from tests.support import api_client
+
+# The API served over HTTP with a worker, as the admin's browser tests have it.
+__all__ = ["site"]
 
 DISPATCHES = "/api/v1/dispatches"
 READER_ROUTES = {
@@ -45,17 +44,6 @@ RUN_SECONDS = 8.0
 # The writers pick their tasks at random: past RUN_SECONDS the load runs on until each route
 # has been asked at least once, for this long at most.
 COVERAGE_SECONDS = 60.0
-
-
-@pytest.fixture
-async def site(
-    dev_env: WorkflowEnvironment, settings: Settings, queues: Queues, db: Database
-) -> AsyncIterator[tuple[FastAPI, str]]:
-    s = settings_for(settings, dev_env.client, queues)
-    app = create_app(s)
-    async with running_workers(s, dev_env.client, db), app.router.lifespan_context(app):
-        async with serving(app, lifespan="off") as port:
-            yield app, f"http://127.0.0.1:{port}"
 
 
 async def running_dispatch(api: httpx.AsyncClient) -> int:
