@@ -386,6 +386,12 @@ async def _judge(
             after_text=str(paused.edited_text),
             edit_sent=float(edit.get("edit_sent", 0.0)),
             edit_answered=float(edit.get("edit_answered", 0.0)),
+        )
+        if edit.get("edit") == 200
+        else Check(
+            "the paused dispatch's edit applies from then on",
+            False,
+            f"the edit was not made: PATCH answered {edit.get('edit')}",
         ),
         checks.counts_kept(kept, counted),
         Check(
